@@ -16,9 +16,9 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from amaranth.build import Attrs, Clock, Pins, Resource
 from amaranth.hdl import Module, Signal, Value
@@ -41,12 +41,36 @@ class _Board:
 
 
 BOARDS: dict[str, _Board] = {
-    "icebreaker": _Board("amaranth_boards.icebreaker", "ICEBreakerPlatform", "clk12", "35",
-                         {"GLOBAL": True, "IO_STANDARD": "SB_LVCMOS"}, "ice40", "ICESTORM_LC", None),
-    "ulx3s-85f": _Board("amaranth_boards.ulx3s", "ULX3S_85F_Platform", "clk25", "G2",
-                        {"IO_TYPE": "LVCMOS33"}, "ecp5", "TRELLIS_COMB", "TRELLIS_FF"),
-    "ulx3s-25f": _Board("amaranth_boards.ulx3s", "ULX3S_25F_Platform", "clk25", "G2",
-                        {"IO_TYPE": "LVCMOS33"}, "ecp5", "TRELLIS_COMB", "TRELLIS_FF"),
+    "icebreaker": _Board(
+        "amaranth_boards.icebreaker",
+        "ICEBreakerPlatform",
+        "clk12",
+        "35",
+        {"GLOBAL": True, "IO_STANDARD": "SB_LVCMOS"},
+        "ice40",
+        "ICESTORM_LC",
+        None,
+    ),
+    "ulx3s-85f": _Board(
+        "amaranth_boards.ulx3s",
+        "ULX3S_85F_Platform",
+        "clk25",
+        "G2",
+        {"IO_TYPE": "LVCMOS33"},
+        "ecp5",
+        "TRELLIS_COMB",
+        "TRELLIS_FF",
+    ),
+    "ulx3s-25f": _Board(
+        "amaranth_boards.ulx3s",
+        "ULX3S_25F_Platform",
+        "clk25",
+        "G2",
+        {"IO_TYPE": "LVCMOS33"},
+        "ecp5",
+        "TRELLIS_COMB",
+        "TRELLIS_FF",
+    ),
 }
 
 
@@ -69,7 +93,7 @@ class PinHarness(wiring.Component):
         m = Module()
         m.submodules.dut = dut = self.dut
         ins, outs = [], []
-        for path, member, value in dut.signature.flatten(dut):
+        for _path, member, value in dut.signature.flatten(dut):
             (ins if member.flow == wiring.In else outs).append(Value.cast(value))
         n_in = sum(len(v) for v in ins)
         chain = Signal(max(n_in, 1))
@@ -151,8 +175,10 @@ class SynthReport:
 
     def summary(self) -> str:
         used = ", ".join(f"{k} {u}/{a}" for k, (u, a) in sorted(self.cells.items()) if u)
-        return (f"{self.board} ({self.device}): {used}; Fmax {self.fmax:.1f} MHz "
-                f"(target {self.target_mhz:.0f} MHz, {'met' if self.timing_met else 'NOT met'})")
+        return (
+            f"{self.board} ({self.device}): {used}; Fmax {self.fmax:.1f} MHz "
+            f"(target {self.target_mhz:.0f} MHz, {'met' if self.timing_met else 'NOT met'})"
+        )
 
 
 _CELL_RE = re.compile(r"^Info:\s+([A-Z0-9_]+):\s+(\d+)/\s*(\d+)\s+\d+%", re.M)
@@ -172,9 +198,16 @@ def parse_nextpnr_log(text: str) -> tuple[dict[str, tuple[int, int]], dict[str, 
     return cells, fmax
 
 
-def synthesize(factory: Callable[[], wiring.Component], board: str = "icebreaker", *,
-               freq_mhz: float = 50.0, build_dir: str | Path = "build/synth", name: str = "top",
-               seed: int = 1, verbose: bool = False) -> SynthReport:
+def synthesize(
+    factory: Callable[[], wiring.Component],
+    board: str = "icebreaker",
+    *,
+    freq_mhz: float = 50.0,
+    build_dir: str | Path = "build/synth",
+    name: str = "top",
+    seed: int = 1,
+    verbose: bool = False,
+) -> SynthReport:
     """Build ``factory()`` inside a :class:`PinHarness` for ``board`` and report cells and Fmax."""
     import importlib
 
@@ -184,8 +217,11 @@ def synthesize(factory: Callable[[], wiring.Component], board: str = "icebreaker
     base = getattr(importlib.import_module(b.module), b.cls)
 
     clk_res = Resource(b.clk, 0, Pins(b.clk_pin, dir="i"), Clock(freq_mhz * 1e6), Attrs(**b.clk_attrs))
-    platform_cls = type(f"{b.cls}At{int(freq_mhz)}MHz", (base,),
-                        {"resources": [clk_res] + [r for r in base.resources if r.name != b.clk]})
+    platform_cls = type(
+        f"{b.cls}At{int(freq_mhz)}MHz",
+        (base,),
+        {"resources": [clk_res] + [r for r in base.resources if r.name != b.clk]},
+    )
     platform = platform_cls()
     top = _BoardTop(PinHarness(factory()), b)
     env = yowasp_env()
@@ -204,6 +240,14 @@ def synthesize(factory: Callable[[], wiring.Component], board: str = "icebreaker
     log = Path(build_dir) / f"{name}.tim"
     cells, fmax = parse_nextpnr_log(log.read_text())
     ext = "bin" if b.family == "ice40" else "bit"
-    return SynthReport(board=board, device=platform.device, cells=cells, fmax_mhz=fmax, target_mhz=freq_mhz,
-                       bitstream=Path(build_dir) / f"{name}.{ext}", seconds=time.monotonic() - t0,
-                       logic_key=b.logic_key, ff_key=b.ff_key)
+    return SynthReport(
+        board=board,
+        device=platform.device,
+        cells=cells,
+        fmax_mhz=fmax,
+        target_mhz=freq_mhz,
+        bitstream=Path(build_dir) / f"{name}.{ext}",
+        seconds=time.monotonic() - t0,
+        logic_key=b.logic_key,
+        ff_key=b.ff_key,
+    )

@@ -13,8 +13,9 @@ import os
 import shutil
 import sys
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .verilog import design_dir, write_verilog
 
@@ -160,7 +161,9 @@ def run_cocotb(
             log_file=log_test,
         )
     except SystemExit as e:
-        raise SimulationError(f"{name} on {simulator}: simulator exited with {e.code}\n" + _failure_report(results, log_test)) from None
+        raise SimulationError(
+            f"{name} on {simulator}: simulator exited with {e.code}\n" + _failure_report(results, log_test)
+        ) from None
     finally:
         sys.path[:] = saved_path
         if saved is not None:
@@ -175,11 +178,12 @@ def run_cocotb(
     if n_tests == 0:
         raise SimulationError(f"{name} on {simulator}: no cocotb test ran (testcase={testcase!r})")
     if n_failed:
-        raise SimulationError(f"{name} on {simulator}: {n_failed} of {n_tests} cocotb tests failed\n" + _failure_report(results, log_test))
+        raise SimulationError(
+            f"{name} on {simulator}: {n_failed} of {n_tests} cocotb tests failed\n" + _failure_report(results, log_test)
+        )
     return results
 
 
 def in_bench_params() -> dict[str, Any]:
     """Inside a cocotb bench: the ``params`` given to :func:`run_cocotb`."""
     return json.loads(os.environ.get("SHIFTNPU_PARAMS", "{}"))
-

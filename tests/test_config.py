@@ -18,8 +18,15 @@ def test_acc_width_covers_worst_case():
 
 @pytest.mark.parametrize(
     "kw",
-    [dict(rows=0), dict(weight_bits=5), dict(max_k=2), dict(mem_width=2), dict(rows=True), dict(pwl_pieces=1),
-     dict(clk_hz=100_000)],
+    [
+        dict(rows=0),
+        dict(weight_bits=5),
+        dict(max_k=2),
+        dict(mem_width=2),
+        dict(rows=True),
+        dict(pwl_pieces=1),
+        dict(clk_hz=100_000),
+    ],
 )
 def test_rejects_bad(kw):
     with pytest.raises(ConfigError):

@@ -11,8 +11,12 @@ def _run(rows, cols, bits, simulator, pairs, seed):
     cfg = NPUConfig(rows=rows, cols=cols, weight_bits=bits, max_k=max(rows, 64))
     params = {"config": cfg.to_dict(), "pairs": pairs, "seed": seed}
     run_cocotb(
-        "systolic", {"config": cfg.to_dict()}, lambda: SystolicArray(cfg), "systolic_bench",
-        simulator=simulator, bench_params=params,
+        "systolic",
+        {"config": cfg.to_dict()},
+        lambda: SystolicArray(cfg),
+        "systolic_bench",
+        simulator=simulator,
+        bench_params=params,
     )
 
 

@@ -129,7 +129,14 @@ async def random_pairs(dut):
     dut._log.info(f"{len(pairs)} pairs, {total} vectors, {cycles} cycles, {errors} mismatches")
     if p.get("report"):
         with open(p["report"], "w") as f:
-            json.dump({"pairs": len(pairs), "vectors": total, "cycles": cycles, "mismatches": errors,
-                       "macs": int(sum(len(A) * R * C for A, _ in pairs))}, f)
+            json.dump(
+                {
+                    "pairs": len(pairs),
+                    "vectors": total,
+                    "cycles": cycles,
+                    "mismatches": errors,
+                    "macs": int(sum(len(A) * R * C for A, _ in pairs)),
+                },
+                f,
+            )
     assert errors == 0, f"{errors} of {total} result vectors differ from numpy"
-
