@@ -40,8 +40,15 @@ class NPUConfig:
         DenseShift code width (2, 3 or 4), or 8 for the int8 baseline PE.
     max_k:
         Longest reduction the accumulator must hold without overflow; sets :attr:`acc_width`.
-    act_depth, weight_depth, out_depth:
-        Depths (in words) of the activation, weight and output buffers.
+    act_depth:
+        Depth of the feature memory (activations in, results out), in words of ``rows`` int8.
+    weight_depth:
+        Depth of the weight memory, in words of one array row (``cols`` codes).
+    chan_depth:
+        Output channels whose (bias, M, n) the channel memory holds.
+    m_block:
+        Rows of A per accumulator bank; the accumulator memory holds two banks (double-buffered),
+        so one block drains through the requantizer while the next accumulates.
     mem_width:
         Width of a weight-memory word in bits (codes are packed little-endian into it).
     pwl_pieces, pwl_shift:
@@ -58,9 +65,10 @@ class NPUConfig:
     cols: int = 8
     weight_bits: int = 3
     max_k: int = 1024
-    act_depth: int = 2048
-    weight_depth: int = 2048
-    out_depth: int = 2048
+    act_depth: int = 512
+    weight_depth: int = 1024
+    chan_depth: int = 256
+    m_block: int = 128
     mem_width: int = 32
     pwl_pieces: int = 16
     pwl_shift: int = 12
@@ -88,7 +96,7 @@ class NPUConfig:
             raise ConfigError(f"weight_bits must be 2, 3, 4 (DenseShift) or 8 (int8 baseline), got {self.weight_bits}")
         if self.max_k < self.rows:
             raise ConfigError(f"max_k ({self.max_k}) must be at least rows ({self.rows})")
-        for name in ("act_depth", "weight_depth", "out_depth"):
+        for name in ("act_depth", "weight_depth", "chan_depth", "m_block"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be positive")
         if self.mem_width < self.weight_bits or self.mem_width > 64:

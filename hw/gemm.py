@@ -1,0 +1,512 @@
+"""The GEMM engine: ``C = requant(A @ W + bias)`` for any M x K by K x N, on the systolic array.
+
+Dataflow (see docs/architecture.md)::
+
+    for mb in M-blocks (m_block rows each):         accumulator bank = block parity
+      for nt in N-tiles (cols outputs each):
+        for kt in K-tiles (rows each):              one "pass": weight tile (kt, nt) in the array
+          for m in the block's rows:                one activation vector per cycle
+            acc[bank][m] (+)= A[m, kt-tile] @ W[kt-tile, nt-tile]
+        drain the block through the requantizer while the next block accumulates
+
+* The weight tile of pass p+1 is shifted into the array's idle bank while pass p streams (the
+  bank tag travels with the activations), so back-to-back passes do not stall.
+* Column sums leave the array into a read-modify-write accumulator memory with two banks. A
+  finished block is drained row by row through one time-shared requantizer (SPEC §3) into the
+  feature memory, while the other bank accumulates the next block. The drain borrows the
+  accumulator's read port through "drain slots" that the issuer places in the activation stream.
+
+Memory layouts (word addresses; the compiler in ``quant`` produces them):
+
+* feature memory (``rows`` int8 lanes per word): ``A[m, kt*rows + r]`` at ``act_base + kt*M + m``,
+  lane ``r``; lanes past K hold 0. Results: ``C[m, nt*cols + c]`` at ``out_base + nt*M + m``, lane
+  ``c``; lanes past N are written as 0, so a result is the next layer's input as it stands.
+* weight memory (``cols`` codes per word): tile ``(kt, nt)`` row ``r`` at
+  ``wgt_base + ((nt*KT + kt) * rows) + r`` (tiles of one N-tile consecutive).
+* channel memory: ``{bias, M, n}`` of output channel ``j`` at ``chan_base + j``.
+
+The engine needs ``rows == cols`` so that results and activations share one word format.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from quant.config import NPUConfig
+
+from .requant import Requantizer
+from .systolic import SystolicArray
+
+__all__ = ["GemmCommand", "ChannelParams", "GemmEngine", "REGION_FEATURE", "REGION_WEIGHT", "REGION_CHANNEL"]
+
+REGION_FEATURE, REGION_WEIGHT, REGION_CHANNEL = 0, 1, 2
+
+DIM_BITS = 16
+ADDR_BITS = 16
+
+GemmCommand = data.StructLayout(
+    {
+        "m": unsigned(DIM_BITS),
+        "kt": unsigned(DIM_BITS),
+        "nt": unsigned(DIM_BITS),
+        "n": unsigned(DIM_BITS),
+        "act_base": unsigned(ADDR_BITS),
+        "out_base": unsigned(ADDR_BITS),
+        "wgt_base": unsigned(ADDR_BITS),
+        "chan_base": unsigned(ADDR_BITS),
+        "relu": unsigned(1),
+    }
+)
+
+ChannelParams = data.StructLayout({"bias": signed(32), "mult": unsigned(16), "shift": unsigned(6)})
+
+
+class GemmEngine(wiring.Component):
+    """Tiled GEMM with double-buffered weights, a two-bank accumulator and one requantizer.
+
+    Members
+    -------
+    cmd : In(stream.Signature(GemmCommand))
+        One GEMM to run: ``m`` rows, ``kt = ceil(K / rows)`` K-tiles, ``nt = ceil(N / cols)``
+        N-tiles, ``n`` = N (lanes past it are written as 0), base addresses, fused ReLU. Accepted
+        when the engine is idle. Shapes are not checked here (all counts must be >= 1): the
+        compiler refuses what does not fit before anything reaches the device.
+    done : Out(stream.Signature(unsigned(32)))
+        Completion of a command, with the cycles it took from acceptance to the last result.
+    busy : Out(1)
+        A command is running (the host bus must not write memories then).
+    host_region, host_addr, host_wdata, host_we : In
+        Host access to the feature / weight / channel memories while idle. Writes take effect at
+        the clock edge; ``host_rdata`` shows the word at ``host_addr`` one cycle after it is presented.
+    host_rdata : Out(64)
+    stall : In(1)
+        Verification hook: freezes the whole compute pipeline for a cycle. Tie to 0.
+    out_stall : In(1)
+        Verification hook: backpressure on the requantizer's output stream. Tie to 0.
+    """
+
+    def __init__(self, config: NPUConfig):
+        if config.rows != config.cols:
+            raise ValueError(
+                f"the GEMM engine needs a square array (results are the next layer's activations), "
+                f"got {config.rows}x{config.cols}"
+            )
+        self.config = config
+        self.array = SystolicArray(config)
+        super().__init__(
+            {
+                "cmd": In(stream.Signature(GemmCommand)),
+                "done": Out(stream.Signature(unsigned(32))),
+                "busy": Out(1),
+                "host_region": In(2),
+                "host_addr": In(ADDR_BITS),
+                "host_wdata": In(64),
+                "host_we": In(1),
+                "host_rdata": Out(64),
+                "stall": In(1),
+                "out_stall": In(1),
+            }
+        )
+
+    # -- facts other code must not recompute ------------------------------------------------------
+
+    @property
+    def feature_width(self) -> int:
+        return self.config.rows * 8
+
+    @property
+    def weight_width(self) -> int:
+        return self.config.cols * self.config.weight_bits
+
+    @property
+    def acc_row_width(self) -> int:
+        return self.config.cols * self.config.acc_width
+
+    @property
+    def pipeline_latency(self) -> int:
+        """Cycles from issuing a slot to its accumulator write (feature read + array)."""
+        return 1 + self.array.latency
+
+    @property
+    def cooldown(self) -> int:
+        """Cycles after a pass's last vector issues before its weight bank may be reloaded."""
+        return self.config.rows + self.config.cols
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        R, C = cfg.rows, cfg.cols
+        Mb = cfg.m_block
+        L = self.pipeline_latency
+
+        m.submodules.array = array = self.array
+        m.submodules.requant = rq = Requantizer(cfg, tag_width=ADDR_BITS + (C - 1).bit_length() + 2)
+
+        fmem = m.submodules.fmem = Memory(shape=unsigned(self.feature_width), depth=cfg.act_depth, init=[])
+        wmem = m.submodules.wmem = Memory(shape=unsigned(self.weight_width), depth=cfg.weight_depth, init=[])
+        cmem = m.submodules.cmem = Memory(shape=ChannelParams, depth=cfg.chan_depth, init=[])
+        amem = m.submodules.amem = Memory(shape=unsigned(self.acc_row_width), depth=2 * Mb, init=[])
+
+        en = Signal()
+        m.d.comb += en.eq(~self.stall)
+
+        f_rd, f_wr = fmem.read_port(), fmem.write_port()
+        w_rd, w_wr = wmem.read_port(), wmem.write_port()
+        c_rd, c_wr = cmem.read_port(), cmem.write_port()
+        a_rd, a_wr = amem.read_port(), amem.write_port()
+
+        # ---- command registers ------------------------------------------------------------------
+        busy = Signal()
+        cmd = Signal(GemmCommand)
+        KT = Signal(DIM_BITS)
+        NT = Signal(DIM_BITS)
+        cycles = Signal(32)
+        m.d.comb += self.busy.eq(busy)
+
+        # ---- host access while idle ------------------------------------------------------------
+        host_sel = Signal(2)
+        m.d.sync += host_sel.eq(self.host_region)
+        m.d.comb += self.host_rdata.eq(
+            Mux(host_sel == REGION_FEATURE, f_rd.data, Mux(host_sel == REGION_WEIGHT, w_rd.data, c_rd.data.as_value()))
+        )
+
+        # ---- issuer state -----------------------------------------------------------------------
+        running = Signal()  # passes remain to issue
+        i_kt, i_nt = Signal(DIM_BITS), Signal(DIM_BITS)
+        i_kt_off = Signal(ADDR_BITS + DIM_BITS)  # kt * M
+        i_mb_off = Signal(DIM_BITS + 1)  # mb * Mb
+        i_row = Signal(range(Mb + 1))
+        i_bank = Signal()  # weight bank of the current pass (pass parity)
+        i_accbank = Signal()  # accumulator bank of the current block (block parity)
+        i_in_pass = Signal()
+        rows_left = Signal(DIM_BITS + 1)
+        i_rows = Signal(range(Mb + 1))
+        m.d.comb += [rows_left.eq(cmd.m - i_mb_off), i_rows.eq(Mux(rows_left < Mb, rows_left, Mb))]
+        last_kt = Signal()
+        last_nt = Signal()
+        m.d.comb += [last_kt.eq(i_kt == KT - 1), last_nt.eq(i_nt == NT - 1)]
+        last_mb = Signal()
+        m.d.comb += last_mb.eq(rows_left <= Mb)
+
+        tile_ready = Signal(2)
+        acc_busy = Signal(2)  # bank holds a block not yet fully read by the drain
+        cooldown = Signal(range(self.cooldown + 1))
+
+        # ---- loader state -----------------------------------------------------------------------
+        ld_todo = Signal()  # tiles remain to load
+        ld_active = Signal()
+        ld_step = Signal(range(R + 1))
+        ld_bank = Signal()
+        ld_kt, ld_nt = Signal(DIM_BITS), Signal(DIM_BITS)
+        ld_tile_off = Signal(ADDR_BITS + DIM_BITS)  # (nt*KT + kt) * R
+        ld_mb_left = Signal(DIM_BITS + 1)  # rows of A not yet covered by loaded blocks
+        ld_shift = Signal()
+        ld_shift_last = Signal()
+
+        # ---- drain state ------------------------------------------------------------------------
+        d_todo = Signal()  # blocks remain to drain
+        d_bank = Signal()
+        d_nt = Signal(DIM_BITS)
+        d_nt_off = Signal(ADDR_BITS + DIM_BITS)  # nt * M
+        d_chan_off = Signal(ADDR_BITS + DIM_BITS)  # nt * C
+        d_mb_off = Signal(DIM_BITS + 1)
+        d_rows = Signal(range(Mb + 1))
+        d_req = Signal(range(Mb + 1))  # next row to request
+        d_inflight = Signal()  # a drain slot is in the pipeline
+        block_ready = Signal(2)  # bank's block fully accumulated
+        d_last_block = Signal()
+        d_rows_left = Signal(DIM_BITS + 1)
+        m.d.comb += [
+            d_rows_left.eq(cmd.m - d_mb_off),
+            d_rows.eq(Mux(d_rows_left < Mb, d_rows_left, Mb)),
+            d_last_block.eq((d_nt == NT - 1) & (d_rows_left <= Mb)),
+        ]
+        buf = Signal(unsigned(self.acc_row_width))
+        buf_valid = Signal()
+        buf_lane = Signal(range(C))
+        buf_waddr = Signal(ADDR_BITS)
+        buf_chan = Signal(ADDR_BITS + DIM_BITS)
+        buf_final = Signal()  # last row of the last block
+
+        # ---- slot pipeline metadata ---------------------------------------------------------------
+        Meta = data.StructLayout(
+            {"vec": 1, "drain": 1, "first": 1, "block_end": 1, "accbank": 1, "row": range(Mb), "bank": 1}
+        )
+        meta = [Signal(Meta, name=f"meta{i}") for i in range(L + 1)]
+        slot = Signal(Meta)
+        with m.If(en):
+            m.d.sync += meta[1].eq(slot)
+            for i in range(2, L + 1):
+                m.d.sync += meta[i].eq(meta[i - 1])
+        m.d.comb += meta[0].eq(slot)
+
+        # ---- command acceptance -----------------------------------------------------------------
+        m.d.comb += self.cmd.ready.eq(~busy)
+        done_valid = Signal()
+        done_cycles = Signal(32)
+        m.d.comb += [self.done.valid.eq(done_valid), self.done.payload.eq(done_cycles)]
+        with m.If(self.done.valid & self.done.ready):
+            m.d.sync += done_valid.eq(0)
+        with m.If(busy):
+            m.d.sync += cycles.eq(cycles + 1)
+
+        with m.If(self.cmd.valid & ~busy):
+            c = self.cmd.payload
+            m.d.sync += [
+                busy.eq(1),
+                cmd.eq(c),
+                KT.eq(c.kt),
+                NT.eq(c.nt),
+                cycles.eq(1),
+                running.eq(1),
+                i_kt.eq(0),
+                i_nt.eq(0),
+                i_kt_off.eq(0),
+                i_mb_off.eq(0),
+                i_row.eq(0),
+                i_bank.eq(0),
+                i_accbank.eq(0),
+                i_in_pass.eq(0),
+                tile_ready.eq(0),
+                acc_busy.eq(0),
+                cooldown.eq(0),
+                ld_todo.eq(1),
+                ld_active.eq(0),
+                ld_bank.eq(0),
+                ld_kt.eq(0),
+                ld_nt.eq(0),
+                ld_tile_off.eq(0),
+                ld_mb_left.eq(c.m),
+                d_todo.eq(1),
+                d_bank.eq(0),
+                d_nt.eq(0),
+                d_nt_off.eq(0),
+                d_chan_off.eq(0),
+                d_mb_off.eq(0),
+                d_req.eq(0),
+                d_inflight.eq(0),
+                block_ready.eq(0),
+                buf_valid.eq(0),
+            ]
+
+        # ---- weight loader ------------------------------------------------------------------------
+        # Reads tile rows bottom-up (the array wants W[R-1] first), shifting each one cycle later.
+        ld_start = Signal()
+        m.d.comb += ld_start.eq(
+            busy & ld_todo & ~ld_active & ~ld_shift & ~tile_ready.bit_select(ld_bank, 1) & (cooldown == 0)
+        )
+        ld_addr = Signal(ADDR_BITS)
+        m.d.comb += ld_addr.eq(cmd.wgt_base + ld_tile_off + (R - 1) - ld_step)
+        with m.If(en):
+            m.d.sync += [ld_shift.eq(0), ld_shift_last.eq(0)]
+            with m.If(ld_start):
+                m.d.sync += [ld_active.eq(1), ld_step.eq(0)]
+            with m.If(ld_active):
+                m.d.sync += [ld_shift.eq(1), ld_step.eq(ld_step + 1)]
+                with m.If(ld_step == R - 1):
+                    m.d.sync += [ld_active.eq(0), ld_shift_last.eq(1)]
+                    # advance to the next tile in pass order: kt, then nt, then the next M-block
+                    with m.If(ld_kt == KT - 1):
+                        m.d.sync += ld_kt.eq(0)
+                        with m.If(ld_nt == NT - 1):
+                            m.d.sync += [ld_nt.eq(0), ld_tile_off.eq(0), ld_mb_left.eq(ld_mb_left - Mb)]
+                            with m.If(ld_mb_left <= Mb):
+                                m.d.sync += ld_todo.eq(0)
+                        with m.Else():
+                            m.d.sync += [ld_nt.eq(ld_nt + 1), ld_tile_off.eq(ld_tile_off + R)]
+                    with m.Else():
+                        m.d.sync += [ld_kt.eq(ld_kt + 1), ld_tile_off.eq(ld_tile_off + R)]
+            with m.If(ld_shift_last):
+                m.d.sync += [tile_ready.bit_select(ld_bank, 1).eq(1), ld_bank.eq(~ld_bank)]
+        ld_rd_addr = Signal(ADDR_BITS)
+        m.d.comb += [
+            ld_rd_addr.eq(Mux(busy, ld_addr, self.host_addr)),
+            w_rd.addr.eq(ld_rd_addr),
+            w_rd.en.eq(~busy | en),
+            array.w_in.eq(w_rd.data),
+            array.w_shift.eq(ld_shift & en),
+            array.w_bank.eq(ld_bank),
+        ]
+
+        # ---- issuer -------------------------------------------------------------------------------
+        drain_slot = Signal()
+        m.d.comb += drain_slot.eq(
+            busy & d_todo & block_ready.bit_select(d_bank, 1) & (d_req < d_rows) & ~d_inflight & ~buf_valid
+        )
+        can_start = Signal()
+        m.d.comb += can_start.eq(
+            running & tile_ready.bit_select(i_bank, 1) & ((i_kt != 0) | ~acc_busy.bit_select(i_accbank, 1))
+        )
+        issue_vec = Signal()
+        m.d.comb += issue_vec.eq(~drain_slot & (i_in_pass | can_start))
+        act_addr = Signal(ADDR_BITS)
+        m.d.comb += act_addr.eq(cmd.act_base + i_kt_off + i_mb_off + i_row)
+
+        m.d.comb += [
+            slot.vec.eq(issue_vec),
+            slot.drain.eq(drain_slot),
+            slot.first.eq(i_kt == 0),
+            slot.block_end.eq(last_kt & (i_row == i_rows - 1)),
+            slot.accbank.eq(Mux(drain_slot, d_bank, i_accbank)),
+            slot.row.eq(Mux(drain_slot, d_req, i_row)),
+            slot.bank.eq(i_bank),
+        ]
+        with m.If(en & busy):
+            with m.If(cooldown != 0):
+                m.d.sync += cooldown.eq(cooldown - 1)
+            with m.If(drain_slot):
+                m.d.sync += [d_req.eq(d_req + 1), d_inflight.eq(1)]
+            with m.If(issue_vec):
+                m.d.sync += [i_in_pass.eq(1), i_row.eq(i_row + 1)]
+                with m.If(i_row == 0):
+                    m.d.sync += acc_busy.bit_select(i_accbank, 1).eq(1)
+                with m.If(i_row == i_rows - 1):  # last vector of the pass
+                    m.d.sync += [
+                        i_in_pass.eq(0),
+                        i_row.eq(0),
+                        tile_ready.bit_select(i_bank, 1).eq(0),
+                        i_bank.eq(~i_bank),
+                        cooldown.eq(self.cooldown),
+                    ]
+                    with m.If(last_kt):
+                        m.d.sync += [i_kt.eq(0), i_kt_off.eq(0), i_accbank.eq(~i_accbank)]
+                        with m.If(last_nt):
+                            m.d.sync += [i_nt.eq(0), i_mb_off.eq(i_mb_off + Mb)]
+                            with m.If(last_mb):
+                                m.d.sync += running.eq(0)
+                        with m.Else():
+                            m.d.sync += i_nt.eq(i_nt + 1)
+                    with m.Else():
+                        m.d.sync += [i_kt.eq(i_kt + 1), i_kt_off.eq(i_kt_off + cmd.m)]
+        m.d.comb += [
+            f_rd.addr.eq(Mux(busy, act_addr, self.host_addr)),
+            f_rd.en.eq(~busy | en),
+        ]
+
+        # ---- array --------------------------------------------------------------------------------
+        m.d.comb += [
+            array.en.eq(en),
+            array.a_in.eq(f_rd.data),
+            array.in_valid.eq(meta[1].vec),
+            array.in_bank.eq(meta[1].bank),
+        ]
+
+        # ---- accumulator read-modify-write ----------------------------------------------------------
+        tap_r, tap_w = meta[L - 1], meta[L]
+        m.d.comb += [
+            a_rd.addr.eq(Cat(tap_r.row, tap_r.accbank) if (Mb & (Mb - 1)) == 0 else tap_r.accbank * Mb + tap_r.row),
+            a_rd.en.eq(en),
+        ]
+        new_row = Signal(unsigned(self.acc_row_width))
+        aw = cfg.acc_width
+        for c in range(C):
+            old = a_rd.data[c * aw : (c + 1) * aw].as_signed()
+            add = array.out[c]
+            m.d.comb += new_row[c * aw : (c + 1) * aw].eq(Mux(tap_w.first, add, old + add))
+        m.d.comb += [
+            a_wr.addr.eq(Cat(tap_w.row, tap_w.accbank) if (Mb & (Mb - 1)) == 0 else tap_w.accbank * Mb + tap_w.row),
+            a_wr.data.eq(new_row),
+            a_wr.en.eq(en & tap_w.vec),
+        ]
+        with m.If(en & tap_w.vec & tap_w.block_end):
+            m.d.sync += block_ready.bit_select(tap_w.accbank, 1).eq(1)
+
+        # ---- drain: accumulator rows -> requantizer -> feature memory ---------------------------------
+        with m.If(en & tap_w.drain):
+            m.d.sync += [
+                d_inflight.eq(0),
+                buf.eq(a_rd.data),
+                buf_valid.eq(1),
+                buf_lane.eq(0),
+                buf_waddr.eq(cmd.out_base + d_nt_off + d_mb_off + tap_w.row),
+                buf_chan.eq(cmd.chan_base + d_chan_off),
+                buf_final.eq(d_last_block & (tap_w.row == d_rows - 1)),
+            ]
+            with m.If(tap_w.row == d_rows - 1):
+                # every row of this block is read: its bank may take the block after next
+                m.d.sync += [
+                    acc_busy.bit_select(d_bank, 1).eq(0),
+                    block_ready.bit_select(d_bank, 1).eq(0),
+                    d_bank.eq(~d_bank),
+                    d_req.eq(0),
+                ]
+                with m.If(d_nt == NT - 1):
+                    m.d.sync += [d_nt.eq(0), d_nt_off.eq(0), d_chan_off.eq(0), d_mb_off.eq(d_mb_off + Mb)]
+                    with m.If(d_rows_left <= Mb):
+                        m.d.sync += d_todo.eq(0)
+                with m.Else():
+                    m.d.sync += [d_nt.eq(d_nt + 1), d_nt_off.eq(d_nt_off + cmd.m), d_chan_off.eq(d_chan_off + C)]
+
+        # Lane l of the buffered row goes to the requantizer with channel chan + l. The channel
+        # memory is read one cycle ahead, so a lane is presented from a one-entry stage.
+        lanes = Array(buf[c * aw : (c + 1) * aw].as_signed() for c in range(C))
+        st_valid = Signal()
+        st_acc = Signal(signed(aw))
+        st_tag = Signal(len(rq.i_tag))
+        take = Signal()  # move a lane from the buffer into the stage
+        m.d.comb += take.eq(buf_valid & (~st_valid | rq.i_stream.ready))
+        chan_addr = Signal(ADDR_BITS)
+        m.d.comb += chan_addr.eq(buf_chan + buf_lane)
+        n_mask = Signal()  # lane is past N: its result is written as 0
+        m.d.comb += n_mask.eq((chan_addr - cmd.chan_base) >= cmd.n)
+        m.d.comb += [
+            c_rd.addr.eq(Mux(busy, chan_addr, self.host_addr)),
+            c_rd.en.eq(~busy | take),
+        ]
+        with m.If(rq.i_stream.ready):
+            m.d.sync += st_valid.eq(0)
+        with m.If(take):
+            m.d.sync += [
+                st_valid.eq(1),
+                st_acc.eq(lanes[buf_lane]),
+                st_tag.eq(Cat(buf_waddr, buf_lane, n_mask, buf_final & (buf_lane == C - 1))),
+                buf_lane.eq(buf_lane + 1),
+            ]
+            with m.If(buf_lane == C - 1):
+                m.d.sync += buf_valid.eq(0)
+        m.d.comb += [
+            rq.i_stream.valid.eq(st_valid),
+            rq.i_stream.payload.acc.eq(st_acc),
+            rq.i_stream.payload.bias.eq(c_rd.data.bias),
+            rq.i_stream.payload.mult.eq(c_rd.data.mult),
+            rq.i_stream.payload.shift.eq(c_rd.data.shift),
+            rq.i_stream.payload.relu.eq(cmd.relu),
+            rq.i_tag.eq(st_tag),
+        ]
+
+        # Collector: assemble a row of int8 results and write it to the feature memory.
+        word = Signal(unsigned(self.feature_width))
+        o_waddr = rq.o_tag[:ADDR_BITS]
+        o_lane = rq.o_tag[ADDR_BITS : ADDR_BITS + (C - 1).bit_length()] if C > 1 else 0
+        o_mask = rq.o_tag[ADDR_BITS + (C - 1).bit_length()]
+        o_final = rq.o_tag[ADDR_BITS + (C - 1).bit_length() + 1]
+        value = Signal(signed(8))
+        m.d.comb += [value.eq(Mux(o_mask, 0, rq.o_stream.payload)), rq.o_stream.ready.eq(~self.out_stall)]
+        full_word = Signal(unsigned(self.feature_width))
+        for c in range(C):
+            m.d.comb += full_word[c * 8 : (c + 1) * 8].eq(Mux(o_lane == c, value, word[c * 8 : (c + 1) * 8]))
+        o_take = Signal()
+        m.d.comb += o_take.eq(rq.o_stream.valid & rq.o_stream.ready)
+        with m.If(o_take):
+            m.d.sync += word.eq(full_word)
+        m.d.comb += [
+            f_wr.addr.eq(Mux(busy, o_waddr, self.host_addr)),
+            f_wr.data.eq(Mux(busy, full_word, self.host_wdata)),
+            f_wr.en.eq(Mux(busy, o_take & (o_lane == C - 1), self.host_we & (self.host_region == REGION_FEATURE))),
+        ]
+        with m.If(o_take & o_final):
+            m.d.sync += [busy.eq(0), done_valid.eq(1), done_cycles.eq(cycles)]
+
+        # ---- host writes to weight and channel memories ----------------------------------------------
+        m.d.comb += [
+            w_wr.addr.eq(self.host_addr),
+            w_wr.data.eq(self.host_wdata),
+            w_wr.en.eq(~busy & self.host_we & (self.host_region == REGION_WEIGHT)),
+            c_wr.addr.eq(self.host_addr),
+            c_wr.data.eq(self.host_wdata),
+            c_wr.en.eq(~busy & self.host_we & (self.host_region == REGION_CHANNEL)),
+        ]
+        return m
