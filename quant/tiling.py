@@ -107,7 +107,7 @@ def channel_words(bias, mult, shift) -> list[int]:
         raise ValueError("bias must be int32")
     if np.any(mult < 0) or np.any(mult >= 1 << M_BITS) or np.any(shift < 0) or np.any(shift > N_MAX):
         raise ValueError(f"M must be unsigned {M_BITS}-bit and n in [0, {N_MAX}]")
-    return [(int(b) & 0xFFFFFFFF) | (int(m) << 32) | (int(s) << 48) for b, m, s in zip(bias, mult, shift)]
+    return [(int(b) & 0xFFFFFFFF) | (int(m) << 32) | (int(s) << 48) for b, m, s in zip(bias, mult, shift, strict=True)]
 
 
 def gemm_reference(A, W_codes, bits: int, bias, mult, shift, *, relu: bool = False) -> np.ndarray:

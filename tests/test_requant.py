@@ -64,7 +64,7 @@ def test_requantizer_matches_golden():
     sim.add_testbench(producer)
     sim.add_testbench(consumer)
     sim.run()
-    bad = [(c, g, e) for c, g, e in zip(cases, got, expect) if g != e]
+    bad = [(c, g, e) for c, g, e in zip(cases, got, expect, strict=True) if g != e]
     assert not bad, f"{len(bad)} mismatches, first: {bad[:3]}"
 
 

@@ -40,7 +40,7 @@ async def requant_cases(dut):
         if int(dut.o_stream__valid.value):
             got.append(dut.o_stream__payload.value.to_signed())
         await FallingEdge(dut.clk)
-    for c, g in zip(cases, got):
+    for c, g in zip(cases, got, strict=False):
         e = requant(c[0], c[1], c[2], c[3], relu=bool(c[4]))
         if g != e:
             bad.append((c, g, e))
