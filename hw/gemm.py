@@ -337,8 +337,14 @@ class GemmEngine(wiring.Component):
             busy & d_todo & block_ready.bit_select(d_bank, 1) & (d_req < d_rows) & ~d_inflight & ~buf_valid
         )
         can_start = Signal()
+        prev_vec = Signal()  # the previous slot was a vector
+        # A one-row block would otherwise read its accumulator row in the very cycle the previous
+        # pass writes it (the read port is not transparent): keep one slot between such passes.
         m.d.comb += can_start.eq(
-            running & tile_ready.bit_select(i_bank, 1) & ((i_kt != 0) | ~acc_busy.bit_select(i_accbank, 1))
+            running
+            & tile_ready.bit_select(i_bank, 1)
+            & ((i_kt != 0) | ~acc_busy.bit_select(i_accbank, 1))
+            & ~((i_rows == 1) & prev_vec)
         )
         issue_vec = Signal()
         m.d.comb += issue_vec.eq(~drain_slot & (i_in_pass | can_start))
@@ -354,6 +360,8 @@ class GemmEngine(wiring.Component):
             slot.row.eq(Mux(drain_slot, d_req, i_row)),
             slot.bank.eq(i_bank),
         ]
+        with m.If(en):
+            m.d.sync += prev_vec.eq(issue_vec)
         with m.If(en & busy):
             with m.If(cooldown != 0):
                 m.d.sync += cooldown.eq(cooldown - 1)

@@ -1,0 +1,214 @@
+"""Cycle model of the GEMM engine (hw/gemm.py): how many cycles a GEMM takes, exactly.
+
+The model steps the engine's control registers -- weight loader, issuer, drain slots, the slot
+pipeline through the array, the accumulator banks, the requantizer and the result collector --
+one clock at a time, with the same update rules as the RTL, but none of the data. It therefore
+predicts the RTL's cycle count exactly (a regression checks this on many shapes) and runs without
+Amaranth, so the host and the compiler can use it for latency estimates.
+
+It also checks the schedule's safety rules that the RTL relies on (a weight bank is never
+reloaded while a vector still needs it; an accumulator row is never read in the cycle it is
+written) and raises ``AssertionError`` if a change to the control ever broke them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .config import NPUConfig
+from .tiling import tiles
+
+__all__ = ["GemmTiming", "gemm_cycles", "REQUANT_LATENCY"]
+
+#: Pipeline stages of hw.requant.Requantizer.
+REQUANT_LATENCY = 4
+
+
+@dataclass(frozen=True)
+class GemmTiming:
+    """Cycle count and derived figures of one GEMM on the engine."""
+
+    m: int
+    k: int
+    n: int
+    cycles: int
+    macs: int  # useful multiply-accumulates: M * K * N
+    pe_count: int
+
+    @property
+    def utilization(self) -> float:
+        """Useful MACs / (PEs x cycles)."""
+        return self.macs / (self.pe_count * self.cycles)
+
+
+def array_latency(config: NPUConfig) -> int:
+    """hw.systolic.SystolicArray.latency."""
+    return config.rows - 1 + config.cols - 1 + 2
+
+
+def gemm_cycles(config: NPUConfig, m: int, k: int, n: int, *, max_cycles: int = 50_000_000) -> GemmTiming:
+    """Cycles from command acceptance to the last result write, as the engine's ``done`` reports."""
+    R, C, Mb = config.rows, config.cols, config.m_block
+    if R != C:
+        raise ValueError("the GEMM engine needs a square array")
+    M, KT, NT = m, tiles(k, R), tiles(n, C)
+    if M < 1:
+        raise ValueError("M must be >= 1")
+    L = 1 + array_latency(config)  # slot issue -> accumulator write
+    cooldown_len = R + C
+
+    # issuer
+    running, i_kt, i_nt, i_mb_off, i_row, i_bank, i_accbank, i_in_pass = True, 0, 0, 0, 0, 0, 0, False
+    tile_ready = [False, False]
+    acc_busy = [False, False]
+    cooldown = 0
+    # loader
+    ld_todo, ld_active, ld_step, ld_bank, ld_kt, ld_nt, ld_mb_left = True, False, 0, 0, 0, 0, M
+    ld_shift = ld_shift_last = False
+    # drain
+    d_todo, d_bank, d_nt, d_mb_off, d_req, d_inflight = True, 0, 0, 0, 0, False
+    block_ready = [False, False]
+    buf_valid, buf_lane, buf_final = False, 0, False
+    st_valid, st_final = False, False
+    rq = [(False, False)] * REQUANT_LATENCY  # (valid, final-lane) per requantizer stage
+    # slot pipeline: meta[i] = (vec, drain, block_end, accbank, row, bank) or None
+    meta: list[tuple | None] = [None] * (L + 1)
+    # safety bookkeeping: last cycle at which each weight bank is still read by the PEs
+    bank_in_use_until = [-1, -1]
+
+    prev_vec = False
+    cycle = 0
+    while True:
+        cycle += 1
+        if cycle > max_cycles:
+            raise RuntimeError(f"cycle model did not finish within {max_cycles} cycles")
+        # ---------------- combinational view of this cycle ----------------
+        rows_left = M - i_mb_off
+        i_rows = min(rows_left, Mb)
+        last_kt, last_nt, last_mb = i_kt == KT - 1, i_nt == NT - 1, rows_left <= Mb
+        d_rows_left = M - d_mb_off
+        d_rows = min(d_rows_left, Mb)
+        d_last_block = d_nt == NT - 1 and d_rows_left <= Mb
+        ld_start = ld_todo and not ld_active and not ld_shift and not tile_ready[ld_bank] and cooldown == 0
+        drain_slot = d_todo and block_ready[d_bank] and d_req < d_rows and not d_inflight and not buf_valid
+        can_start = (
+            running and tile_ready[i_bank] and (i_kt != 0 or not acc_busy[i_accbank]) and not (i_rows == 1 and prev_vec)
+        )
+        issue_vec = not drain_slot and (i_in_pass or can_start)
+        take = buf_valid  # the requantizer never stalls in the model (no out_stall)
+        o_valid, o_final = rq[-1]
+
+        if o_valid and o_final:
+            return GemmTiming(m, k, n, cycle, m * k * n, config.pe_count)
+
+        # the weight shift at the end of this cycle must not touch a bank still in use
+        if ld_shift:
+            assert cycle >= bank_in_use_until[ld_bank], f"weight bank {ld_bank} reloaded while in use"
+
+        tap_r, tap_w = meta[L - 1], meta[L]
+        if tap_r is not None and tap_w is not None and tap_w[0] and (tap_r[0] or tap_r[1]):
+            assert (tap_r[3], tap_r[4]) != (tap_w[3], tap_w[4]), "accumulator row read while written"
+
+        # ---------------- next state ----------------
+        n_tile_ready, n_acc_busy, n_block_ready = list(tile_ready), list(acc_busy), list(block_ready)
+        # loader
+        n_ld_shift = n_ld_shift_last = False
+        n_ld_active, n_ld_step = ld_active, ld_step
+        n_ld_kt, n_ld_nt, n_ld_mb_left, n_ld_todo, n_ld_bank = ld_kt, ld_nt, ld_mb_left, ld_todo, ld_bank
+        if ld_start:
+            n_ld_active, n_ld_step = True, 0
+        if ld_active:
+            n_ld_shift, n_ld_step = True, ld_step + 1
+            if ld_step == R - 1:
+                n_ld_active, n_ld_shift_last = False, True
+                if ld_kt == KT - 1:
+                    n_ld_kt = 0
+                    if ld_nt == NT - 1:
+                        n_ld_nt, n_ld_mb_left = 0, ld_mb_left - Mb
+                        if ld_mb_left <= Mb:
+                            n_ld_todo = False
+                    else:
+                        n_ld_nt = ld_nt + 1
+                else:
+                    n_ld_kt = ld_kt + 1
+        if ld_shift_last:
+            n_tile_ready[ld_bank] = True
+            n_ld_bank = 1 - ld_bank
+
+        # issuer
+        n_cooldown = cooldown - 1 if cooldown else 0
+        n_d_req, n_d_inflight = d_req, d_inflight
+        n_running, n_i_kt, n_i_nt, n_i_mb_off = running, i_kt, i_nt, i_mb_off
+        n_i_row, n_i_bank, n_i_accbank, n_i_in_pass = i_row, i_bank, i_accbank, i_in_pass
+        slot = None
+        if drain_slot:
+            n_d_req, n_d_inflight = d_req + 1, True
+            slot = (False, True, False, d_bank, d_req, i_bank)
+        if issue_vec:
+            block_end = last_kt and i_row == i_rows - 1
+            slot = (True, False, block_end, i_accbank, i_row, i_bank)
+            # the vector enters the array next cycle and meets PE(r, c) up to rows+cols-1 later
+            bank_in_use_until[i_bank] = cycle + 1 + R + C - 2
+            n_i_in_pass, n_i_row = True, i_row + 1
+            if i_row == 0:
+                n_acc_busy[i_accbank] = True
+            if i_row == i_rows - 1:
+                n_i_in_pass, n_i_row = False, 0
+                n_tile_ready[i_bank] = False
+                n_i_bank = 1 - i_bank
+                n_cooldown = cooldown_len
+                if last_kt:
+                    n_i_kt, n_i_accbank = 0, 1 - i_accbank
+                    if last_nt:
+                        n_i_nt, n_i_mb_off = 0, i_mb_off + Mb
+                        if last_mb:
+                            n_running = False
+                    else:
+                        n_i_nt = i_nt + 1
+                else:
+                    n_i_kt = i_kt + 1
+
+        # accumulator write tap
+        if tap_w is not None and tap_w[0] and tap_w[2]:
+            n_block_ready[tap_w[3]] = True
+        # drain capture
+        n_buf_valid, n_buf_lane, n_buf_final = buf_valid, buf_lane, buf_final
+        n_d_bank, n_d_nt, n_d_mb_off, n_d_todo = d_bank, d_nt, d_mb_off, d_todo
+        if tap_w is not None and tap_w[1]:
+            row = tap_w[4]
+            n_d_inflight = False
+            n_buf_valid, n_buf_lane = True, 0
+            n_buf_final = d_last_block and row == d_rows - 1
+            if row == d_rows - 1:
+                n_acc_busy[d_bank] = False
+                n_block_ready[d_bank] = False
+                n_d_bank, n_d_req = 1 - d_bank, 0
+                if d_nt == NT - 1:
+                    n_d_nt, n_d_mb_off = 0, d_mb_off + Mb
+                    if d_rows_left <= Mb:
+                        n_d_todo = False
+                else:
+                    n_d_nt = d_nt + 1
+        # lanes into the requantizer
+        n_st_valid, n_st_final = False, st_final
+        if take:
+            n_st_valid = True
+            n_st_final = buf_final and buf_lane == C - 1
+            n_buf_lane = buf_lane + 1
+            if buf_lane == C - 1:
+                n_buf_valid = False
+        n_rq = [(st_valid, st_final and st_valid)] + rq[:-1]
+
+        # ---------------- commit ----------------
+        prev_vec = issue_vec
+        meta = [slot] + [slot] + meta[1:L]
+        tile_ready, acc_busy, block_ready = n_tile_ready, n_acc_busy, n_block_ready
+        ld_shift, ld_shift_last, ld_active, ld_step = n_ld_shift, n_ld_shift_last, n_ld_active, n_ld_step
+        ld_kt, ld_nt, ld_mb_left, ld_todo, ld_bank = n_ld_kt, n_ld_nt, n_ld_mb_left, n_ld_todo, n_ld_bank
+        cooldown, d_req, d_inflight = n_cooldown, n_d_req, n_d_inflight
+        running, i_kt, i_nt, i_mb_off = n_running, n_i_kt, n_i_nt, n_i_mb_off
+        i_row, i_bank, i_accbank, i_in_pass = n_i_row, n_i_bank, n_i_accbank, n_i_in_pass
+        buf_valid, buf_lane, buf_final = n_buf_valid, n_buf_lane, n_buf_final
+        d_bank, d_nt, d_mb_off, d_todo = n_d_bank, n_d_nt, n_d_mb_off, n_d_todo
+        st_valid, st_final = n_st_valid, n_st_final
+        rq = n_rq
