@@ -33,3 +33,16 @@ def test_driver_side_stays_light():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_generate_writes_verilog_and_config(tmp_path, capsys):
+    import json
+
+    assert main(["generate", "--rows", "4", "--cols", "4", "--bits", "4", "--top", "array", "-o", str(tmp_path)]) == 0
+    import re
+
+    v = (tmp_path / "shiftnpu_array.v").read_text()
+    assert "module shiftnpu_array" in v
+    assert " * " not in re.sub(r"\(\*.*?\*\)", "", v)  # a shift array has no multiplier anywhere
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert cfg["config"]["rows"] == 4 and cfg["config"]["weight_bits"] == 4 and cfg["derived"]["latency"] == 8
