@@ -31,8 +31,15 @@ def generate(config, top: str, out_dir: Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     v = out_dir / f"{name}.v"
     v.write_text(verilog.convert(component, name=name, emit_src=False))
-    info = {"config": config.to_dict(), "derived": {"acc_width": config.acc_width,
-            "array_sum_width": config.array_sum_width, "pe_kind": config.pe_kind}, "top": name}
+    info = {
+        "config": config.to_dict(),
+        "derived": {
+            "acc_width": config.acc_width,
+            "array_sum_width": config.array_sum_width,
+            "pe_kind": config.pe_kind,
+        },
+        "top": name,
+    }
     if top == "array":
         info["derived"]["latency"] = component.latency
     j = out_dir / "config.json"
