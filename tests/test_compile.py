@@ -33,7 +33,7 @@ def test_actual_weights_can_allow_long_reductions():
     [
         (dict(m=400, k=64, n=8), "feature memory"),
         (dict(m=8, k=8, n=300), "channel memory"),
-        (dict(m=8, k=512, n=64, w_codes=np.zeros((512, 64), dtype=int)), "weight memory"),
+        (dict(m=2, k=512, n=64, w_codes=np.zeros((512, 64), dtype=int)), "weight memory"),
         (dict(m=8, k=8, n=8, act_base=0, out_base=4), "overlaps"),
         (dict(m=0, k=8, n=8), "positive"),
     ],
