@@ -33,17 +33,39 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..fixed import quantize_multiplier
+from ..fixed import M_BITS, N_MAX
 from .actquant import ActQuant
 from .layers import QuantConv2d, QuantLinear
 
-__all__ = ["Folded", "QuantBlock", "DigitsNet", "TASKS", "PHASES", "INPUT_SCALE"]
+__all__ = ["Folded", "QuantBlock", "DigitsNet", "TASKS", "PHASES", "INPUT_SCALE", "quantize_multipliers"]
 
 TASKS = ("digits-mlp", "digits-cnn")
 PHASES = ("float", "qat", "exact")
 #: Real value of one LSB of the int8 input: pixel p becomes q = 7 p, and 16 stands for 1.0.
 INPUT_SCALE = 1.0 / 112
 _INT32 = (1 << 31) - 1
+
+
+def quantize_multipliers(scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`quant.fixed.quantize_multiplier` on a float64 tensor of scales (the same ``(M, n)``, vectorized).
+
+    Exact in float64: ``scale * 2**n`` is a power-of-two scaling, and adding 0.5 to a value below
+    2**16 loses nothing, so ``floor(. + 0.5)`` is the half-up rounding of the exact product.
+    """
+    scale = scale.double()
+    if not torch.all(torch.isfinite(scale) & (scale > 0)):
+        raise ValueError("quantize_multipliers: scales must be positive and finite")
+    _, exp = torch.frexp(scale)
+    n = torch.clamp(M_BITS - exp.to(torch.int64), 0, N_MAX)
+    M = torch.floor(torch.ldexp(scale, n.double()) + 0.5)
+    carry = M > (1 << M_BITS) - 1
+    if torch.any(carry & (n == 0)):
+        raise ValueError(f"quantize_multipliers: a scale exceeds {(1 << M_BITS) - 1}")
+    n = torch.where(carry, n - 1, n)
+    M = torch.floor(torch.ldexp(scale, n.double()) + 0.5)
+    if torch.any(M == 0):
+        raise ValueError("quantize_multipliers: a scale is too small for n <= 63")
+    return M.to(torch.int64), n
 
 
 @dataclass
@@ -95,9 +117,7 @@ class QuantBlock(nn.Module):
         sign = torch.where(a < 0, -1.0, 1.0).double()
         a = a.abs()
         s_y = self.act.scale
-        mn = [quantize_multiplier(r) for r in (a / s_y).tolist()]
-        M = torch.tensor([m for m, _ in mn], dtype=torch.int64)
-        n = torch.tensor([k for _, k in mn], dtype=torch.int64)
+        M, n = quantize_multipliers(a / s_y)
         bias = torch.clamp(torch.round(b / a), -_INT32 - 1, _INT32).to(torch.int64)
         v = v.double() * sign.reshape(-1, *([1] * (v.dim() - 1)))
         return Folded(v=v, M=M, n=n, bias=bias, in_scale=in_scale, out_scale=s_y)
