@@ -20,11 +20,9 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
 #: Amaranth, no torch at module level) and define ``HELP: str``, ``add_arguments(parser)`` and
 #: ``run(args) -> int``; it imports its heavy dependencies inside ``run``.
 SUBCOMMAND_MODULES: dict[str, str] = {
-SUBCOMMAND_MODULES: dict[str, str] = {
     "generate": "hw.generate",
     "train": "quant.train.cli",
     "eval": "quant.evaluate",
-}
 }
 
 
