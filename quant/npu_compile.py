@@ -1,0 +1,266 @@
+"""Model file -> NPU memory images and layer program (what ``Device.load`` uploads).
+
+The compiler walks the model's layers and keeps track of where the current activation tensor
+lives in the feature memory and in which layout:
+
+* a *matrix* (``M`` rows x ``K`` features, ``K``-tiles of ``rows`` lanes: word ``kt*M + m``), which
+  dense layers read and write (``M`` is the batch);
+* a *feature map* of one image (``H x W`` pixels x ``C`` channels, channel tiles of ``rows`` lanes:
+  word ``ct*H*W + p``), which conv2d layers write and max-pool / im2col read.
+
+Dense and conv2d become engine GEMMs (the first conv's im2col is done on the host, later 3x3
+padding-1 convs by the on-chip IM2COL3), max-pool 2x2 is MAXPOOL2, flatten is free (the weights of
+the following dense layer are re-laid to the feature-map word order), and argmax is ARGMAX. Every
+GEMM goes through :func:`quant.compile.plan_gemm`, so a model that cannot fit is refused here,
+before anything is uploaded, with the resource named.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import golden
+from .compile import CompileError, plan_gemm
+from .config import NPUConfig
+from .model import ArgmaxLayer, Conv2dLayer, DenseLayer, FlattenLayer, MaxPool2dLayer, NPUModel, ReluLayer
+from .program import Instr, Op, encode_program
+from .tiling import channel_words, feature_words, tiles, unpack_features, weight_words
+
+__all__ = ["CompiledModel", "compile_model"]
+
+
+@dataclass
+class CompiledModel:
+    """Memory images and program of a model for one batch size, plus where inputs and outputs go."""
+
+    config: NPUConfig
+    batch: int
+    weight: list[int]
+    channel: list[int]
+    program: list[int]
+    feature_words: int  # feature-memory words the program touches
+    #: per input group: (base address, first sample, sample count)
+    inputs: list[tuple[int, int, int]] = field(default_factory=list)
+    input_mode: str = "matrix"  # "matrix" (dense first) or "im2col" (conv first, host im2col)
+    first_conv: Conv2dLayer | None = None
+    #: per input group: (logits base, rows, N) of the last GEMM
+    logits: list[tuple[int, int, int]] = field(default_factory=list)
+    #: per input group: argmax base (one byte per row), or None without an argmax layer
+    classes: list[int | None] = field(default_factory=list)
+    n_out: int = 0
+
+    def input_images(self, x_int8: np.ndarray) -> list[tuple[int, list[int]]]:
+        """Feature-memory writes for a batch of int8 inputs ``[batch, *input_shape]``."""
+        x = np.asarray(x_int8, dtype=np.int64)
+        if x.shape[0] != self.batch:
+            raise ValueError(f"this program was compiled for batch {self.batch}, got {x.shape[0]} samples")
+        writes = []
+        for base, first, count in self.inputs:
+            xs = x[first : first + count]
+            if self.input_mode == "matrix":
+                A = xs.reshape(count, -1)
+            else:
+                kh, kw = self.first_conv.codes.shape[:2]
+                A = golden.im2col(xs, kh, kw, self.first_conv.padding).reshape(-1, kh * kw * xs.shape[-1])
+            writes.append((base, feature_words(A, self.config.rows)))
+        return writes
+
+    def read_plan(self) -> list[tuple[int, int]]:
+        """(base, count) feature-memory ranges the driver reads back after a run."""
+        out = []
+        for (base, rows, n), cls in zip(self.logits, self.classes, strict=True):
+            out.append((base, tiles(n, self.config.cols) * rows))
+            if cls is not None:
+                out.append((cls, tiles(rows, self.config.rows)))
+        return out
+
+    def decode_outputs(self, reads: list[list[int]]) -> tuple[np.ndarray, np.ndarray | None]:
+        """Logits ``[batch, N]`` (int8) and classes ``[batch]`` from the words of :meth:`read_plan`."""
+        logits, classes = [], []
+        it = iter(reads)
+        for (_, rows, n), cls in zip(self.logits, self.classes, strict=True):
+            logits.append(unpack_features(next(it), rows, n, self.config.cols))
+            if cls is not None:
+                words = next(it)
+                classes += [
+                    (int(words[i // self.config.rows]) >> (8 * (i % self.config.rows))) & 0xFF for i in range(rows)
+                ]
+        return np.concatenate(logits), (np.array(classes) if classes else None)
+
+
+class _Alloc:
+    def __init__(self, depth: int):
+        self.next, self.depth = 0, depth
+
+    def take(self, words: int, what: str) -> int:
+        base = self.next
+        if base + words > self.depth:
+            raise CompileError(f"{what}: the feature memory has {self.depth} words, the model needs more than that")
+        self.next += words
+        return base
+
+
+def _gemm_params(layer, w_dev: np.ndarray):
+    return w_dev, channel_words(layer.bias, layer.M, layer.n)
+
+
+def compile_model(
+    model: NPUModel, batch: int = 1, config: NPUConfig | None = None, prog_depth: int = 256
+) -> CompiledModel:
+    """Compile ``model`` for ``batch`` samples per run on a device with ``config`` (default: the model's)."""
+    cfg = config or model.config
+    if batch < 1:
+        raise CompileError("batch must be >= 1")
+    model.shapes()  # validates the chain
+    L = cfg.rows
+    layers = list(model.layers)
+    is_map = len(model.input.shape) == 3
+    if is_map and not isinstance(layers[0], Conv2dLayer):
+        raise CompileError("a model with an image input must start with a conv2d layer")
+
+    weights: list[int] = []
+    chans: list[int] = []
+    # Lay out every GEMM layer's weights once; the per-image programs share them.
+    layer_mem: dict[int, tuple[int, int, np.ndarray]] = {}
+    shape = tuple(model.input.shape)
+    on_chip_conv_shapes = {}
+    flatten_from: tuple | None = None
+    for i, layer in enumerate(layers):
+        in_shape = shape
+        shape = tuple(layer.output_shape(shape))
+        if isinstance(layer, DenseLayer):
+            K, N = layer.reduction, layer.out_channels
+            w = layer.gemm_codes()
+            if flatten_from is not None:  # re-lay rows to the feature-map word order
+                H, W, C = flatten_from
+                CT = tiles(C, L)
+                dev = np.zeros((CT * H * W * L, N), dtype=np.int64)
+                for ct in range(CT):
+                    for p in range(H * W):
+                        for lane in range(L):
+                            c = ct * L + lane
+                            if c < C:
+                                dev[(ct * H * W + p) * L + lane] = w[p * C + c]
+                w = dev
+                flatten_from = None
+        elif isinstance(layer, Conv2dLayer):
+            kh, kw, cin, cout = layer.codes.shape
+            if i == 0:
+                w = layer.gemm_codes()
+            else:
+                if (kh, kw, layer.padding) != (3, 3, 1):
+                    raise CompileError(
+                        f"layer {layer.name!r}: on-chip im2col supports 3x3 kernels with padding 1, "
+                        f"not {kh}x{kw} with padding {layer.padding}"
+                    )
+                CT = tiles(cin, L)
+                g = layer.gemm_codes()  # rows in (tap, cin) order
+                w = np.zeros((9 * CT * L, cout), dtype=np.int64)
+                for tap in range(9):
+                    for c in range(cin):
+                        w[(tap * CT + c // L) * L + c % L] = g[tap * cin + c]
+                on_chip_conv_shapes[i] = (in_shape, CT)
+        elif isinstance(layer, FlattenLayer):
+            flatten_from = in_shape
+            continue
+        else:
+            continue
+        wb, cb = len(weights), len(chans)
+        weights += weight_words(w, cfg)
+        chans += channel_words(layer.bias, layer.M, layer.n)
+        layer_mem[i] = (wb, cb, w)
+
+    alloc = _Alloc(cfg.act_depth)
+    prog: list[Instr] = []
+    out = CompiledModel(
+        cfg,
+        batch,
+        weights,
+        chans,
+        [],
+        0,
+        input_mode="im2col" if is_map else "matrix",
+        first_conv=layers[0] if is_map else None,
+        n_out=0,
+    )
+    groups = [(s, 1) for s in range(batch)] if is_map else [(0, batch)]
+    for first, count in groups:
+        shape = tuple(model.input.shape)
+        cur = None  # (base, M rows) of the current matrix, or base of the current map
+        last_gemm = None
+        for i, layer in enumerate(layers):
+            in_shape = shape
+            shape = tuple(layer.output_shape(shape))
+            if isinstance(layer, (DenseLayer, Conv2dLayer)):
+                wb, cb, w = layer_mem[i]
+                if i == 0:
+                    K = w.shape[0]
+                    M = count if not is_map else shape[0] * shape[1]
+                    base = alloc.take(tiles(K, L) * M, f"input of layer {layer.name!r}")
+                    out.inputs.append((base, first, count))
+                    act = base
+                elif isinstance(layer, Conv2dLayer):
+                    (H, W, _), CT = on_chip_conv_shapes[i]
+                    act = alloc.take(9 * CT * H * W, f"im2col of layer {layer.name!r}")
+                    prog.append(Instr(Op.IM2COL3, {"src": cur, "dst": act, "h": H, "w": W, "ct": CT}))
+                    M = H * W
+                else:
+                    act, M = cur if isinstance(cur, tuple) else (cur, 1)
+                N = layer.out_channels
+                obase = alloc.take(tiles(N, L) * M, f"output of layer {layer.name!r}")
+                plan = plan_gemm(
+                    cfg,
+                    M,
+                    w.shape[0],
+                    N,
+                    act_base=act,
+                    out_base=obase,
+                    wgt_base=wb,
+                    chan_base=cb,
+                    relu=layer.relu,
+                    w_codes=w,
+                    what=f"layer {layer.name!r}",
+                )
+                cmd = plan.command()
+                relu = bool(cmd.pop("relu"))
+                prog.append(Instr(Op.GEMM, cmd, relu=relu))
+                last_gemm = (obase, M, N)
+                cur = obase if isinstance(layer, Conv2dLayer) else (obase, M)
+            elif isinstance(layer, ReluLayer):
+                if not prog or prog[-1].op != Op.GEMM:
+                    raise CompileError(f"layer {layer.name!r}: a ReLU must follow a dense or conv2d layer")
+                prog[-1] = Instr(Op.GEMM, prog[-1].args, relu=True)
+            elif isinstance(layer, MaxPool2dLayer):
+                H, W, C = in_shape
+                if layer.size != 2 or H % 2 or W % 2:
+                    raise CompileError(
+                        f"layer {layer.name!r}: on-chip max-pool is 2x2 over even sizes, got {layer.size} on {H}x{W}"
+                    )
+                CT = tiles(C, L)
+                dst = alloc.take(CT * (H // 2) * (W // 2), f"output of layer {layer.name!r}")
+                prog.append(Instr(Op.MAXPOOL2, {"src": cur, "dst": dst, "h": H, "w": W, "ct": CT}))
+                cur = dst
+            elif isinstance(layer, FlattenLayer):
+                cur = (cur, 1)
+            elif isinstance(layer, ArgmaxLayer):
+                base, M, N = last_gemm
+                dst = alloc.take(tiles(M, L), "argmax output")
+                prog.append(Instr(Op.ARGMAX, {"src": base, "dst": dst, "m": M, "n": N, "nt": tiles(N, L)}))
+                out.classes.append(dst)
+            else:
+                raise CompileError(f"layer {layer.name!r}: kind {layer.kind!r} has no NPU mapping yet")
+        out.logits.append(last_gemm)
+        if len(out.classes) < len(out.logits):
+            out.classes.append(None)
+        out.n_out = last_gemm[2]
+    out.program = encode_program(prog)
+    if len(out.program) > prog_depth:
+        raise CompileError(f"the program needs {len(out.program)} words, the program memory has {prog_depth}")
+    if len(weights) > cfg.weight_depth:
+        raise CompileError(f"the weights need {len(weights)} words, the weight memory has {cfg.weight_depth}")
+    if len(chans) > cfg.chan_depth:
+        raise CompileError(f"the channel parameters need {len(chans)} words, the channel memory has {cfg.chan_depth}")
+    out.feature_words = alloc.next
+    return out
