@@ -5,7 +5,6 @@ Polynomial 0x1021, initial value 0xFFFF, no reflection, no final XOR (``binascii
 through the register leaves zero: the receiver checks one condition instead of comparing bytes.
 """
 
-
 from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out

@@ -8,7 +8,6 @@ samples around the middle of the bit cell, so a one-cycle glitch neither starts 
 flips a bit.
 """
 
-
 from amaranth.hdl import Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
