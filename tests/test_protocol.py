@@ -90,7 +90,10 @@ def test_info_payload_decodes_to_the_config(cfg):
 
 def test_frames_roundtrip_through_the_reply_parser():
     rng = random.Random(2)
-    frames = [P.encode_reply(rng.choice(list(P.Command)), 0, bytes(rng.getrandbits(8) for _ in range(n))) for n in (0, 1, 5, 300)]
+    frames = [
+        P.encode_reply(rng.choice(list(P.Command)), 0, bytes(rng.getrandbits(8) for _ in range(n)))
+        for n in (0, 1, 5, 300)
+    ]
     stream = b"\x00\x11" + b"".join(frames)
     parser = P.ReplyParser()
     got = []

@@ -137,7 +137,7 @@ async def fuzz(dut):
         while len(port.out) < len(expected) and budget > 0:
             await port.step(pending)
             budget -= 1
-        for _ in range(4):  # nothing more may follow
+        for _ in range(2):  # nothing more may follow
             await port.step(pending)
         got = port.take()
         sent += 1

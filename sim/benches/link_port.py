@@ -50,8 +50,6 @@ class BytePort:
         if accept and int(dut.tx__valid.value):
             self.out.append(int(dut.tx__payload.value))
         await FallingEdge(dut.clk)
-        dut.rx__valid.value = 0
-        dut.tx__ready.value = 0
 
     async def idle(self, cycles: int) -> None:
         """Let the clock run freely (outputs held back by ``tx.ready = 0``, nothing offered)."""
