@@ -59,6 +59,9 @@ class NPUConfig:
         Design clock and UART baud rate.
     protocol_version:
         Version of the host protocol the device speaks.
+    max_payload:
+        Largest request payload (bytes) the device's host interface buffers; also the largest
+        memory read it answers in one reply (docs/protocol.md).
     """
 
     rows: int = 8
@@ -76,6 +79,7 @@ class NPUConfig:
     clk_hz: int = 40_000_000
     baud: int = 115_200
     protocol_version: int = 1
+    max_payload: int = 256
 
     # Fixed by SPEC; kept as class constants rather than parameters.
     ACT_BITS = 8
@@ -111,6 +115,8 @@ class NPUConfig:
             raise ConfigError(f"clock {self.clk_hz} Hz is too slow for {self.baud} baud (need >= 4x)")
         if self.protocol_version < 1:
             raise ConfigError("protocol_version must be >= 1")
+        if not 16 <= self.max_payload <= 65535:
+            raise ConfigError(f"max_payload must be in [16, 65535] bytes, got {self.max_payload}")
 
     # -- derived facts ---------------------------------------------------------------------------
 

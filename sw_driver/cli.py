@@ -23,6 +23,8 @@ SUBCOMMAND_MODULES: dict[str, str] = {
     "generate": "hw.generate",
     "train": "quant.train.cli",
     "eval": "quant.evaluate",
+    "sim-serve": "sim.serve",
+    "device-info": "sw_driver.device_info",
 }
 
 
