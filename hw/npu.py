@@ -8,16 +8,19 @@ it owns the engine's memory port; otherwise the host does.
 from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal, unsigned
-from amaranth.lib import wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import In, Out, connect
 
 from quant.config import NPUConfig
+from quant.memmap import npu_memory_map
 
 from .gemm import ADDR_BITS, REGION_CHANNEL, REGION_FEATURE, REGION_WEIGHT, GemmEngine
+from .hostif import HostInterface
 from .sequencer import Sequencer
+from .uart import UARTRx, UARTTx
 
-__all__ = ["NPUCore", "REGION_PROGRAM", "STATUS_RUNNING", "STATUS_DONE", "STATUS_ERROR"]
+__all__ = ["NPU", "NPUCore", "REGION_PROGRAM", "STATUS_RUNNING", "STATUS_DONE", "STATUS_ERROR"]
 
 REGION_PROGRAM = 3
 STATUS_RUNNING, STATUS_DONE, STATUS_ERROR = 1, 2, 4
@@ -40,9 +43,9 @@ class NPUCore(wiring.Component):
         Cycles of the last program run.
     """
 
-    def __init__(self, config: NPUConfig, prog_depth: int = 256):
+    def __init__(self, config: NPUConfig, prog_depth: int | None = None):
         self.config = config
-        self.prog_depth = prog_depth
+        self.prog_depth = config.prog_depth if prog_depth is None else prog_depth
         super().__init__(
             {
                 "host_region": In(2),
@@ -88,4 +91,63 @@ class NPUCore(wiring.Component):
         m.d.sync += sel_prog.eq(self.host_region == REGION_PROGRAM)
         m.d.comb += self.host_rdata.eq(Mux(sel_prog, p_rd.data, eng.host_rdata))
         _ = (REGION_WEIGHT, REGION_CHANNEL)
+        return m
+
+
+class NPU(wiring.Component):
+    """The whole device: host link (UART or byte port) + :class:`NPUCore`.
+
+    The host sees the memory map of :func:`quant.memmap.npu_memory_map` (feature, weight, channel,
+    program), ``START`` runs the layer program, and the status register reads
+    ``running | done << 1 | error << 2 | cycles << 3`` (cycles of the last run, saturating at
+    ``2**29 - 1``).
+
+    Members
+    -------
+    uart_rx : In(1), uart_tx : Out(1)
+        Serial line (``uart=True``).
+    rx : In(stream.Signature(8)), tx : Out(stream.Signature(8))
+        Request and reply bytes (``uart=False``, for fast simulation).
+    """
+
+    def __init__(self, config: NPUConfig, *, uart: bool = False, idle_timeout: int | None = None):
+        self.config = config
+        self.regions = npu_memory_map(config)
+        self.uart = uart
+        self.idle_timeout = idle_timeout
+        if uart:
+            ports = {"uart_rx": In(1, init=1), "uart_tx": Out(1, init=1)}
+        else:
+            ports = {"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8))}
+        super().__init__(ports)
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        m.submodules.hostif = hostif = HostInterface(cfg, self.regions, idle_timeout=self.idle_timeout)
+        m.submodules.core = core = NPUCore(cfg)
+        if self.uart:
+            m.submodules.uart_rx = urx = UARTRx(clk_hz=cfg.clk_hz, baud=cfg.baud)
+            m.submodules.uart_tx = utx = UARTTx(clk_hz=cfg.clk_hz, baud=cfg.baud)
+            m.d.comb += [urx.rx.eq(self.uart_rx), self.uart_tx.eq(utx.tx), hostif.framing_error.eq(urx.framing_error)]
+            connect(m, urx.o_stream, hostif.i_stream)
+            connect(m, hostif.o_stream, utx.i_stream)
+        else:
+            connect(m, wiring.flipped(self.rx), hostif.i_stream)
+            connect(m, hostif.o_stream, wiring.flipped(self.tx))
+
+        bus = hostif.bus
+        m.d.comb += [
+            bus.ready.eq(1),
+            core.host_region.eq(bus.region),
+            core.host_addr.eq(bus.addr),
+            core.host_wdata.eq(bus.wdata),
+            core.host_we.eq(bus.valid & bus.we),
+            bus.rdata.eq(core.host_rdata),
+            core.start.eq(hostif.start),
+        ]
+        m.d.sync += bus.rvalid.eq(bus.valid & ~bus.we)
+        cycles = Signal(29)
+        m.d.comb += cycles.eq(Mux(core.cycles >= (1 << 29) - 1, (1 << 29) - 1, core.cycles))
+        m.d.comb += hostif.status.eq(core.status | (cycles << 3))
         return m

@@ -46,6 +46,8 @@ class NPUConfig:
         Depth of the weight memory, in words of one array row (``cols`` codes).
     chan_depth:
         Output channels whose (bias, M, n) the channel memory holds.
+    prog_depth:
+        Depth of the layer-program memory, in 32-bit words (six per instruction).
     m_block:
         Rows of A per accumulator bank; the accumulator memory holds two banks (double-buffered),
         so one block drains through the requantizer while the next accumulates.
@@ -72,6 +74,7 @@ class NPUConfig:
     weight_depth: int = 1024
     chan_depth: int = 256
     m_block: int = 128
+    prog_depth: int = 256
     mem_width: int = 32
     pwl_pieces: int = 16
     pwl_shift: int = 12
@@ -100,7 +103,7 @@ class NPUConfig:
             raise ConfigError(f"weight_bits must be 2, 3, 4 (DenseShift) or 8 (int8 baseline), got {self.weight_bits}")
         if self.max_k < self.rows:
             raise ConfigError(f"max_k ({self.max_k}) must be at least rows ({self.rows})")
-        for name in ("act_depth", "weight_depth", "chan_depth", "m_block"):
+        for name in ("act_depth", "weight_depth", "chan_depth", "m_block", "prog_depth"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be positive")
         if self.mem_width < self.weight_bits or self.mem_width > 64:

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 
 from .config import ConfigError, NPUConfig
 
-__all__ = ["Region", "default_memory_map", "check_memory_map"]
+__all__ = ["Region", "default_memory_map", "npu_memory_map", "check_memory_map", "NPU_REGIONS"]
+
+#: Region ids of the NPU top level (hw/npu.py), in memory-map order.
+NPU_REGIONS = ("feature", "weight", "channel", "program")
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,17 @@ def default_memory_map(config: NPUConfig) -> tuple[Region, ...]:
         Region("act", config.mem_width, config.act_depth),
         Region("weight", config.mem_width, config.weight_depth),
         Region("out", config.mem_width, config.chan_depth),
+    )
+
+
+def npu_memory_map(config: NPUConfig) -> tuple[Region, ...]:
+    """The NPU's memories: feature (``rows`` int8 lanes), weight (one array row of codes),
+    channel (bias | M << 32 | n << 48) and program (32-bit words), region ids 0..3."""
+    return (
+        Region("feature", 8 * config.rows, config.act_depth),
+        Region("weight", config.cols * config.weight_bits, config.weight_depth),
+        Region("channel", 54, config.chan_depth),
+        Region("program", 32, config.prog_depth),
     )
 
 

@@ -1,0 +1,134 @@
+"""Running a model on a shiftnpu device: load once, infer many times.
+
+``NPURunner(device).load("model.npu")`` checks the model against the device's reported config,
+compiles it (quant/npu_compile.py), uploads weights, channel parameters and the layer program and
+verifies them by reading them back; ``infer_batch(x)`` uploads inputs, starts the program, waits
+for it and returns exactly the integers the golden model returns, with the device's cycle count.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from quant.compile import CompileError
+from quant.memmap import NPU_REGIONS
+from quant.model import NPUModel
+from quant.npu_compile import CompiledModel, compile_model
+
+from .device import ConfigMismatch, Device, LinkError
+
+__all__ = ["NPURunner", "InferenceResult", "ModelLoadError"]
+
+STATUS_RUNNING, STATUS_DONE, STATUS_ERROR = 1, 2, 4
+
+
+class ModelLoadError(LinkError):
+    """The model could not be put on the device (it does not fit, or the read-back differs)."""
+
+
+@dataclass
+class InferenceResult:
+    """Outputs of one batch: the last GEMM's int8 logits, the argmax classes, device cycles."""
+
+    logits: np.ndarray
+    classes: np.ndarray | None
+    cycles: int
+    seconds: float
+
+
+class NPURunner:
+    """A model loaded on a device.
+
+    Parameters
+    ----------
+    device : Device
+        An open device (board or simulated).
+    batch : int
+        Samples per device run. Dense-only models run the whole batch as one GEMM; models with
+        convolutions run one image after another inside one program.
+    """
+
+    def __init__(self, device: Device, batch: int = 1):
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        self.device = device
+        self.batch = batch
+        self.model: NPUModel | None = None
+        self.compiled: CompiledModel | None = None
+
+    def load(self, model: NPUModel | str | Path, *, verify: bool = True) -> CompiledModel:
+        """Check, compile, upload and (with ``verify``) read back a model."""
+        if not isinstance(model, NPUModel):
+            model = NPUModel.load(model)
+        info = self.device.info()
+        try:
+            model.config.check_matches(info.config, what="device", against="model")
+        except ValueError as e:
+            raise ConfigMismatch(str(e)) from None
+        names = [r.name for r in info.regions]
+        if names[: len(NPU_REGIONS)] != list(NPU_REGIONS):
+            raise ConfigMismatch(f"the device's memory map {names} is not an NPU's {list(NPU_REGIONS)}")
+        try:
+            compiled = compile_model(model, self.batch, info.config, prog_depth=info.config.prog_depth)
+        except CompileError as e:
+            raise ModelLoadError(f"the model does not fit this device: {e}") from None
+        images = {"weight": compiled.weight, "channel": compiled.channel, "program": compiled.program}
+        for region, words in images.items():
+            self.device.write_mem(region, 0, words)
+        if verify:
+            for region, words in images.items():
+                back = self.device.read_mem(region, 0, len(words))
+                bad = [i for i, (a, b) in enumerate(zip(back, words, strict=True)) if int(a) != int(b)]
+                if bad:
+                    raise ModelLoadError(f"{region} memory read back differs at {len(bad)} words (first {bad[0]})")
+        self.model, self.compiled = model, compiled
+        return compiled
+
+    def infer_batch(self, x, *, raw: bool = False, timeout: float = 60.0) -> InferenceResult:
+        """Run one batch. ``x``: int8 ``[batch, *input_shape]``, or raw inputs with ``raw=True``."""
+        if self.compiled is None:
+            raise RuntimeError("no model loaded: call load() first")
+        xq = self.model.input.quantize(x) if raw else np.asarray(x)
+        if xq.shape[1:] != tuple(self.model.input.shape):
+            raise ValueError(f"input shape {xq.shape[1:]} does not match the model's {tuple(self.model.input.shape)}")
+        if not raw and (xq.min() < -128 or xq.max() > 127):
+            raise ValueError("inputs must be int8 (use raw=True for raw pixel values)")
+        t0 = time.monotonic()
+        for base, words in self.compiled.input_images(xq):
+            self.device.write_mem("feature", base, words)
+        self.device.start()
+        status, _ = self.device.wait_done(STATUS_DONE, timeout=timeout)
+        if status & STATUS_ERROR:
+            raise LinkError(f"the device's sequencer stopped with an error (status 0x{status:08x})")
+        reads = [self.device.read_mem("feature", b, n) for b, n in self.compiled.read_plan()]
+        logits, classes = self.compiled.decode_outputs(reads)
+        return InferenceResult(logits, classes, status >> 3, time.monotonic() - t0)
+
+    def infer(self, x, *, raw: bool = False, progress: bool = False) -> InferenceResult:
+        """Any number of samples, in batches (the last one padded with zeros and trimmed)."""
+        x = np.asarray(x)
+        if raw:
+            x = self.model.input.quantize(x) if self.model is not None else x
+        n = len(x)
+        logits, classes, cycles, secs = [], [], 0, 0.0
+        starts = range(0, n, self.batch)
+        if progress:
+            from tqdm import tqdm
+
+            starts = tqdm(starts, desc="inference", unit="batch")
+        for s in starts:
+            chunk = x[s : s + self.batch]
+            pad = self.batch - len(chunk)
+            if pad:
+                chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), dtype=chunk.dtype)])
+            r = self.infer_batch(chunk)
+            logits.append(r.logits[: self.batch - pad])
+            if r.classes is not None:
+                classes.append(r.classes[: self.batch - pad])
+            cycles += r.cycles
+            secs += r.seconds
+        return InferenceResult(np.concatenate(logits), np.concatenate(classes) if classes else None, cycles, secs)
