@@ -28,7 +28,7 @@ from .model import ArgmaxLayer, Conv2dLayer, DenseLayer, FlattenLayer, MaxPool2d
 from .program import Instr, Op, encode_program
 from .tiling import channel_words, feature_words, tiles, unpack_features, weight_words
 
-__all__ = ["CompiledModel", "compile_model"]
+__all__ = ["CompiledModel", "compile_model", "largest_batch"]
 
 
 @dataclass
@@ -264,3 +264,17 @@ def compile_model(
         raise CompileError(f"the channel parameters need {len(chans)} words, the channel memory has {cfg.chan_depth}")
     out.feature_words = alloc.next
     return out
+
+
+def largest_batch(model: NPUModel, config: NPUConfig | None = None, limit: int = 64) -> int:
+    """The largest batch (up to ``limit``) whose compiled program fits the device memories."""
+    lo_err = None
+    for b in sorted({limit, 64, 32, 16, 8, 4, 2, 1}, reverse=True):
+        if b > limit:
+            continue
+        try:
+            compile_model(model, b, config, prog_depth=(config or model.config).prog_depth)
+            return b
+        except CompileError as e:
+            lo_err = e
+    raise CompileError(f"the model does not fit even with batch 1: {lo_err}")

@@ -1,75 +1,141 @@
-"""``shiftnpu demo`` (foundation version): a random GEMM on the simulated array, then synthesis.
+"""``shiftnpu demo``: the main job, end to end.
 
-1. Random int8 activations times random 3-bit DenseShift weights, streamed through the 8x8
-   SystolicArray under Verilator with double-buffered weight loading and random stalls; every
-   output vector is compared with the integer golden result (numpy).
-2. The same array, synthesized for the iCEBreaker (iCE40UP5K) through YoWASP: cells and Fmax.
+1. The model: a shipped, trained 3-bit DenseShift digits model (``examples/``), or one trained now
+   if the file is missing (``--train`` forces it; about a minute on 2 cores).
+2. The device: the NPU's RTL (hw/npu.py) under Verilator behind a TCP socket -- the same link
+   protocol a board speaks over its USB serial port.
+3. The digits test set (360 images) through the host driver: load (config check, upload, read-back
+   verify), then batched inference. Every output is compared with the integer golden model.
+4. Accuracy, device cycles per inference, and the projected latency and throughput on the
+   iCEBreaker at the measured Fmax and the UART's speed.
+
+Exits non-zero on any mismatch.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["main"]
+import numpy as np
+
+__all__ = ["main", "BOARD_FMAX_MHZ"]
+
+_REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = _REPO / "examples"
+#: Fmax of the full NPU on the iCEBreaker used for projections when no build report is around.
+BOARD_FMAX_MHZ = None
+
+
+def _board_fmax() -> tuple[float | None, str]:
+    """The iCEBreaker Fmax of the NPU from the committed build report, if one exists."""
+    for p in (_REPO / "bench" / "results" / "boards.json", _REPO / "bench" / "results" / "npu_icebreaker.json"):
+        if p.exists():
+            try:
+                d = json.loads(p.read_text())
+                rows = d if isinstance(d, list) else d.get("boards", [d])
+                for r in rows:
+                    if "icebreaker" in str(r.get("board", "")).lower() and r.get("fmax_mhz"):
+                        return float(r["fmax_mhz"]), str(p.relative_to(_REPO))
+            except (ValueError, AttributeError, TypeError):
+                continue
+    return None, ""
 
 
 def main(args: argparse.Namespace) -> int:
-    from hw.synth import synthesize
-    from hw.systolic import SystolicArray
-    from quant.config import NPUConfig
-    from sim.runner import SimulationError, run_cocotb
+    from quant import golden
+    from quant.digits import load_split
+    from quant.model import ModelFormatError, NPUModel
+    from sim.npu_device import simulated_npu
+    from sw_driver.device import Device
+    from sw_driver.npu import NPURunner
 
-    cfg = NPUConfig()
-    print(
-        f"shiftnpu demo: {cfg.rows}x{cfg.cols} shift array, {cfg.weight_bits}-bit DenseShift weights, "
-        f"{cfg.array_sum_width}-bit column sums"
-    )
-    print("[1/2] simulating random GEMM tiles under Verilator (first run compiles the model, ~20 s) ...", flush=True)
-    with tempfile.TemporaryDirectory() as td:
-        report = Path(td) / "report.json"
-        params = {
-            "config": cfg.to_dict(),
-            "pairs": 50,
-            "seed": args.seed,
-            "stall": 0.1,
-            "bubble": 0.1,
-            "report": str(report),
-        }
-        t0 = time.monotonic()
+    task = getattr(args, "task", "mlp")
+    path = EXAMPLES / f"digits_{task}_3bit.npu"
+    model = None
+    if path.exists() and not getattr(args, "train", False):
         try:
-            run_cocotb(
-                "systolic", {"config": cfg.to_dict()}, lambda: SystolicArray(cfg), "systolic_bench", bench_params=params
-            )
-            ok = True
-        except SimulationError as e:
-            print(str(e)[-2000:])
-            ok = False
-        r = json.loads(report.read_text()) if report.exists() else None
-    if r is None:
-        print("FAIL: the simulation produced no report")
+            model = NPUModel.load(path)
+        except (ModelFormatError, ValueError) as e:
+            print(f"[1/4] shipped model {path.name} is unusable ({e}); training a new one")
+    if model is None:
+        from sw_driver.cli import main as cli_main
+
+        out = _REPO / "build" / f"digits_{task}_3bit.npu"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        print(f"[1/4] training a 3-bit DenseShift digits {task.upper()} (about a minute) ...", flush=True)
+        if cli_main(["train", "--task", f"digits-{task}", "--bits", "3", "-o", str(out)]) != 0:
+            print("FAIL: training did not reproduce its accuracy")
+            return 1
+        model = NPUModel.load(out)
+        path = out
+    else:
+        print(f"[1/4] model {path.relative_to(_REPO)}")
+    cfg = model.config
+    gemms = model.gemm_layers()
+    print(
+        f"      {len(model.layers)} layers, {len(gemms)} on the array, {cfg.weight_bits}-bit DenseShift weights, "
+        f"trained accuracy {model.metadata.get('test_accuracy', float('nan')):.2%}"
+    )
+
+    split = load_split()
+    x, y = split.x_test, split.y_test
+    if getattr(args, "limit", None):
+        x, y = x[: args.limit], y[: args.limit]
+    xq = model.input.quantize(x)
+    from quant.npu_compile import largest_batch
+
+    batch = largest_batch(model, limit=32)
+
+    print(
+        f"[2/4] starting the simulated NPU ({cfg.rows}x{cfg.cols} shift array; Verilator, first build 1-3 min) ...",
+        flush=True,
+    )
+    t0 = time.monotonic()
+    with simulated_npu(cfg) as url, Device(url, timeout=60.0) as dev:
+        print(f"      device up after {time.monotonic() - t0:.0f} s at {url}")
+        runner = NPURunner(dev, batch=batch)
+        t1 = time.monotonic()
+        runner.load(model)
+        load_bytes = dev.stats["bytes_out"] + dev.stats["bytes_in"]
+        print(f"      model loaded and verified ({load_bytes} bytes over the link, {time.monotonic() - t1:.1f} s)")
+        print(f"[3/4] {len(x)} test digits through the driver, {batch} per device run ...", flush=True)
+        before = dev.stats["bytes_out"] + dev.stats["bytes_in"]
+        r = runner.infer(xq, progress=True)
+        infer_bytes = dev.stats["bytes_out"] + dev.stats["bytes_in"] - before
+
+    trace = golden.forward(model, xq, intermediates=True)
+    logits_ok = np.array_equal(r.logits, trace[-2][1].reshape(len(x), -1))
+    classes_ok = np.array_equal(r.classes, trace[-1][1])
+    acc = float(np.mean(r.classes == y))
+    runs = -(-len(x) // batch)
+    cyc_run = r.cycles / runs
+    print(f"      accuracy {acc:.2%} ({int(np.sum(r.classes == y))}/{len(x)})")
+    print(f"      {cyc_run:.0f} device cycles per run of {batch}, {r.cycles / len(x):.0f} cycles per inference")
+    print(
+        f"      bit-exact with the golden model (logits and classes of every sample): "
+        f"{'YES' if logits_ok and classes_ok else 'NO'}"
+    )
+
+    fmax, src = _board_fmax()
+    if fmax is None:
+        fmax, src = cfg.clk_hz / 1e6, "the config's design clock (no iCEBreaker build report found)"
+    baud = cfg.baud
+    compute_s = cyc_run / (fmax * 1e6)
+    link_s = infer_bytes / runs * 10 / baud
+    print(f"[4/4] projected on the iCEBreaker at {fmax:.1f} MHz ({src}) and {baud} baud:")
+    print(
+        f"      compute {compute_s * 1e6:.0f} us per run of {batch} ({compute_s / batch * 1e6:.1f} us per digit, "
+        f"{batch / compute_s:,.0f} digits/s on the array)"
+    )
+    print(
+        f"      link {link_s * 1e3:.1f} ms per run ({infer_bytes / len(x):.0f} bytes per digit): end to end "
+        f"{(compute_s + link_s) / batch * 1e3:.2f} ms per digit, {batch / (compute_s + link_s):,.0f} digits/s; "
+        f"at 3 Mbaud {batch / (compute_s + link_s * baud / 3e6):,.0f} digits/s"
+    )
+    if not (logits_ok and classes_ok):
+        print("FAIL: the device's results differ from the golden model")
         return 1
-    util = r["macs"] / (cfg.pe_count * r["cycles"])
-    print(
-        f"      {r['pairs']} weight tiles, {r['vectors']} activation vectors, {r['cycles']} cycles "
-        f"(with 10% stalls and bubbles), PE utilization {util:.0%}, {time.monotonic() - t0:.1f} s"
-    )
-    print(
-        f"      bit-exact match with the golden model: {'YES' if ok and r['mismatches'] == 0 else 'NO'} "
-        f"({r['mismatches']} mismatching vectors)"
-    )
-    if not ok or r["mismatches"]:
-        return 1
-    if args.no_synth:
-        return 0
-    print("[2/2] synthesizing the array for iCEBreaker (iCE40UP5K) with YoWASP (first run ~2 min) ...", flush=True)
-    rep = synthesize(lambda: SystolicArray(cfg), "icebreaker", freq_mhz=50, build_dir="build/demo-synth")
-    print(f"      {rep.summary()}")
-    print(
-        f"      {rep.logic / cfg.pe_count:.1f} logic cells per PE (array incl. skew/deskew), "
-        f"bitstream {rep.bitstream} ({rep.seconds:.0f} s)"
-    )
     return 0

@@ -25,6 +25,7 @@ SUBCOMMAND_MODULES: dict[str, str] = {
     "eval": "quant.evaluate",
     "sim-serve": "sim.serve",
     "device-info": "sw_driver.device_info",
+    "infer": "sw_driver.infer_cli",
 }
 
 
@@ -115,12 +116,16 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def _demo_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--no-synth", action="store_true", help="skip the iCEBreaker synthesis step")
-    p.add_argument("--seed", type=int, default=0, help="random seed of the demo GEMM (default 0)")
+    p.add_argument("--task", choices=("mlp", "cnn"), default="mlp", help="digits model to run (default mlp)")
+    p.add_argument("--train", action="store_true", help="train the model now instead of using the shipped one")
+    p.add_argument("--limit", type=int, default=None, help="only the first N test digits (default: all 360)")
 
 
 run_demo.add_arguments = _demo_args
-command("demo", "simulate a random GEMM on the array, check it bit for bit, synthesize for iCEBreaker")(run_demo)
+command(
+    "demo",
+    "run the digits test set through the driver on the simulated NPU, bit-exact with the golden model",
+)(run_demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
