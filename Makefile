@@ -34,9 +34,9 @@ lint: $(STAMP)
 test: $(STAMP) iverilog
 	$(VENV)/bin/ruff check .
 	@if command -v iverilog >/dev/null 2>&1; then \
-		$(PY) -m pytest -q $(PYTEST_ARGS); \
+		$(PY) -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS); \
 	else \
-		$(PY) -m pytest -q -m "not icarus" $(PYTEST_ARGS); \
+		$(PY) -m pytest -q -n 2 --dist loadfile -m "not icarus" $(PYTEST_ARGS); \
 	fi
 
 demo: $(STAMP)

@@ -20,15 +20,11 @@ def _run(rows, cols, bits, simulator, pairs, seed):
     )
 
 
-@pytest.mark.parametrize("rows,cols", [(4, 4), (8, 8)])
-@pytest.mark.parametrize("bits", [3, 8])
+# 2- and 4-bit codes go through the same array in tests/test_gemm.py; every code of every width
+# through one PE in tests/test_pe.py.
+@pytest.mark.parametrize("rows,cols,bits", [(4, 4, 3), (8, 8, 3), (8, 8, 8), (4, 8, 4)])
 def test_array_verilator(rows, cols, bits):
     _run(rows, cols, bits, "verilator", pairs=200, seed=rows * 10 + bits)
-
-
-@pytest.mark.parametrize("bits", [2, 4])
-def test_array_verilator_other_widths(bits):
-    _run(4, 8, bits, "verilator", pairs=100, seed=bits)
 
 
 @pytest.mark.icarus
