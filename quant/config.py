@@ -70,7 +70,7 @@ class NPUConfig:
     cols: int = 8
     weight_bits: int = 3
     max_k: int = 1024
-    act_depth: int = 512
+    act_depth: int = 1024
     weight_depth: int = 1024
     chan_depth: int = 256
     m_block: int = 128
