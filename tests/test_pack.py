@@ -12,7 +12,7 @@ CONFIGS = [
     NPUConfig(weight_bits=4, rows=4, cols=4, mem_width=24),
     NPUConfig(weight_bits=8, mem_width=64),
     NPUConfig(weight_bits=3, rows=8, cols=16, mem_width=32),
-    NPUConfig(weight_bits=4, rows=3, cols=5, mem_width=7),
+    NPUConfig(weight_bits=4, rows=3, cols=5, mem_width=7, weight_depth=4096),
 ]
 
 
