@@ -92,7 +92,9 @@ class PWLUnit(wiring.Component):
         self.addr_width = self.table_width + 2 + self.index_width
         super().__init__(
             {
-                "i_stream": In(stream.Signature(data.StructLayout({"z": signed(16), "table": unsigned(self.table_width)}))),
+                "i_stream": In(
+                    stream.Signature(data.StructLayout({"z": signed(16), "table": unsigned(self.table_width)}))
+                ),
                 "o_stream": Out(stream.Signature(signed(16))),
                 "w_en": In(1),
                 "w_addr": In(self.addr_width),
@@ -136,8 +138,14 @@ class PWLUnit(wiring.Component):
         tw, iw = self.table_width, self.index_width
 
         # --- storage ---
-        lo = Array(Signal(signed(16), name=f"lo{t}", init=int(self.init[t].knots[0]) if t < len(self.init) else 0) for t in range(T))
-        hi = Array(Signal(signed(16), name=f"hi{t}", init=int(self.init[t].knots[-1]) if t < len(self.init) else 0) for t in range(T))
+        lo = Array(
+            Signal(signed(16), name=f"lo{t}", init=int(self.init[t].knots[0]) if t < len(self.init) else 0)
+            for t in range(T)
+        )
+        hi = Array(
+            Signal(signed(16), name=f"hi{t}", init=int(self.init[t].knots[-1]) if t < len(self.init) else 0)
+            for t in range(T)
+        )
         level_mems = []
         for lvl in range(L):
             init = [0] * (T << lvl)
@@ -161,7 +169,7 @@ class PWLUnit(wiring.Component):
         w_index = self.w_addr[:iw]
         seg_wp = seg.write_port(granularity=16)
         m.d.comb += [
-            seg_wp.addr.eq(w_table * N + w_index[: L]),
+            seg_wp.addr.eq(w_table * N + w_index[:L]),
             seg_wp.data.eq(Cat(self.w_data, self.w_data, self.w_data)),
         ]
         in_seg = w_index < N

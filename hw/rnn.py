@@ -277,7 +277,10 @@ class GateUnit(wiring.Component):
                         m.d.sync += [sent.eq(sent + 1), g.eq(g + 1)]
                 m.d.comb += pwl.o_stream.ready.eq(1)
                 with m.If(pwl.o_stream.valid):
-                    m.d.sync += [act[g_recv[: max(1, (n_act - 1).bit_length())]].eq(pwl.o_stream.payload), g_recv.eq(g_recv + 1)]
+                    m.d.sync += [
+                        act[g_recv[: max(1, (n_act - 1).bit_length())]].eq(pwl.o_stream.payload),
+                        g_recv.eq(g_recv + 1),
+                    ]
                     with m.If(g_recv == n_act - 1):
                         m.d.sync += sent.eq(0)
                         m.next = "L_FC" if lstm else "G_RB"

@@ -88,7 +88,9 @@ class PWLTable:
         if n < 1:
             raise ValueError("PWL table needs at least one piece")
         if len(self.knots) != n + 1 or len(self.m) != n:
-            raise ValueError(f"PWL table with {n} pieces needs {n + 1} knots and {n} slopes, got {len(self.knots)} and {len(self.m)}")
+            raise ValueError(
+                f"PWL table with {n} pieces needs {n + 1} knots and {n} slopes, got {len(self.knots)} and {len(self.m)}"
+            )
         for name in ("knots", "y", "m"):
             if not _is_int16(getattr(self, name)):
                 raise ValueError(f"PWL table {name} must lie within int16")

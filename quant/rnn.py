@@ -130,7 +130,9 @@ class RNNParams:
             raise ValueError("W and U must be 2-D code arrays")
         H = self.U.shape[1]
         if self.U.shape[0] != G * H or self.W.shape[0] != G * H:
-            raise ValueError(f"{self.kind}: W and U need {G}*H = {G * H} rows, got {self.W.shape[0]} and {self.U.shape[0]}")
+            raise ValueError(
+                f"{self.kind}: W and U need {G}*H = {G * H} rows, got {self.W.shape[0]} and {self.U.shape[0]}"
+            )
         for name in ("b", "M", "n"):
             a = np.asarray(getattr(self, name), np.int64)
             if a.shape != (4, H):

@@ -83,7 +83,9 @@ def test_gate_unit(kind, cell_frac_bits):
     async def consumer(ctx):
         while len(got) < len(order):
             ctx.set(dut.o_stream.ready, pyr.random() < 0.6)
-            _, _, valid, ready, pl = await ctx.tick().sample(dut.o_stream.valid, dut.o_stream.ready, dut.o_stream.payload)
+            _, _, valid, ready, pl = await ctx.tick().sample(
+                dut.o_stream.valid, dut.o_stream.ready, dut.o_stream.payload
+            )
             if valid and ready:
                 got.append((pl.unit, pl.h, pl.c))
 
@@ -92,7 +94,8 @@ def test_gate_unit(kind, cell_frac_bits):
     sim.add_testbench(producer)
     sim.add_testbench(consumer)
     sim.run()
-    bad = [(i, g, e) for i, (g, e) in enumerate(zip(got, expected)) if g != e]
+    assert len(got) == len(expected)
+    bad = [(i, g, e) for i, (g, e) in enumerate(zip(got, expected, strict=True)) if g != e]
     assert not bad, f"{len(bad)} of {len(order)} differ; first: {bad[:3]}"
 
 
