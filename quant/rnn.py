@@ -59,6 +59,7 @@ __all__ = [
     "isqrt",
     "div_round",
     "layer_norm",
+    "LN_EPS",
     "requant_gates",
     "lstm_accumulators",
     "gru_accumulators",
