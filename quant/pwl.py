@@ -170,24 +170,51 @@ def target(func: str, in_frac_bits: int, z=None) -> np.ndarray:
     return sat(np.floor(_FUNCS[func](x) * (1 << OUT_FRAC_BITS) + 0.5).astype(np.int64), 16)
 
 
-def _fit_segment(zs: np.ndarray, ts: np.ndarray, shift: int) -> tuple[int, int, int]:
-    """Integer (y, m) for one segment and its max |error|; zs starts at the segment's knot."""
+def _best_offset(e: np.ndarray, w: np.ndarray | None) -> int:
+    """Integer offset y minimizing max(w * |e - y|) (plain minimax when ``w`` is None)."""
+    lo, hi = int(e.min()), int(e.max())
+    if w is None:
+        return int(math.floor((lo + hi) / 2 + 0.5))
+    # max(w |e - y|) is convex in y: ternary search on the integers
+    while hi - lo > 2:
+        a, b = lo + (hi - lo) // 3, hi - (hi - lo) // 3
+        if np.max(w * np.abs(e - a)) <= np.max(w * np.abs(e - b)):
+            hi = b
+        else:
+            lo = a
+    return min(range(lo, hi + 1), key=lambda y: float(np.max(w * np.abs(e - y))))
+
+
+def _fit_segment(zs: np.ndarray, ts: np.ndarray, shift: int, ws: np.ndarray | None = None) -> tuple[int, int, float]:
+    """Integer (y, m) for one segment and its (weighted) max |error|; zs starts at the segment's knot.
+
+    Slopes tried: the rounded chord slope (and, with weights, the weighted least-squares slope), each
+    with its two integer neighbours; each with the best offset; the smallest error wins.
+    """
     a = int(zs[0])
     d = zs - a
+    slopes = [0.0]
     if len(zs) > 1:
-        slope = (float(ts[-1]) - float(ts[0])) / float(zs[-1] - a)
-    else:
-        slope = 0.0
-    m0 = int(math.floor(slope * (1 << shift) + 0.5))
+        slopes = [(float(ts[-1]) - float(ts[0])) / float(zs[-1] - a)]
+        if ws is not None:
+            wsum = ws.sum()
+            dm, tm = (ws * d).sum() / wsum, (ws * ts).sum() / wsum
+            var = (ws * (d - dm) ** 2).sum()
+            if var > 0:
+                slopes.append(float((ws * (d - dm) * (ts - tm)).sum() / var))
+    cands = set()
+    for sl in slopes:
+        m0 = int(math.floor(sl * (1 << shift) + 0.5))
+        cands |= {min(max(m0 + dm, INT16_MIN), INT16_MAX) for dm in (-1, 0, 1)}
     best = None
-    for m in sorted({min(max(m0 + dm, INT16_MIN), INT16_MAX) for dm in (-1, 0, 1)}):
+    for m in sorted(cands):
         base = rshift_round(m * d, shift)
         e = ts - base
-        y = int(math.floor((int(e.max()) + int(e.min())) / 2 + 0.5))
-        y = min(max(y, INT16_MIN), INT16_MAX)
-        err = int(np.max(np.abs(ts - sat(y + base, 16))))
-        if best is None or err < best[2]:
-            best = (y, m, err)
+        y = min(max(_best_offset(e, ws), INT16_MIN), INT16_MAX)
+        err = np.abs(ts - sat(y + base, 16))
+        score = float(np.max(err if ws is None else err * ws))
+        if best is None or score < best[2]:
+            best = (y, m, score)
     return best
 
 
@@ -226,6 +253,7 @@ def fit(
         raise ValueError(f"shift must be in [0, 30], got {shift}")
     grid = np.arange(INT16_MIN, INT16_MAX + 1, dtype=np.int64)
     t_all = target(func, in_frac_bits, grid)
+    weighted = hist is not None
     if hist is None:
         w_all = np.ones(len(grid))
     else:
@@ -238,12 +266,18 @@ def fit(
         # evaluation domain of the segment [a, b): b itself only for the last segment
         return slice(a - INT16_MIN, b - INT16_MIN + (1 if last else 0))
 
+    cache: dict[tuple[int, int, bool], tuple[float, int | None]] = {}
+
     def seg_score(a: int, b: int, last: bool) -> tuple[float, int | None]:
+        if (a, b, last) not in cache:
+            cache[(a, b, last)] = _seg_score(a, b, last)
+        return cache[(a, b, last)]
+
+    def _seg_score(a: int, b: int, last: bool) -> tuple[float, int | None]:
         s = dom(a, b, last)
         zs, ts, ws = grid[s], t_all[s], w_all[s]
-        y, m, _ = _fit_segment(zs, ts, shift)
+        y, m, score = _fit_segment(zs, ts, shift, ws if weighted else None)
         err = np.abs(ts - sat(y + rshift_round(m * (zs - a), shift), 16))
-        score = float(np.max(err * ws))
         # split where the chord through the segment's end points is furthest from the target
         zz, tt = grid[a - INT16_MIN : b - INT16_MIN + 1], t_all[a - INT16_MIN : b - INT16_MIN + 1]
         if len(zz) < 3:
@@ -278,7 +312,7 @@ def fit(
     ys, ms = [], []
     for i in range(len(knots) - 1):
         s = dom(knots[i], knots[i + 1], i == len(knots) - 2)
-        y, m, _ = _fit_segment(grid[s], t_all[s], shift)
+        y, m, _ = _fit_segment(grid[s], t_all[s], shift, w_all[s] if weighted else None)
         ys.append(y)
         ms.append(m)
     return PWLTable(np.array(knots), np.array(ys), np.array(ms), shift, func=func, in_frac_bits=in_frac_bits)
