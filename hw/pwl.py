@@ -9,8 +9,9 @@ Datapath (one result per cycle, fully pipelined, stalls as a whole when the outp
 1. clamp ``z`` to ``[k_0, k_N]`` of its table (the end knots are registers);
 2. ``log2 N`` binary-search stages over ``k_1 .. k_{N-1}``: the knots are stored level by level of
    the search tree, one small memory per level, so each stage is one memory read and one compare;
-3. read ``(k_i, y_i, m_i)`` of the segment found, ``d = z - k_i``;
-4. ``p = m_i * d``;
+3. read ``(k_i, y_i, m_i)`` of the segment found, ``d = z - k_i`` (at most
+   :data:`~quant.pwl.MAX_SPAN`, a rule of the table format);
+4. ``p = m_i * d``, one 16 x 16 signed multiply (one SB_MAC16 on iCE40);
 5. ``y = sat(y_i + rshift_round(p, S), 16)``.
 
 The tables live in memories and registers, initialised at build time (``init``) and rewritable by
@@ -243,10 +244,10 @@ class PWLUnit(wiring.Component):
         y_r = rp.data[16:32].as_signed()
         m_r = rp.data[32:48].as_signed()
 
-        d = Signal(signed(18))
+        d = Signal(signed(16))  # z - k_i in [0, MAX_SPAN]: the table format guarantees it
         y2 = Signal(signed(16))
         m2 = Signal(signed(16))
-        prod = Signal(signed(34))
+        prod = Signal(signed(32))
         y3 = Signal(signed(16))
         out = Signal(signed(16))
         with m.If(adv):
@@ -257,7 +258,7 @@ class PWLUnit(wiring.Component):
             rounded = (prod + (1 << (S - 1))) >> S
         else:
             rounded = prod
-        total = Signal(signed(35))
+        total = Signal(signed(33))
         m.d.comb += total.eq(y3 + rounded)
         with m.If(adv):
             m.d.sync += out.eq(Mux(total > 32767, 32767, Mux(total < -32768, -32768, total)))

@@ -10,9 +10,11 @@ Datapath, time-multiplexed per hidden unit (one transfer in flight at a time):
    16-bit saturation), with ``(M, n)`` of row ``(slot, unit)`` read from a small memory;
 2. the activations through one shared :class:`~hw.pwl.PWLUnit` holding the tables σ (slot 0),
    tanh (slot 1) and, for LSTM, tanh of the cell format (slot 2), issued back to back;
-3. the state update through one shared 16 x 18 multiplier:
+3. the state update through one shared 16 x 16 multiplier:
    LSTM ``f*c``, ``i*g``, ``c'``, ``tanh_c(c')``, ``o*tanh_c(c')``;
-   GRU ``r*b``, ``n = tanh(a + ...)``, ``z*((h << 8) - n)``, ``h'``.
+   GRU ``r*b``, ``n = tanh(a + ...)``, ``z*n``, ``z*h``, then
+   ``h' = sat(rshift_round(n 2^15 + (z h) 2^8 - z n, 23), 8)`` (equal to the golden
+   ``n 2^15 + z (h 2^8 - n)``, without an 18-bit operand).
    The cell state lives in a memory indexed by hidden unit.
 
 Members
@@ -202,10 +204,11 @@ class GateUnit(wiring.Component):
         m.d.comb += rq_shifted.eq((rq_prod + half) >> rq_n)
         rq_sat = _sat(m, rq_shifted, 16, "rq_sat")
 
-        # one shared 16 x 18 multiplier for the state update
+        # one shared 16 x 16 multiplier for the state update
         mul_a = Signal(signed(16))
-        mul_b = Signal(signed(18))
-        mp = Signal(signed(34))
+        mul_b = Signal(signed(16))
+        mp = Signal(signed(32))
+        zn = Signal(signed(32))
         mul_go = Signal()
         with m.If(mul_go):
             m.d.sync += mp.eq(mul_a * mul_b)
@@ -243,7 +246,8 @@ class GateUnit(wiring.Component):
         r_rb = Signal(signed(17))
         m.d.comb += r_rb.eq(_rshift_round_const(mp, 15))
         n_pre = _sat(m, zq[2] + r_rb, 16, "n_pre")
-        gru_h = _sat(m, _rshift_round_const((n_val << 15) + mp, 23), 8, "gru_h")
+        # h' = n + z (h - n) in Q0.30 as n 2^15 + (z h) 2^8 - z n: two 16 x 16 products, one rounding
+        gru_h = _sat(m, _rshift_round_const((n_val << 15) + (mp << 8) - zn, 23), 8, "gru_h")
 
         with m.FSM(name="gate"):
             with m.State("IDLE"):
@@ -328,9 +332,13 @@ class GateUnit(wiring.Component):
                     m.d.comb += [self.busy.eq(1), pwl.o_stream.ready.eq(1)]
                     with m.If(pwl.o_stream.valid):
                         m.d.sync += n_val.eq(pwl.o_stream.payload)
-                        m.next = "G_D"
-                with m.State("G_D"):
-                    m.d.comb += [self.busy.eq(1), mul_a.eq(z_), mul_b.eq((h_prev << 8) - n_val), mul_go.eq(1)]
+                        m.next = "G_ZN"
+                with m.State("G_ZN"):
+                    m.d.comb += [self.busy.eq(1), mul_a.eq(z_), mul_b.eq(n_val), mul_go.eq(1)]
+                    m.next = "G_ZH"
+                with m.State("G_ZH"):
+                    m.d.comb += [self.busy.eq(1), mul_a.eq(z_), mul_b.eq(h_prev), mul_go.eq(1)]
+                    m.d.sync += zn.eq(mp)
                     m.next = "G_H"
                 with m.State("G_H"):
                     m.d.comb += self.busy.eq(1)

@@ -2,7 +2,9 @@
 
 A :class:`PWLTable` holds ``N`` pieces over an int16 input grid:
 
-* knots ``k_0 < k_1 < ... < k_N`` (int16); the input is clamped to ``[k_0, k_N]``;
+* knots ``k_0 < k_1 < ... < k_N`` (int16), no segment longer than :data:`MAX_SPAN` (so that
+  ``z - k_i`` fits int16 and the slope product is one 16 x 16 multiply); the input is clamped to
+  ``[k_0, k_N]``;
 * on segment ``i`` (``k_i <= z < k_{i+1}``, the last one closed) the output is
   ``sat(y_i + rshift_round(m_i * (z - k_i), S), 16)`` with ``y_i``, ``m_i`` int16 and ``S`` the
   table-wide slope shift.
@@ -39,9 +41,12 @@ __all__ = [
     "fit_sigmoid",
     "fit_tanh",
     "error_stats",
+    "MAX_SPAN",
 ]
 
 INT16_MIN, INT16_MAX = -(1 << 15), (1 << 15) - 1
+#: Longest segment (k_{i+1} - k_i): keeps z - k_i within int16, so m_i * (z - k_i) is one 16 x 16 multiply.
+MAX_SPAN = INT16_MAX
 #: The output of every table is Q0.15.
 OUT_FRAC_BITS = 15
 
@@ -96,6 +101,8 @@ class PWLTable:
                 raise ValueError(f"PWL table {name} must lie within int16")
         if np.any(np.diff(self.knots) <= 0):
             raise ValueError("PWL table knots must be strictly increasing")
+        if np.any(np.diff(self.knots) > MAX_SPAN):
+            raise ValueError(f"PWL table segments must span at most {MAX_SPAN} inputs (z - k_i must fit int16)")
         if not 0 <= int(self.shift) <= 30:
             raise ValueError(f"PWL table shift must be in [0, 30], got {self.shift}")
 
@@ -299,13 +306,16 @@ def fit(
     while len(knots) - 1 < pieces:
         scores = [seg_score(knots[i], knots[i + 1], i == len(knots) - 2) for i in range(len(knots) - 1)]
         order = sorted(range(len(scores)), key=lambda i: -scores[i][0])
+        # a segment longer than MAX_SPAN must be split first, whatever its error
+        too_long = [i for i in range(len(knots) - 1) if knots[i + 1] - knots[i] > MAX_SPAN]
+        order = too_long + [i for i in order if i not in too_long]
         for i in order:
             score, p = scores[i]
             if p is not None and knots[i] < p < knots[i + 1]:
                 break
         else:
             break
-        if score <= 0:
+        if score <= 0 and not too_long:
             break
         knots.insert(i + 1, p)
 
