@@ -12,7 +12,8 @@ Datapath (one result per cycle, fully pipelined, stalls as a whole when the outp
 3. read ``(k_i, y_i, m_i)`` of the segment found, ``d = z - k_i`` (at most
    :data:`~quant.pwl.MAX_SPAN`, a rule of the table format);
 4. ``p = m_i * d``, one 16 x 16 signed multiply (one SB_MAC16 on iCE40);
-5. ``y = sat(y_i + rshift_round(p, S), 16)``.
+5. ``r = rshift_round(p, S)``;
+6. ``y = sat(y_i + r, 16)``.
 
 The tables live in memories and registers, initialised at build time (``init``) and rewritable by
 the host through the write port (:meth:`PWLUnit.write_address` gives the address of each entry,
@@ -48,6 +49,10 @@ FIELD_KNOT, FIELD_Y, FIELD_M = 0, 1, 2
 def _bits(n: int) -> int:
     """Bits to count 0 .. n - 1 (at least 1)."""
     return max(1, (n - 1).bit_length())
+
+
+def _rshift_round_const(value, n: int):
+    return value if n == 0 else (value + (1 << (n - 1))) >> n
 
 
 def _u16(v: int) -> int:
@@ -106,7 +111,7 @@ class PWLUnit(wiring.Component):
     @property
     def latency(self) -> int:
         """Cycles from an input's transfer (valid & ready) to its result's valid, when not stalled."""
-        return self.levels + 5
+        return self.levels + 6
 
     def write_address(self, table: int, field: int, index: int) -> int:
         """Write-port address of knot/y/m ``index`` of ``table``."""
@@ -200,7 +205,7 @@ class PWLUnit(wiring.Component):
             ]
 
         # --- pipeline ---
-        n_stages = self.latency  # R0 .. R(L+4); R(L+4) is the output register
+        n_stages = self.latency  # R0 .. R(L+5); R(L+5) is the output register
         valid = [Signal(name=f"v{s}") for s in range(n_stages)]
         adv = Signal()
         m.d.comb += adv.eq(~valid[-1] | self.o_stream.ready)
@@ -253,14 +258,14 @@ class PWLUnit(wiring.Component):
         with m.If(adv):
             m.d.sync += [d.eq(zc[L + 1] - k_r), y2.eq(y_r), m2.eq(m_r)]  # R(L+2)
             m.d.sync += [prod.eq(m2 * d), y3.eq(y2)]  # R(L+3)
-        # rshift_round then saturate
-        if S:
-            rounded = (prod + (1 << (S - 1))) >> S
-        else:
-            rounded = prod
-        total = Signal(signed(33))
-        m.d.comb += total.eq(y3 + rounded)
+        # rshift_round in one stage, add and saturate in the next (each a single carry chain)
+        rounded = Signal(signed(32 - S + 1))
+        y4 = Signal(signed(16))
         with m.If(adv):
-            m.d.sync += out.eq(Mux(total > 32767, 32767, Mux(total < -32768, -32768, total)))
+            m.d.sync += [rounded.eq(_rshift_round_const(prod, S)), y4.eq(y3)]  # R(L+4)
+        total = Signal(signed(max(len(rounded), 16) + 1))
+        m.d.comb += total.eq(y4 + rounded)
+        with m.If(adv):
+            m.d.sync += out.eq(Mux(total > 32767, 32767, Mux(total < -32768, -32768, total)))  # R(L+5)
         m.d.comb += self.o_stream.payload.eq(out)
         return m

@@ -126,6 +126,19 @@ class GateUnit(wiring.Component):
             }
         )
 
+    @property
+    def cycles_per_unit(self) -> int:
+        """Cycles from accepting one transfer to accepting the next, with no stalls on either side.
+
+        Accept 1, requant 4 x 3, activations ``latency + n_act``, then LSTM: f*c, i*g, c' (3), tanh_c
+        issue and wait (``1 + latency``), o*tanh_c and h' (2); GRU: r*b (1), tanh issue and wait
+        (``1 + latency``), z*n, z*h, h' (3); output 1.
+        """
+        L = self.pwl.latency
+        if self.kind == "lstm":
+            return 1 + 12 + (L + 4) + 3 + (1 + L) + 2 + 1
+        return 1 + 12 + (L + 2) + 1 + (1 + L) + 3 + 1
+
     # -- host-side address map ------------------------------------------------------------------
 
     def _addr(self, region: int, offset: int) -> int:
@@ -198,10 +211,12 @@ class GateUnit(wiring.Component):
         m.d.comb += c_r.addr.eq(unit)
         rq_prod = Signal(signed(aw + 17))
         rq_n = Signal(6)
-        half = Signal(unsigned(64))
-        m.d.comb += half.eq(Mux(rq_n == 0, 0, (1 << rq_n) >> 1))
+        # rshift_round(x, n) = ((x >> (n - 1)) + 1) >> 1 for n >= 1: no 2^(n-1) constant, and the
+        # arithmetic shifter is only as wide as the product
+        pre = Signal(signed(aw + 17))
+        m.d.comb += pre.eq(rq_prod >> (rq_n - 1)[:6])
         rq_shifted = Signal(signed(aw + 18))
-        m.d.comb += rq_shifted.eq((rq_prod + half) >> rq_n)
+        m.d.comb += rq_shifted.eq(Mux(rq_n == 0, rq_prod, (pre + 1) >> 1))
         rq_sat = _sat(m, rq_shifted, 16, "rq_sat")
 
         # one shared 16 x 16 multiplier for the state update

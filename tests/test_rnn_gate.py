@@ -108,3 +108,27 @@ def test_gate_unit_rejects_bad_params():
     dut = GateUnit(cfg, "lstm", hidden=4)
     with pytest.raises(ValueError, match="out of range"):
         dut.mn_writes([[70000]] * 4, [[1]] * 4)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_gate_unit_cycles_per_unit(kind):
+    """Back-to-back transfers with an always-ready output are accepted every cycles_per_unit cycles."""
+    cfg = NPUConfig(pwl_pieces=4)
+    dut = GateUnit(cfg, kind, hidden=4, tables=default_tables(cfg))
+    accepted = []
+
+    async def tb(ctx):
+        ctx.set(dut.o_stream.ready, 1)
+        ctx.set(dut.i_stream.valid, 1)
+        for cycle in range(3 * dut.cycles_per_unit + 5):
+            ctx.set(dut.i_stream.payload.unit, cycle % 4)
+            _, _, valid, ready = await ctx.tick().sample(dut.i_stream.valid, dut.i_stream.ready)
+            if valid and ready:
+                accepted.append(cycle)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+    gaps = {b - a for a, b in zip(accepted, accepted[1:], strict=False)}
+    assert len(accepted) >= 3 and gaps == {dut.cycles_per_unit}

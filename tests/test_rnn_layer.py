@@ -27,6 +27,7 @@ def _run(kind, cases):
 def test_rnn_layer_sequences(kind):
     cases = [
         {"inputs": 8, "hidden": 32, "steps": 50, "seed": 1},
+        {"inputs": 3, "hidden": 9, "steps": 30, "seed": 6, "adaptive": True},
         {"inputs": 8, "hidden": 64, "steps": 50, "seed": 2},
         {"inputs": 5, "hidden": 7, "steps": 20, "seed": 3, "mode": "saturate", "gain": 40.0},
         {"inputs": 8, "hidden": 16, "steps": 50, "seed": 4, "mode": "allmax"},
