@@ -130,14 +130,14 @@ class GateUnit(wiring.Component):
     def cycles_per_unit(self) -> int:
         """Cycles from accepting one transfer to accepting the next, with no stalls on either side.
 
-        Accept 1, requant 4 x 3, activations ``latency + n_act``, then LSTM: f*c, i*g, c' (3), tanh_c
-        issue and wait (``1 + latency``), o*tanh_c and h' (2); GRU: r*b (1), tanh issue and wait
-        (``1 + latency``), z*n, z*h, h' (3); output 1.
+        Accept 1, requant 4 x 4, activations ``latency + n_act``, then LSTM: f*c, i*g, i⊙g, c' (4),
+        tanh_c issue and wait (``1 + latency``), o*tanh_c and h' (2); GRU: r*b, n's input (2), tanh
+        issue and wait (``1 + latency``), z*n, z*h, sum, h' (4); output 1.
         """
         L = self.pwl.latency
         if self.kind == "lstm":
-            return 1 + 12 + (L + 4) + 3 + (1 + L) + 2 + 1
-        return 1 + 12 + (L + 2) + 1 + (1 + L) + 3 + 1
+            return 1 + 16 + (L + 4) + 4 + (1 + L) + 2 + 1
+        return 1 + 16 + (L + 2) + 2 + (1 + L) + 4 + 1
 
     # -- host-side address map ------------------------------------------------------------------
 
@@ -213,23 +213,28 @@ class GateUnit(wiring.Component):
         rq_n = Signal(6)
         # rshift_round(x, n) = ((x >> (n - 1)) + 1) >> 1 for n >= 1: no 2^(n-1) constant, and the
         # arithmetic shifter is only as wide as the product
-        pre = Signal(signed(aw + 17))
-        m.d.comb += pre.eq(rq_prod >> (rq_n - 1)[:6])
+        # arithmetic shifter is only as wide as the product. Shift in one cycle, round and
+        # saturate in the next.
+        rq_pre = Signal(signed(aw + 17))
+        rq_zero = Signal()
         rq_shifted = Signal(signed(aw + 18))
-        m.d.comb += rq_shifted.eq(Mux(rq_n == 0, rq_prod, (pre + 1) >> 1))
+        m.d.comb += rq_shifted.eq(Mux(rq_zero, rq_pre, (rq_pre + 1) >> 1))
         rq_sat = _sat(m, rq_shifted, 16, "rq_sat")
 
         # one shared 16 x 16 multiplier for the state update
         mul_a = Signal(signed(16))
         mul_b = Signal(signed(16))
         mp = Signal(signed(32))
-        zn = Signal(signed(32))
+        zn = Signal(signed(33))
         mul_go = Signal()
         with m.If(mul_go):
             m.d.sync += mp.eq(mul_a * mul_b)
 
         c_old = Signal(signed(16))
         fc = Signal(signed(16))
+        ig = Signal(signed(16))
+        n_pre_r = Signal(signed(16))
+        h_sum = Signal(signed(34))
         c_new = Signal(signed(16))
         t_c = Signal(signed(16))
         h_new = Signal(signed(8))
@@ -262,7 +267,7 @@ class GateUnit(wiring.Component):
         m.d.comb += r_rb.eq(_rshift_round_const(mp, 15))
         n_pre = _sat(m, zq[2] + r_rb, 16, "n_pre")
         # h' = n + z (h - n) in Q0.30 as n 2^15 + (z h) 2^8 - z n: two 16 x 16 products, one rounding
-        gru_h = _sat(m, _rshift_round_const((n_val << 15) + (mp << 8) - zn, 23), 8, "gru_h")
+        gru_h = _sat(m, _rshift_round_const(h_sum, 23), 8, "gru_h")
 
         with m.FSM(name="gate"):
             with m.State("IDLE"):
@@ -278,6 +283,10 @@ class GateUnit(wiring.Component):
             with m.State("RQ_MUL"):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += [rq_prod.eq(acc[g] * mn_r.data[:16]), rq_n.eq(mn_r.data[16:22])]
+                m.next = "RQ_SHIFT"
+            with m.State("RQ_SHIFT"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += [rq_pre.eq(Mux(rq_n == 0, rq_prod, rq_prod >> (rq_n - 1)[:6])), rq_zero.eq(rq_n == 0)]
                 m.next = "RQ_SAT"
             with m.State("RQ_SAT"):
                 m.d.comb += self.busy.eq(1)
@@ -311,10 +320,14 @@ class GateUnit(wiring.Component):
                 with m.State("L_IG"):
                     m.d.comb += [self.busy.eq(1), mul_a.eq(i_), mul_b.eq(g_), mul_go.eq(1)]
                     m.d.sync += fc.eq(r_fc)
+                    m.next = "L_IG2"
+                with m.State("L_IG2"):
+                    m.d.comb += self.busy.eq(1)
+                    m.d.sync += ig.eq(r_ig)
                     m.next = "L_C"
                 with m.State("L_C"):
                     m.d.comb += self.busy.eq(1)
-                    c_sum = _sat(m, fc + r_ig, 16, "c_sum")
+                    c_sum = _sat(m, fc + ig, 16, "c_sum")
                     m.d.sync += c_new.eq(c_sum)
                     m.d.comb += [c_upd_en.eq(1), c_upd_data.eq(c_sum)]
                     m.next = "L_TC"
@@ -338,9 +351,13 @@ class GateUnit(wiring.Component):
                 z_, r_ = act[0], act[1]
                 with m.State("G_RB"):
                     m.d.comb += [self.busy.eq(1), mul_a.eq(r_), mul_b.eq(zq[3]), mul_go.eq(1)]
+                    m.next = "G_N0"
+                with m.State("G_N0"):
+                    m.d.comb += self.busy.eq(1)
+                    m.d.sync += n_pre_r.eq(n_pre)
                     m.next = "G_N"
                 with m.State("G_N"):
-                    m.d.comb += [self.busy.eq(1), pwl_z.eq(n_pre), pwl_t.eq(TABLE_TANH), pwl.i_stream.valid.eq(1)]
+                    m.d.comb += [self.busy.eq(1), pwl_z.eq(n_pre_r), pwl_t.eq(TABLE_TANH), pwl.i_stream.valid.eq(1)]
                     with m.If(pwl.i_stream.ready):
                         m.next = "G_N_WAIT"
                 with m.State("G_N_WAIT"):
@@ -353,7 +370,11 @@ class GateUnit(wiring.Component):
                     m.next = "G_ZH"
                 with m.State("G_ZH"):
                     m.d.comb += [self.busy.eq(1), mul_a.eq(z_), mul_b.eq(h_prev), mul_go.eq(1)]
-                    m.d.sync += zn.eq(mp)
+                    m.d.sync += zn.eq((n_val << 15) - mp)  # mp = z * n here
+                    m.next = "G_H1"
+                with m.State("G_H1"):
+                    m.d.comb += self.busy.eq(1)
+                    m.d.sync += h_sum.eq(zn + (mp << 8))  # mp = z * h here
                     m.next = "G_H"
                 with m.State("G_H"):
                     m.d.comb += self.busy.eq(1)
