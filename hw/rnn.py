@@ -130,14 +130,14 @@ class GateUnit(wiring.Component):
     def cycles_per_unit(self) -> int:
         """Cycles from accepting one transfer to accepting the next, with no stalls on either side.
 
-        Accept 1, requant 4 x 4, activations ``latency + n_act``, then LSTM: f*c, i*g, i⊙g, c' (4),
+        Accept 1, requant 4 x 5, activations ``latency + n_act``, then LSTM: f*c, i*g, i⊙g, c' (4),
         tanh_c issue and wait (``1 + latency``), o*tanh_c and h' (2); GRU: r*b, n's input (2), tanh
         issue and wait (``1 + latency``), z*n, z*h, sum, h' (4); output 1.
         """
         L = self.pwl.latency
         if self.kind == "lstm":
-            return 1 + 16 + (L + 4) + 4 + (1 + L) + 2 + 1
-        return 1 + 16 + (L + 2) + 2 + (1 + L) + 4 + 1
+            return 1 + 20 + (L + 4) + 4 + (1 + L) + 2 + 1
+        return 1 + 20 + (L + 2) + 2 + (1 + L) + 4 + 1
 
     # -- host-side address map ------------------------------------------------------------------
 
@@ -215,10 +215,13 @@ class GateUnit(wiring.Component):
         # arithmetic shifter is only as wide as the product
         # arithmetic shifter is only as wide as the product. Shift in one cycle, round and
         # saturate in the next.
-        rq_pre = Signal(signed(aw + 17))
-        rq_zero = Signal()
-        rq_shifted = Signal(signed(aw + 18))
-        m.d.comb += rq_shifted.eq(Mux(rq_zero, rq_pre, (rq_pre + 1) >> 1))
+        # saturate. n = 0 goes through the same path as 2x + 1 >> 1 = x. Clamping the shifted value
+        # to 18 bits first keeps every carry chain short and does not change the result.
+        rq_pre = Signal(signed(aw + 18))
+        rq_c = Signal(signed(18))
+        rq_clamp = _sat(m, rq_pre, 18, "rq_clamp")
+        rq_shifted = Signal(signed(18))
+        m.d.comb += rq_shifted.eq((rq_c + 1) >> 1)
         rq_sat = _sat(m, rq_shifted, 16, "rq_sat")
 
         # one shared 16 x 16 multiplier for the state update
@@ -286,7 +289,11 @@ class GateUnit(wiring.Component):
                 m.next = "RQ_SHIFT"
             with m.State("RQ_SHIFT"):
                 m.d.comb += self.busy.eq(1)
-                m.d.sync += [rq_pre.eq(Mux(rq_n == 0, rq_prod, rq_prod >> (rq_n - 1)[:6])), rq_zero.eq(rq_n == 0)]
+                m.d.sync += rq_pre.eq(Mux(rq_n == 0, rq_prod << 1, rq_prod >> (rq_n - 1)[:6]))
+                m.next = "RQ_CLAMP"
+            with m.State("RQ_CLAMP"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += rq_c.eq(rq_clamp)
                 m.next = "RQ_SAT"
             with m.State("RQ_SAT"):
                 m.d.comb += self.busy.eq(1)

@@ -25,6 +25,8 @@ def _cases(kind, cfg, rng, n):
     nn = np.array([p[1] for p in pairs]).reshape(4, H)
     M[0, 0], nn[0, 0] = 65535, 0  # no shift: saturates
     M[1, 1], nn[1, 1] = 1, 63  # everything rounds to 0
+    M[2, 2], nn[2, 2] = 3, 1  # smallest rounding shift
+    M[3, 3], nn[3, 3] = 40000, 2
     h = rng.integers(-128, 128, size=(n, H))
     c0 = rng.integers(-32768, 32768, size=H)
     c0[:2] = [32767, -32768]
