@@ -6,6 +6,7 @@ unit can serve σ and tanh (and tanh of the cell) time-multiplexed.
 
 Datapath (one result per cycle, fully pipelined, stalls as a whole when the output is not taken):
 
+0. register the input;
 1. clamp ``z`` to ``[k_0, k_N]`` of its table (the end knots are registers);
 2. ``log2 N`` binary-search stages over ``k_1 .. k_{N-1}``: the knots are stored level by level of
    the search tree, one small memory per level, so each stage is one memory read and one compare;
@@ -111,7 +112,7 @@ class PWLUnit(wiring.Component):
     @property
     def latency(self) -> int:
         """Cycles from an input's transfer (valid & ready) to its result's valid, when not stalled."""
-        return self.levels + 6
+        return self.levels + 7
 
     def write_address(self, table: int, field: int, index: int) -> int:
         """Write-port address of knot/y/m ``index`` of ``table``."""
@@ -205,13 +206,14 @@ class PWLUnit(wiring.Component):
             ]
 
         # --- pipeline ---
-        n_stages = self.latency  # R0 .. R(L+5); R(L+5) is the output register
+        n_stages = self.latency - 1  # R0 .. R(L+5) after the input register; R(L+5) is the output
         valid = [Signal(name=f"v{s}") for s in range(n_stages)]
+        v_in = Signal()
         adv = Signal()
         m.d.comb += adv.eq(~valid[-1] | self.o_stream.ready)
         m.d.comb += [self.i_stream.ready.eq(adv), self.o_stream.valid.eq(valid[-1])]
         with m.If(adv):
-            m.d.sync += valid[0].eq(self.i_stream.valid)
+            m.d.sync += [v_in.eq(self.i_stream.valid), valid[0].eq(v_in)]
             for s in range(1, n_stages):
                 m.d.sync += valid[s].eq(valid[s - 1])
 
@@ -219,7 +221,10 @@ class PWLUnit(wiring.Component):
         zc = [Signal(signed(16), name=f"zc{s}") for s in range(L + 2)]
         tt = [Signal(tw, name=f"t{s}") for s in range(L + 1)]
         idx = [Signal(max(L, 1), name=f"idx{s}") for s in range(L + 1)]
-        z_in, t_in = self.i_stream.payload.z, self.i_stream.payload.table
+        # input register: the clamp then starts from flip-flops, whatever drives the stream
+        z_in, t_in = Signal(signed(16)), Signal(tw)
+        with m.If(adv):
+            m.d.sync += [z_in.eq(self.i_stream.payload.z), t_in.eq(self.i_stream.payload.table)]
         lo_in, hi_in = lo[t_in], hi[t_in]
         with m.If(adv):
             m.d.sync += [
