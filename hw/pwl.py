@@ -222,10 +222,12 @@ class PWLUnit(wiring.Component):
         tt = [Signal(tw, name=f"t{s}") for s in range(L + 1)]
         idx = [Signal(max(L, 1), name=f"idx{s}") for s in range(L + 1)]
         # input register: the clamp then starts from flip-flops, whatever drives the stream
+        # (with its table's end knots, so the clamp is just two compares)
         z_in, t_in = Signal(signed(16)), Signal(tw)
+        lo_in, hi_in = Signal(signed(16)), Signal(signed(16))
+        t_req = self.i_stream.payload.table
         with m.If(adv):
-            m.d.sync += [z_in.eq(self.i_stream.payload.z), t_in.eq(self.i_stream.payload.table)]
-        lo_in, hi_in = lo[t_in], hi[t_in]
+            m.d.sync += [z_in.eq(self.i_stream.payload.z), t_in.eq(t_req), lo_in.eq(lo[t_req]), hi_in.eq(hi[t_req])]
         with m.If(adv):
             m.d.sync += [
                 zc[0].eq(Mux(z_in < lo_in, lo_in, Mux(z_in > hi_in, hi_in, z_in))),
