@@ -5,7 +5,7 @@ It takes the four gate accumulators of one hidden unit per transfer, exactly as 
 :func:`quant.rnn.requant_gates` define them, and returns that unit's new ``h`` (and ``c``).
 
 Datapath, time-multiplexed per hidden unit (one transfer in flight at a time; a new transfer is
-accepted every :attr:`GateUnit.cycles_per_unit` cycles, 43 for LSTM and 41 for GRU with 16-piece
+accepted every :attr:`GateUnit.cycles_per_unit` cycles, 44 for LSTM and 42 for GRU with 16-piece
 tables, when the output is taken at once):
 
 1. requantize the four accumulators to Q3.12 (one ``acc x M`` multiplier, variable rounding shift,
@@ -133,14 +133,14 @@ class GateUnit(wiring.Component):
     def cycles_per_unit(self) -> int:
         """Cycles from accepting one transfer to accepting the next, with no stalls on either side.
 
-        Accept 1, requant 8 (four slots through a four-stage pipeline), activations ``latency + n_act``, then LSTM: f*c, i*g, i⊙g, c' (4),
+        Accept 1, requant 9 (four slots through a five-stage pipeline), activations ``latency + n_act``, then LSTM: f*c, i*g, i⊙g, c' (4),
         tanh_c issue and wait (``1 + latency``), o*tanh_c and h' (2); GRU: r*b, n's input (2), tanh
         issue and wait (``1 + latency``), z*n, z*h, sum, h' (4); output 1.
         """
         L = self.pwl.latency
         if self.kind == "lstm":
-            return 1 + 8 + (L + 4) + 4 + (1 + L) + 2 + 1
-        return 1 + 8 + (L + 2) + 2 + (1 + L) + 4 + 1
+            return 1 + 9 + (L + 4) + 4 + (1 + L) + 2 + 1
+        return 1 + 9 + (L + 2) + 2 + (1 + L) + 4 + 1
 
     # -- host-side address map ------------------------------------------------------------------
 
@@ -211,8 +211,12 @@ class GateUnit(wiring.Component):
 
         # requant: one multiplier, variable rounding shift
         rq_issue = Signal(3)
-        rq_v = [Signal(name=f"rq_v{i}") for i in range(4)]  # valid after read, multiply, shift, clamp
-        rq_g = Array(Signal(2, name=f"rq_g{i}") for i in range(4))
+        # valid after: read, register (M, n, acc), multiply, shift, clamp
+        rq_v = [Signal(name=f"rq_v{i}") for i in range(5)]
+        rq_g = Array(Signal(2, name=f"rq_g{i}") for i in range(5))
+        rq_M = Signal(16)
+        rq_nn = Signal(6)
+        rq_acc = Signal(signed(aw))
         m.d.comb += mn_r.addr.eq(rq_issue[:2] * Hm + unit)
         m.d.comb += c_r.addr.eq(unit)
         rq_prod = Signal(signed(aw + 17))
@@ -287,23 +291,26 @@ class GateUnit(wiring.Component):
                     m.d.sync += [acc[i].eq(p.acc[i]) for i in range(4)]
                     m.d.sync += [v.eq(0) for v in rq_v]
                     m.next = "RQ"
-            with m.State("RQ"):  # a 4-stage pipeline over the four slots: read, multiply, shift, clamp, round
+            with m.State("RQ"):  # a pipeline over the four slots: read, register, multiply, shift, clamp, round
                 m.d.comb += self.busy.eq(1)
                 with m.If(rq_issue < 4):
                     m.d.sync += [rq_v[0].eq(1), rq_g[0].eq(rq_issue[:2]), rq_issue.eq(rq_issue + 1)]
                 with m.Else():
                     m.d.sync += rq_v[0].eq(0)
-                m.d.sync += [rq_v[i + 1].eq(rq_v[i]) for i in range(3)]
-                m.d.sync += [rq_g[i + 1].eq(rq_g[i]) for i in range(3)]
+                m.d.sync += [rq_v[i + 1].eq(rq_v[i]) for i in range(4)]
+                m.d.sync += [rq_g[i + 1].eq(rq_g[i]) for i in range(4)]
                 m.d.sync += [
-                    rq_prod.eq(acc[rq_g[0]] * mn_r.data[:16]),
-                    rq_n.eq(mn_r.data[16:22]),
+                    rq_M.eq(mn_r.data[:16]),
+                    rq_nn.eq(mn_r.data[16:22]),
+                    rq_acc.eq(acc[rq_g[0]]),
+                    rq_prod.eq(rq_acc * rq_M),
+                    rq_n.eq(rq_nn),
                     rq_pre.eq(Mux(rq_n == 0, rq_prod << 1, rq_prod >> (rq_n - 1)[:6])),
                     rq_c.eq(rq_clamp),
                 ]
-                with m.If(rq_v[3]):
-                    m.d.sync += zq[rq_g[3]].eq(rq_sat)
-                    with m.If(rq_g[3] == 3):
+                with m.If(rq_v[4]):
+                    m.d.sync += zq[rq_g[4]].eq(rq_sat)
+                    with m.If(rq_g[4] == 3):
                         m.d.sync += [g.eq(0), g_recv.eq(0), c_old.eq(c_r.data)]
                         m.next = "ACT"
             with m.State("ACT"):  # issue n_act requests back to back, collect the results in order
