@@ -119,6 +119,7 @@ def test_pwl_unit_latency_and_write_port_amaranth_sim():
     assert seen == [(dut.latency, a(1234))]
 
 
+@pytest.mark.slow
 def test_pwl_unit_exhaustive_verilator():
     """Every int16 input of a σ (Q3.12, built in) and a tanh (Q4.11, host-written) table."""
     cfg = NPUConfig()

@@ -23,6 +23,7 @@ def _run(kind, cases):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_rnn_layer_sequences(kind):
     cases = [
