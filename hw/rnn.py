@@ -5,7 +5,7 @@ It takes the four gate accumulators of one hidden unit per transfer, exactly as 
 :func:`quant.rnn.requant_gates` define them, and returns that unit's new ``h`` (and ``c``).
 
 Datapath, time-multiplexed per hidden unit (one transfer in flight at a time; a new transfer is
-accepted every :attr:`GateUnit.cycles_per_unit` cycles, 44 for LSTM and 42 for GRU with 16-piece
+accepted every :attr:`GateUnit.cycles_per_unit` cycles, 44 for LSTM and 43 for GRU with 16-piece
 tables, when the output is taken at once):
 
 1. requantize the four accumulators to Q3.12 (one ``acc x M`` multiplier, variable rounding shift,
@@ -134,13 +134,13 @@ class GateUnit(wiring.Component):
         """Cycles from accepting one transfer to accepting the next, with no stalls on either side.
 
         Accept 1, requant 9 (four slots through a five-stage pipeline), activations ``latency + n_act``, then LSTM: f*c, i*g, i⊙g, c' (4),
-        tanh_c issue and wait (``1 + latency``), o*tanh_c and h' (2); GRU: r*b, n's input (2), tanh
+        tanh_c issue and wait (``1 + latency``), o*tanh_c and h' (2); GRU: r*b, its rounding, n's input (3), tanh
         issue and wait (``1 + latency``), z*n, z*h, sum, h' (4); output 1.
         """
         L = self.pwl.latency
         if self.kind == "lstm":
             return 1 + 9 + (L + 4) + 4 + (1 + L) + 2 + 1
-        return 1 + 9 + (L + 2) + 2 + (1 + L) + 4 + 1
+        return 1 + 9 + (L + 2) + 3 + (1 + L) + 4 + 1
 
     # -- host-side address map ------------------------------------------------------------------
 
@@ -276,8 +276,7 @@ class GateUnit(wiring.Component):
         r_fc = _sat(m, _rshift_round_const(mp, s_fc), 16, "r_fc")
         r_ig = _sat(m, _rshift_round_const(mp, s_ig), 16, "r_ig")
         r_h = _sat(m, _rshift_round_const(mp, s_h), 8, "r_h")
-        r_rb = Signal(signed(17))
-        m.d.comb += r_rb.eq(_rshift_round_const(mp, 15))
+        r_rb = Signal(signed(17))  # registered rshift_round(r * b, 15)
         n_pre = _sat(m, zq[2] + r_rb, 16, "n_pre")
         # h' = n + z (h - n) in Q0.30 as n 2^15 + (z h) 2^8 - z n: two 16 x 16 products, one rounding
         gru_h = _sat(m, _rshift_round_const(h_sum, 23), 8, "gru_h")
@@ -368,6 +367,10 @@ class GateUnit(wiring.Component):
                 z_, r_ = act[0], act[1]
                 with m.State("G_RB"):
                     m.d.comb += [self.busy.eq(1), mul_a.eq(r_), mul_b.eq(zq[3]), mul_go.eq(1)]
+                    m.next = "G_RB2"
+                with m.State("G_RB2"):
+                    m.d.comb += self.busy.eq(1)
+                    m.d.sync += r_rb.eq(_rshift_round_const(mp, 15))
                     m.next = "G_N0"
                 with m.State("G_N0"):
                     m.d.comb += self.busy.eq(1)
