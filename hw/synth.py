@@ -207,8 +207,13 @@ def synthesize(
     name: str = "top",
     seed: int = 1,
     verbose: bool = False,
+    synth_opts: str | None = None,
 ) -> SynthReport:
-    """Build ``factory()`` inside a :class:`PinHarness` for ``board`` and report cells and Fmax."""
+    """Build ``factory()`` inside a :class:`PinHarness` for ``board`` and report cells and Fmax.
+
+    ``synth_opts`` is passed to Yosys's ``synth_<family>`` (e.g. ``"-dsp"`` to map multipliers to the
+    iCE40UP5K's SB_MAC16 blocks, which ``synth_ice40`` does not do by default).
+    """
     import importlib
 
     if board not in BOARDS:
@@ -228,6 +233,8 @@ def synthesize(
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     opts = {"nextpnr_opts": f"--seed {seed} --timing-allow-fail"}
+    if synth_opts:
+        opts["synth_opts"] = synth_opts
     t0 = time.monotonic()
     try:
         platform.build(top, name=name, build_dir=str(build_dir), do_program=False, verbose=verbose, **opts)

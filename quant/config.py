@@ -54,7 +54,9 @@ class NPUConfig:
     mem_width:
         Width of a weight-memory word in bits (codes are packed little-endian into it).
     pwl_pieces, pwl_shift:
-        Pieces N of each PWL activation table and its table-wide slope shift S (SPEC §5).
+        Pieces N of each PWL activation table and its table-wide slope shift S (SPEC §5). S = 11
+        lets the steepest slope, tanh on a Q4.11 cell (16 output LSBs per input LSB), fit an int16
+        ``m`` (16 * 2**11 = 32768, and every chord is a little flatter); S = 12 would clamp it.
     cell_frac_bits:
         Fractional bits of the int16 LSTM cell state (11 = Q4.11, SPEC §4).
     clk_hz, baud:
@@ -77,7 +79,7 @@ class NPUConfig:
     prog_depth: int = 256
     mem_width: int = 32
     pwl_pieces: int = 16
-    pwl_shift: int = 12
+    pwl_shift: int = 11
     cell_frac_bits: int = 11
     clk_hz: int = 40_000_000
     baud: int = 115_200

@@ -1,0 +1,278 @@
+"""PWL activation unit (SPEC §5): segment search, one multiply, ``rshift_round``, saturation.
+
+The unit holds ``tables`` tables of ``N = config.pwl_pieces`` pieces (N a power of two) with the
+table-wide shift ``S = config.pwl_shift``. Each input names the table it is evaluated with, so one
+unit can serve σ and tanh (and tanh of the cell) time-multiplexed.
+
+Datapath (one result per cycle, fully pipelined, stalls as a whole when the output is not taken):
+
+0. register the input;
+1. clamp ``z`` to ``[k_0, k_N]`` of its table (the end knots are registers);
+2. ``log2 N`` binary-search stages over ``k_1 .. k_{N-1}``: the knots are stored level by level of
+   the search tree, one small memory per level, so each stage is one memory read and one compare;
+3. read ``(k_i, y_i, m_i)`` of the segment found, ``d = z - k_i`` (at most
+   :data:`~quant.pwl.MAX_SPAN`, a rule of the table format);
+4. ``p = m_i * d``, one 16 x 16 signed multiply (one SB_MAC16 on iCE40);
+5. ``r = rshift_round(p, S)``;
+6. ``y = sat(y_i + r, 16)``.
+
+The tables live in memories and registers, initialised at build time (``init``) and rewritable by
+the host through the write port (:meth:`PWLUnit.write_address` gives the address of each entry,
+:meth:`PWLUnit.table_writes` the whole list for one :class:`~quant.pwl.PWLTable`).
+
+Members
+-------
+i_stream : In(stream.Signature(StructLayout({"z": signed(16), "table": unsigned(tw)})))
+    Input value (int16) and the table to evaluate it with.
+o_stream : Out(stream.Signature(signed(16)))
+    Result, Q0.15, in input order, :attr:`PWLUnit.latency` cycles after acceptance when not stalled.
+w_en : In(1), w_addr : In(addr_width), w_data : In(signed(16))
+    Table write port (one entry per cycle): address ``(table, field, index)`` packed by
+    :meth:`PWLUnit.write_address`; field 0 = knot ``k_index`` (0..N), 1 = ``y_index``, 2 = ``m_index``.
+    Do not write a table while inputs that use it are in flight.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from quant.config import NPUConfig
+from quant.pwl import PWLTable
+
+__all__ = ["PWLUnit", "FIELD_KNOT", "FIELD_Y", "FIELD_M"]
+
+FIELD_KNOT, FIELD_Y, FIELD_M = 0, 1, 2
+
+
+def _bits(n: int) -> int:
+    """Bits to count 0 .. n - 1 (at least 1)."""
+    return max(1, (n - 1).bit_length())
+
+
+def _rshift_round_const(value, n: int):
+    return value if n == 0 else (value + (1 << (n - 1))) >> n
+
+
+def _u16(v: int) -> int:
+    return int(v) & 0xFFFF
+
+
+class PWLUnit(wiring.Component):
+    """Pipelined PWL evaluator with ``tables`` host-writable tables (see the module docstring).
+
+    Parameters
+    ----------
+    config : NPUConfig
+        ``pwl_pieces`` (a power of two, >= 2) and ``pwl_shift``.
+    tables : int
+        Number of tables held.
+    init : list of PWLTable, optional
+        Build-time contents (one per table, each with ``config.pwl_pieces`` pieces and shift
+        ``config.pwl_shift``). Tables without init hold zeros until written.
+    """
+
+    def __init__(self, config: NPUConfig, tables: int = 1, init: list[PWLTable] | None = None):
+        if not isinstance(config, NPUConfig):
+            raise TypeError(f"expected an NPUConfig, got {type(config).__name__}")
+        N = config.pwl_pieces
+        if N < 2 or N & (N - 1):
+            raise ValueError(f"PWLUnit needs pwl_pieces to be a power of two >= 2, got {N}")
+        if tables < 1:
+            raise ValueError(f"PWLUnit needs at least one table, got {tables}")
+        init = list(init or [])
+        if len(init) > tables:
+            raise ValueError(f"{len(init)} initial tables given for a unit with {tables}")
+        for t in init:
+            if t.pieces != N or t.shift != config.pwl_shift:
+                raise ValueError(
+                    f"initial table has {t.pieces} pieces and shift {t.shift}; the unit needs "
+                    f"{N} pieces and shift {config.pwl_shift}"
+                )
+        self.config, self.tables, self.init = config, tables, init
+        self.pieces, self.shift = N, config.pwl_shift
+        self.levels = N.bit_length() - 1
+        self.table_width = _bits(tables)
+        self.index_width = N.bit_length()  # holds 0 .. N
+        self.addr_width = self.table_width + 2 + self.index_width
+        super().__init__(
+            {
+                "i_stream": In(
+                    stream.Signature(data.StructLayout({"z": signed(16), "table": unsigned(self.table_width)}))
+                ),
+                "o_stream": Out(stream.Signature(signed(16))),
+                "w_en": In(1),
+                "w_addr": In(self.addr_width),
+                "w_data": In(signed(16)),
+            }
+        )
+
+    @property
+    def latency(self) -> int:
+        """Cycles from an input's transfer (valid & ready) to its result's valid, when not stalled."""
+        return self.levels + 7
+
+    def write_address(self, table: int, field: int, index: int) -> int:
+        """Write-port address of knot/y/m ``index`` of ``table``."""
+        if not 0 <= table < self.tables:
+            raise ValueError(f"table {table} out of range (0..{self.tables - 1})")
+        top = self.pieces if field == FIELD_KNOT else self.pieces - 1
+        if field not in (FIELD_KNOT, FIELD_Y, FIELD_M) or not 0 <= index <= top:
+            raise ValueError(f"bad PWL table entry: field {field}, index {index}")
+        return (table << (2 + self.index_width)) | (field << self.index_width) | index
+
+    def table_writes(self, table: int, t: PWLTable) -> list[tuple[int, int]]:
+        """``(address, value)`` writes that load PWL table ``t`` into slot ``table``."""
+        if t.pieces != self.pieces or t.shift != self.shift:
+            raise ValueError(f"table has {t.pieces} pieces / shift {t.shift}; unit has {self.pieces} / {self.shift}")
+        w = [(self.write_address(table, FIELD_KNOT, i), int(k)) for i, k in enumerate(t.knots)]
+        w += [(self.write_address(table, FIELD_Y, i), int(v)) for i, v in enumerate(t.y)]
+        w += [(self.write_address(table, FIELD_M, i), int(v)) for i, v in enumerate(t.m)]
+        return w
+
+    # -- layout of the knots in the search tree -------------------------------------------------
+
+    def _knot_level(self, j: int) -> tuple[int, int]:
+        """Level and position in that level of knot ``k_j``, 1 <= j <= N-1."""
+        ctz = (j & -j).bit_length() - 1
+        return self.levels - 1 - ctz, j >> (ctz + 1)
+
+    def elaborate(self, platform):
+        m = Module()
+        N, L, T, S = self.pieces, self.levels, self.tables, self.shift
+        tw, iw = self.table_width, self.index_width
+
+        # --- storage ---
+        lo = Array(
+            Signal(signed(16), name=f"lo{t}", init=int(self.init[t].knots[0]) if t < len(self.init) else 0)
+            for t in range(T)
+        )
+        hi = Array(
+            Signal(signed(16), name=f"hi{t}", init=int(self.init[t].knots[-1]) if t < len(self.init) else 0)
+            for t in range(T)
+        )
+        level_mems = []
+        for lvl in range(L):
+            init = [0] * (T << lvl)
+            for t, tab in enumerate(self.init):
+                for j in range(1, N):
+                    jl, p = self._knot_level(j)
+                    if jl == lvl:
+                        init[(t << lvl) + p] = int(tab.knots[j])
+            mem = Memory(shape=signed(16), depth=T << lvl, init=init)
+            m.submodules[f"knots_l{lvl}"] = mem
+            level_mems.append(mem)
+        seg_init = [0] * (T * N)
+        for t, tab in enumerate(self.init):
+            for i in range(N):
+                seg_init[t * N + i] = _u16(tab.knots[i]) | (_u16(tab.y[i]) << 16) | (_u16(tab.m[i]) << 32)
+        m.submodules.segments = seg = Memory(shape=unsigned(48), depth=T * N, init=seg_init)
+
+        # --- host writes ---
+        w_table = self.w_addr[2 + iw :]
+        w_field = self.w_addr[iw : iw + 2]
+        w_index = self.w_addr[:iw]
+        seg_wp = seg.write_port(granularity=16)
+        m.d.comb += [
+            seg_wp.addr.eq(w_table * N + w_index[:L]),
+            seg_wp.data.eq(Cat(self.w_data, self.w_data, self.w_data)),
+        ]
+        in_seg = w_index < N
+        with m.If(self.w_en & in_seg):
+            with m.Switch(w_field):
+                with m.Case(FIELD_KNOT):
+                    m.d.comb += seg_wp.en.eq(0b001)
+                with m.Case(FIELD_Y):
+                    m.d.comb += seg_wp.en.eq(0b010)
+                with m.Case(FIELD_M):
+                    m.d.comb += seg_wp.en.eq(0b100)
+        with m.If(self.w_en & (w_field == FIELD_KNOT)):
+            with m.If(w_index == 0):
+                m.d.sync += lo[w_table].eq(self.w_data)
+            with m.If(w_index == N):
+                m.d.sync += hi[w_table].eq(self.w_data)
+        for lvl, mem in enumerate(level_mems):
+            wp = mem.write_port()
+            ctz = L - 1 - lvl
+            # knot j is on this level iff its low ctz bits are 0 and bit ctz is 1
+            on_level = (w_index[: ctz + 1] == (1 << ctz)) & (w_index < N)
+            pos = w_index[ctz + 1 :] if ctz + 1 < iw else Const(0, 1)
+            m.d.comb += [
+                wp.addr.eq((w_table << lvl) + pos if lvl else w_table),
+                wp.data.eq(self.w_data),
+                wp.en.eq(self.w_en & (w_field == FIELD_KNOT) & on_level),
+            ]
+
+        # --- pipeline ---
+        n_stages = self.latency - 1  # R0 .. R(L+5) after the input register; R(L+5) is the output
+        valid = [Signal(name=f"v{s}") for s in range(n_stages)]
+        v_in = Signal()
+        adv = Signal()
+        m.d.comb += adv.eq(~valid[-1] | self.o_stream.ready)
+        m.d.comb += [self.i_stream.ready.eq(adv), self.o_stream.valid.eq(valid[-1])]
+        with m.If(adv):
+            m.d.sync += [v_in.eq(self.i_stream.valid), valid[0].eq(v_in)]
+            for s in range(1, n_stages):
+                m.d.sync += valid[s].eq(valid[s - 1])
+
+        # R0: clamp
+        zc = [Signal(signed(16), name=f"zc{s}") for s in range(L + 2)]
+        tt = [Signal(tw, name=f"t{s}") for s in range(L + 1)]
+        idx = [Signal(max(L, 1), name=f"idx{s}") for s in range(L + 1)]
+        # input register: the clamp then starts from flip-flops, whatever drives the stream
+        # (with its table's end knots, so the clamp is just two compares)
+        z_in, t_in = Signal(signed(16)), Signal(tw)
+        lo_in, hi_in = Signal(signed(16)), Signal(signed(16))
+        t_req = self.i_stream.payload.table
+        with m.If(adv):
+            m.d.sync += [z_in.eq(self.i_stream.payload.z), t_in.eq(t_req), lo_in.eq(lo[t_req]), hi_in.eq(hi[t_req])]
+        with m.If(adv):
+            m.d.sync += [
+                zc[0].eq(Mux(z_in < lo_in, lo_in, Mux(z_in > hi_in, hi_in, z_in))),
+                tt[0].eq(t_in),
+                idx[0].eq(0),
+            ]
+
+        # R1 .. RL: binary search; level l is read with R_l's address and decided in R_{l+1}
+        cur_idx = idx[0]
+        for lvl in range(L):
+            rp = level_mems[lvl].read_port(domain="sync")
+            step = N >> (lvl + 1)
+            m.d.comb += [rp.en.eq(adv), rp.addr.eq((tt[lvl] << lvl) + (cur_idx >> (L - lvl)) if lvl else tt[lvl])]
+            decided = Signal(max(L, 1), name=f"idx{lvl + 1}_d")
+            m.d.comb += decided.eq(Mux(zc[lvl + 1] >= rp.data, idx[lvl + 1] | step, idx[lvl + 1]))
+            with m.If(adv):
+                m.d.sync += [zc[lvl + 1].eq(zc[lvl]), tt[lvl + 1].eq(tt[lvl]), idx[lvl + 1].eq(cur_idx)]
+            cur_idx = decided
+
+        # segment read with R_L's decided index; R(L+1) sees (k, y, m)
+        rp = seg.read_port(domain="sync")
+        m.d.comb += [rp.en.eq(adv), rp.addr.eq(tt[L] * N + cur_idx)]
+        with m.If(adv):
+            m.d.sync += zc[L + 1].eq(zc[L])
+        k_r = rp.data[:16].as_signed()
+        y_r = rp.data[16:32].as_signed()
+        m_r = rp.data[32:48].as_signed()
+
+        d = Signal(signed(16))  # z - k_i in [0, MAX_SPAN]: the table format guarantees it
+        y2 = Signal(signed(16))
+        m2 = Signal(signed(16))
+        prod = Signal(signed(32))
+        y3 = Signal(signed(16))
+        out = Signal(signed(16))
+        with m.If(adv):
+            m.d.sync += [d.eq(zc[L + 1] - k_r), y2.eq(y_r), m2.eq(m_r)]  # R(L+2)
+            m.d.sync += [prod.eq(m2 * d), y3.eq(y2)]  # R(L+3)
+        # rshift_round in one stage, add and saturate in the next (each a single carry chain)
+        rounded = Signal(signed(32 - S + 1))
+        y4 = Signal(signed(16))
+        with m.If(adv):
+            m.d.sync += [rounded.eq(_rshift_round_const(prod, S)), y4.eq(y3)]  # R(L+4)
+        total = Signal(signed(max(len(rounded), 16) + 1))
+        m.d.comb += total.eq(y4 + rounded)
+        with m.If(adv):
+            m.d.sync += out.eq(Mux(total > 32767, 32767, Mux(total < -32768, -32768, total)))  # R(L+5)
+        m.d.comb += self.o_stream.payload.eq(out)
+        return m

@@ -1,0 +1,136 @@
+"""amaranth.sim: the RNN gate unit against quant.rnn's pointwise LSTM/GRU, with random stalls."""
+
+import random
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from hw.rnn import GateUnit
+from quant.config import NPUConfig
+from quant.fixed import quantize_multiplier
+from quant.rnn import default_tables, gru_pointwise, lstm_pointwise, requant_gates
+
+H = 8
+pytestmark = pytest.mark.filterwarnings("ignore:.*created but never used")
+
+
+def _cases(kind, cfg, rng, n):
+    aw = cfg.acc_width
+    lim = 1 << (aw - 1)
+    acc = rng.integers(-3000, 3000, size=(n, 4, H))
+    acc[: n // 4] = rng.choice([-lim, lim - 1, 0, -1, 1], size=(n // 4, 4, H))  # extremes
+    pairs = [quantize_multiplier(s) for s in rng.uniform(0.5, 8.0, size=4 * H)]
+    M = np.array([p[0] for p in pairs]).reshape(4, H)
+    nn = np.array([p[1] for p in pairs]).reshape(4, H)
+    M[0, 0], nn[0, 0] = 65535, 0  # no shift: saturates
+    M[1, 1], nn[1, 1] = 1, 63  # everything rounds to 0
+    M[2, 2], nn[2, 2] = 3, 1  # smallest rounding shift
+    M[3, 3], nn[3, 3] = 40000, 2
+    h = rng.integers(-128, 128, size=(n, H))
+    c0 = rng.integers(-32768, 32768, size=H)
+    c0[:2] = [32767, -32768]
+    return acc, M, nn, h, c0
+
+
+def _golden(kind, cfg, tables, acc, M, nn, h, c0, order):
+    """Expected (h, c) per transfer, applying transfers in ``order`` (unit indices)."""
+    c = c0.copy()
+    out = []
+    for step, j in order:
+        z = requant_gates(acc[step][:, j : j + 1], M[:, j : j + 1], nn[:, j : j + 1])
+        if kind == "lstm":
+            h2, c2 = lstm_pointwise(z, c[j : j + 1], tables, cfg.cell_frac_bits)
+            c[j] = c2[0]
+            out.append((j, int(h2[0]), int(c2[0])))
+        else:
+            h2 = gru_pointwise(z, h[step][j : j + 1], tables)
+            out.append((j, int(h2[0]), 0))
+    return out
+
+
+@pytest.mark.parametrize("kind,cell_frac_bits", [("lstm", 11), ("lstm", 12), ("gru", 11)])
+def test_gate_unit(kind, cell_frac_bits):
+    cfg = NPUConfig(pwl_shift=11, pwl_pieces=8, cell_frac_bits=cell_frac_bits)
+    tables = default_tables(cfg)
+    rng = np.random.default_rng(cell_frac_bits + (kind == "gru"))
+    n = 12
+    acc, M, nn, h, c0 = _cases(kind, cfg, rng, n)
+    dut = GateUnit(cfg, kind, hidden=H)  # tables written by the host, not built in
+    writes = dut.mn_writes(M, nn) + dut.table_writes(tables) + (dut.c_writes(c0) if kind == "lstm" else [])
+    order = [(s, int(j)) for s in range(n) for j in rng.permutation(H)]
+    expected = _golden(kind, cfg, tables, acc, M, nn, h, c0, order)
+    got = []
+    pyr = random.Random(5)
+
+    async def producer(ctx):
+        for a, v in writes:
+            ctx.set(dut.p_en, 1)
+            ctx.set(dut.p_addr, a)
+            ctx.set(dut.p_data, v)
+            await ctx.tick()
+        ctx.set(dut.p_en, 0)
+        for step, j in order:
+            p = dut.i_stream.payload
+            ctx.set(p.unit, j)
+            ctx.set(p.h, int(h[step][j]))
+            for g in range(4):
+                ctx.set(p.acc[g], int(acc[step][g, j]))
+            ctx.set(dut.i_stream.valid, 1)
+            await ctx.tick().until(dut.i_stream.ready)
+            ctx.set(dut.i_stream.valid, 0)
+            if pyr.random() < 0.3:
+                await ctx.tick().repeat(pyr.randint(1, 5))
+
+    async def consumer(ctx):
+        while len(got) < len(order):
+            ctx.set(dut.o_stream.ready, pyr.random() < 0.6)
+            _, _, valid, ready, pl = await ctx.tick().sample(
+                dut.o_stream.valid, dut.o_stream.ready, dut.o_stream.payload
+            )
+            if valid and ready:
+                got.append((pl.unit, pl.h, pl.c))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(producer)
+    sim.add_testbench(consumer)
+    sim.run()
+    assert len(got) == len(expected)
+    bad = [(i, g, e) for i, (g, e) in enumerate(zip(got, expected, strict=True)) if g != e]
+    assert not bad, f"{len(bad)} of {len(order)} differ; first: {bad[:3]}"
+
+
+def test_gate_unit_rejects_bad_params():
+    cfg = NPUConfig(pwl_shift=11)
+    with pytest.raises(ValueError, match="kind"):
+        GateUnit(cfg, "rnn")
+    with pytest.raises(ValueError, match="hidden"):
+        GateUnit(cfg, "lstm", hidden=0)
+    dut = GateUnit(cfg, "lstm", hidden=4)
+    with pytest.raises(ValueError, match="out of range"):
+        dut.mn_writes([[70000]] * 4, [[1]] * 4)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_gate_unit_cycles_per_unit(kind):
+    """Back-to-back transfers with an always-ready output are accepted every cycles_per_unit cycles."""
+    cfg = NPUConfig(pwl_pieces=4)
+    dut = GateUnit(cfg, kind, hidden=4, tables=default_tables(cfg))
+    accepted = []
+
+    async def tb(ctx):
+        ctx.set(dut.o_stream.ready, 1)
+        ctx.set(dut.i_stream.valid, 1)
+        for cycle in range(3 * dut.cycles_per_unit + 5):
+            ctx.set(dut.i_stream.payload.unit, cycle % 4)
+            _, _, valid, ready = await ctx.tick().sample(dut.i_stream.valid, dut.i_stream.ready)
+            if valid and ready:
+                accepted.append(cycle)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+    gaps = {b - a for a, b in zip(accepted, accepted[1:], strict=False)}
+    assert len(accepted) >= 3 and gaps == {dut.cycles_per_unit}
