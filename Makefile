@@ -17,7 +17,12 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 # Icarus Verilog comes from the system. Install it when we can (root + apt), otherwise explain.
+# ccache (optional) lets every Verilator build reuse the compiled simulator runtime.
 iverilog:
+	@if ! command -v ccache >/dev/null 2>&1 && [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get install -y -qq ccache >/dev/null 2>&1 || \
+		(apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq ccache >/dev/null 2>&1) || true; \
+	fi
 	@if command -v iverilog >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
 		echo ">> installing Icarus Verilog (apt-get install iverilog)"; \

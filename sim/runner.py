@@ -115,7 +115,11 @@ def run_cocotb(
     # A command-line make variable (through MAKEFLAGS) overrides the makefile's assignment.
     saved_mf = os.environ.get("MAKEFLAGS")
     if simulator == "verilator":
-        os.environ["MAKEFLAGS"] = " ".join(filter(None, [saved_mf, "CFG_CXXFLAGS_PCH_I=-include"]))
+        flags = [saved_mf, "CFG_CXXFLAGS_PCH_I=-include"]
+        # Every design compiles the same Verilator runtime; ccache (when installed) compiles it once.
+        if shutil.which("ccache") and "OBJCACHE" not in os.environ:
+            flags.append("OBJCACHE=ccache")
+        os.environ["MAKEFLAGS"] = " ".join(filter(None, flags))
     try:
         runner.build(
             sources=[src],
