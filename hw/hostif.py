@@ -390,10 +390,13 @@ class HostInterface(wiring.Component):
                 with m.Elif(timed_out):
                     reply(Status.OVERSIZE)
 
+            # The address-range check is two carry chains (a 34-bit add, then a compare): one
+            # cycle each, so it never limits the clock.
+            end = Signal(34)  # one past the last word accessed
             with m.State("PRECHECK"):
-                # The address-range comparison gets a cycle of its own (a 34-bit add and compare).
-                end = Signal(34)  # one past the last word accessed
-                m.d.comb += end.eq(addr + Mux(cmd == Command.READ_MEM, count16, words))
+                m.d.sync += end.eq(addr + Mux(cmd == Command.READ_MEM, count16, words))
+                m.next = "PRECHECK2"
+            with m.State("PRECHECK2"):
                 m.d.sync += depth_ok.eq(region_ok & (end <= depth_t[region]))
                 m.next = "CHECK"
 
