@@ -229,7 +229,7 @@ class HostInterface(wiring.Component):
         st_w = staging.write_port()
         st_r = staging.read_port()
         m.submodules.rom = rom = Memory(shape=8, depth=len(self.info), init=list(self.info))
-        rom_r = rom.read_port(domain="comb")
+        rom_r = rom.read_port()
 
         counters = Array(Signal(32, name=f"counter{k}") for k in range(Counter.COUNT))
         user = Array(Signal(32, name=f"user{k}") for k in range(N_USER_REGS))
@@ -269,7 +269,8 @@ class HostInterface(wiring.Component):
         ptr = Signal(17)  # next ROM byte / word / counter to fetch
         txw = Signal(max(32, 8 * max(r.word_bytes for r in regions)))
         txn = Signal(8)  # bytes left in txw
-        base = Signal(32)  # first word address of a memory access
+        cur = Signal(self.addr_width)  # word address of the next memory access
+        depth_ok = Signal()  # the access stays inside its region
         count = Signal(17)  # words of a memory access
         k = Signal(17)  # words done
         j = Signal(8)  # byte within a word being committed
@@ -284,17 +285,21 @@ class HostInterface(wiring.Component):
         with m.If(self.framing_error):
             m.d.sync += counters[Counter.FRAMING_ERRORS].eq(counters[Counter.FRAMING_ERRORS] + 1)
 
+        # Every reply is counted under its status by one shared incrementer (replies are at most
+        # one per cycle), rather than one 32-bit adder per place a reply starts.
+        count_en = Signal()
+        count_sel = Signal(range(Status.COUNT))
+        count_en_r = Signal()
+        count_sel_r = Signal(range(Status.COUNT))
+        # Registered first: the status decision is a long path, the increment another.
+        m.d.sync += [count_en_r.eq(count_en), count_sel_r.eq(count_sel)]
+        with m.If(count_en_r):
+            m.d.sync += counters[count_sel_r].eq(counters[count_sel_r] + 1)
+
         def reply(code: int, length=0):
             """Start the reply for the current request and count it under its status."""
-            m.d.sync += [
-                rstatus.eq(code),
-                rlen.eq(length),
-                rem.eq(length),
-                rcmd.eq(cmd),
-                hidx.eq(0),
-                ptr.eq(0),
-                counters[code].eq(counters[code] + 1),
-            ]
+            m.d.sync += [rstatus.eq(code), rlen.eq(length), rem.eq(length), rcmd.eq(cmd), hidx.eq(0), ptr.eq(0)]
+            m.d.comb += [count_en.eq(1), count_sel.eq(code)]
             m.next = "TX_HDR"
 
         got = i.valid & i.ready
@@ -370,7 +375,7 @@ class HostInterface(wiring.Component):
             with m.State("CRC1"):
                 m.d.comb += [i.ready.eq(1), in_frame.eq(1), rcrc.en.eq(i.valid)]
                 with m.If(i.valid):
-                    m.next = "CHECK"
+                    m.next = "PRECHECK"
                 with m.Elif(timed_out):
                     reply(Status.TIMEOUT)
 
@@ -385,11 +390,18 @@ class HostInterface(wiring.Component):
                 with m.Elif(timed_out):
                     reply(Status.OVERSIZE)
 
+            # The address-range check is two carry chains (a 34-bit add, then a compare): one
+            # cycle each, so it never limits the clock.
+            end = Signal(34)  # one past the last word accessed
+            with m.State("PRECHECK"):
+                m.d.sync += end.eq(addr + Mux(cmd == Command.READ_MEM, count16, words))
+                m.next = "PRECHECK2"
+            with m.State("PRECHECK2"):
+                m.d.sync += depth_ok.eq(region_ok & (end <= depth_t[region]))
+                m.next = "CHECK"
+
             with m.State("CHECK"):
-                end = Signal(34)  # one past the last word accessed
-                m.d.comb += end.eq(addr + Mux(cmd == Command.READ_MEM, count16, words))
-                depth_ok = region_ok & (end <= depth_t[region])
-                m.d.sync += [base.eq(addr), k.eq(0), j.eq(0), ptr.eq(0), wbuf.eq(0)]
+                m.d.sync += [cur.eq(addr), k.eq(0), j.eq(0), ptr.eq(0), wbuf.eq(0)]
                 with m.If(~rcrc.zero):
                     reply(Status.BAD_CRC)
                 with m.Elif(
@@ -474,11 +486,11 @@ class HostInterface(wiring.Component):
                     bus.valid.eq(1),
                     bus.we.eq(1),
                     bus.region.eq(region),
-                    bus.addr.eq(base + k),
+                    bus.addr.eq(cur),
                     bus.wdata.eq(wbuf),
                 ]
                 with m.If(bus.ready):
-                    m.d.sync += [k.eq(k + 1), wbuf.eq(0)]
+                    m.d.sync += [k.eq(k + 1), cur.eq(cur + 1), wbuf.eq(0)]
                     with m.If(k + 1 == count):
                         reply(Status.OK)
                     with m.Else():
@@ -504,12 +516,12 @@ class HostInterface(wiring.Component):
                 with m.Switch(rcmd):
                     with m.Case(Command.INFO):
                         m.d.comb += rom_r.addr.eq(ptr)
-                        m.d.sync += [txw.eq(rom_r.data), txn.eq(1), ptr.eq(ptr + 1)]
-                        m.next = "TX_DATA"
+                        m.d.sync += ptr.eq(ptr + 1)
+                        m.next = "TX_ROM"
                     with m.Case(Command.READ_MEM):
-                        m.d.comb += [bus.valid.eq(1), bus.region.eq(region), bus.addr.eq(base + ptr)]
+                        m.d.comb += [bus.valid.eq(1), bus.region.eq(region), bus.addr.eq(cur)]
                         with m.If(bus.ready):
-                            m.d.sync += ptr.eq(ptr + 1)
+                            m.d.sync += cur.eq(cur + 1)
                             m.next = "TX_WAIT"
                     with m.Case(Command.READ_REG):
                         reg_read = Signal(32)
@@ -531,6 +543,10 @@ class HostInterface(wiring.Component):
                     with m.Default():  # ERRORS
                         m.d.sync += [txw.eq(counters[ptr[:4]]), txn.eq(4), ptr.eq(ptr + 1)]
                         m.next = "TX_DATA"
+
+            with m.State("TX_ROM"):  # the ROM answers one cycle after its address
+                m.d.sync += [txw.eq(rom_r.data), txn.eq(1)]
+                m.next = "TX_DATA"
 
             with m.State("TX_WAIT"):
                 with m.If(bus.rvalid):
