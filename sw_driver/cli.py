@@ -19,7 +19,11 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
 #: Subcommands that live beside the code they drive. Each module must be cheap to import (no
 #: Amaranth, no torch at module level) and define ``HELP: str``, ``add_arguments(parser)`` and
 #: ``run(args) -> int``; it imports its heavy dependencies inside ``run``.
-SUBCOMMAND_MODULES: dict[str, str] = {}
+SUBCOMMAND_MODULES: dict[str, str] = {
+    "build": "hw.build_cli",
+    "estimate": "hw.estimate_cli",
+    "program": "hw.program",
+}
 
 
 def command(name: str, help: str):
