@@ -237,7 +237,23 @@ def _summary(cache: dict) -> list[str]:
                     f"{extra}; Fmax shift {s['fmax_mhz'] or 0:.0f} MHz, int8 "
                     f"{(str(round(i['fmax_mhz'])) + ' MHz') if i['fits'] else '-'}."
                 )
-    out.append("")
+    out += [
+        "",
+        "Notes:",
+        "",
+        "- Same generator, same interface, same adder: the int8 PE differs only in its product term. Its "
+        "multiplier, built from LUTs, is what costs 4-5x the logic; with a DSP per PE (ECP5's default Yosys "
+        "flow) the int8 array needs fewer LUT4s than the shift array, but it runs at about half the clock "
+        "(the MULT18X18D sits in the product stage) and a 16x16 array needs 256 of the 85F's 156 DSPs.",
+        "- On iCE40 the logic-cell count follows the flip-flops more than the LUTs: a cell holds one LUT and "
+        "one FF, and the activation/bank pass-through and weight-bank registers have no LUT in front of them. "
+        "The shift PE is about 68 LCs in an array (45 LUT4s + 42 FFs alone, at its natural 15-bit partial sum).",
+        "- ECP5 LUT counts of single PEs are noisy: ABC maps the small shift multiplexers through PFUMX/L6MUX "
+        "differently from one width to the next (the 2-bit PE: 80 LUT4s at 13 bits, 41 at 26).",
+        "- The transistor figure is a relative measure: Yosys' `abc -g cmos` counts combinational gates only; "
+        f"the flip-flops (most of a PE at these widths) are added at an assumed {T_PER_FF} transistors each.",
+        "",
+    ]
     return out
 
 
