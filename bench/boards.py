@@ -18,7 +18,7 @@ if str(ROOT) not in sys.path:
 
 from quant.config import NPUConfig  # noqa: E402
 
-RUNS = [("icebreaker", None), ("ulx3s-85f", None), ("icebreaker", "auto"), ("ulx3s-85f", "auto")]
+RUNS = [("icebreaker", None), ("ulx3s-85f", None), ("icebreaker", "auto")]
 
 
 def main(argv: list[str] | None = None) -> int:

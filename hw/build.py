@@ -28,8 +28,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from amaranth.build import Attrs, Pins, Resource, Subsignal
-from amaranth.hdl import Module, Signal
+from amaranth.build import Attrs, Pins, Resource, ResourceError, Subsignal
+from amaranth.hdl import ClockDomain, Module, Signal
 from amaranth.lib import wiring
 
 from quant.config import NPUConfig
@@ -78,21 +78,24 @@ class BoardTop(wiring.Component):
         super().__init__({})
 
     def _leds(self, platform) -> list:
+        """Up to two LED outputs: the first of each named resource, or LEDs 0 and 1 of a single one."""
+        names = self.board.leds
+        wanted = [(n, 0) for n in names] if len(names) > 1 else [(n, i) for n in names for i in (0, 1)]
         leds = []
-        for name in self.board.leds:
+        for name, number in wanted:
             if name == "rgb_led":
-                rgb = platform.request("rgb_led", 0)
+                rgb = platform.request("rgb_led", number)
                 leds += [rgb.g.o, rgb.r.o]
-            else:
-                for n in range(2 - len(leds)):
-                    try:
-                        leds.append(platform.request(name, n).o)
-                    except Exception:  # noqa: BLE001 - fewer LEDs of this kind than we would use
-                        break
+                break
+            try:
+                leds.append(platform.request(name, number).o)
+            except ResourceError:  # fewer LEDs of this kind than we would use
+                pass
         return leds[:2]
 
     def elaborate(self, platform):
         m = Module()
+        m.domains.sync = ClockDomain("sync")
         m.submodules.pll = pll = PLLDomain(self.pll, self.board.clk)
         uart = platform.request("uart", 0)
         if _speaks_uart(self.inner):

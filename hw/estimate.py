@@ -56,10 +56,10 @@ def memory_blocks(depth: int, width: int, family: str, kind: str = "bram") -> in
 MODEL: dict = {
     "pe_lut": {
         "ice40": {2: (16.0, 1.0), 3: (31.9, 0.84), 4: (54.1, 0.57), 8: (195.0, 1.0)},
-        "ecp5": {2: (40.0, 1.0), 3: (40.0, 1.0), 4: (46.0, 1.0), 8: (19.0, 1.0)},
+        "ecp5": {2: (15.0, 1.0), 3: (40.0, 1.0), 4: (46.0, 1.0), 8: (18.0, 1.0)},
     },
-    "logic": {"ice40": (1.039, 0.302), "ecp5": (1.0, 0.0)},
-    "fmax": {"ice40": {"shift": 68.0, "int8": 33.0}, "ecp5": {"shift": 100.0, "int8": 80.0}},
+    "logic": {"ice40": (1.039, 0.302), "ecp5": (0.651, 0.081)},
+    "fmax": {"ice40": {"shift": 68.0, "int8": 33.0}, "ecp5": {"shift": 124.0, "int8": 85.0}},
 }
 
 
@@ -204,8 +204,9 @@ def calibrate(area_json: str | Path) -> dict:
         ecp = np.array([p["ecp5"].get("LUT4", 0) + 2 * p["ecp5"].get("CCU2C", 0) for p in pts], float)
         b_ice, a_ice = np.polyfit(w, ice, 1)
         pe_lut["ice40"][wb] = (round(float(a_ice), 1), round(float(b_ice), 2))
-        # ECP5's ABC mapping of the small shift multiplexers is noisy: one LUT4 per adder bit plus the median rest
-        pe_lut["ecp5"][wb] = (round(float(np.median(ecp - w)), 1), 1.0)
+        # ECP5's ABC mapping of the small shift multiplexers is noisy (the 2-bit PE maps to 15 or
+        # 67 LUT4s besides its adder depending on the width): one LUT4 per adder bit plus the best rest
+        pe_lut["ecp5"][wb] = (round(float(np.min(ecp - w)), 1), 1.0)
     model["pe_lut"] = pe_lut
     for fam, board in (("ice40", "icebreaker"), ("ecp5", "ulx3s-85f")):
         rows, ys = [], []

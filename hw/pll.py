@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth.hdl import ClockDomain, Instance, Module, Signal
+from amaranth.hdl import ClockSignal, Instance, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import Out
@@ -120,7 +120,7 @@ def pll_for(family: str, f_in_mhz: float, f_out_mhz: float) -> PLLParams:
 
 
 class PLLDomain(wiring.Component):
-    """Creates the ``sync`` domain from the board oscillator ``clk`` through a PLL.
+    """Clocks the ``sync`` domain (defined by the parent) from the board oscillator through a PLL.
 
     Members
     -------
@@ -135,10 +135,9 @@ class PLLDomain(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.domains.sync = cd = ClockDomain("sync")
         # a named net for the PLL output, so the clock constraint names a net nextpnr can find
         clk_pll = Signal()
-        m.d.comb += cd.clk.eq(clk_pll)
+        m.d.comb += ClockSignal("sync").eq(clk_pll)
         lock = Signal()
         p = self.pll.params
         if self.pll.family == "ice40":
