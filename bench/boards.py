@@ -1,5 +1,5 @@
-"""Board builds of the default config: iCEBreaker and ULX3S-85F at their default clocks and with
-``--freq auto``, against the estimator. Writes ``bench/results/boards.md``.
+"""Board builds of the default config: iCEBreaker and ULX3S-85F at their default clocks, and the
+iCEBreaker with ``--freq auto``, against the estimator. Writes ``bench/results/boards.md``.
 
 Run::
 

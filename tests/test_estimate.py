@@ -77,3 +77,18 @@ def test_memory_blocks():
     e = estimate(NPUConfig(), "icebreaker")
     assert e.buffers["weights"][1:] == ("spram", 2) and e.buffers["activations"][1] == "bram"
     assert estimate(NPUConfig(), "ulx3s-85f").buffers["weights"][1] == "bram"  # no SPRAM on ECP5
+
+
+def test_model_matches_the_committed_measurements():
+    """The estimator's coefficients are the ones `calibrate` fits to bench/results/area.json."""
+    from pathlib import Path
+
+    from hw.estimate import MODEL, calibrate
+
+    fitted = calibrate(Path(__file__).resolve().parent.parent / "bench" / "results" / "area.json")
+    for fam in ("ice40", "ecp5"):
+        assert fitted["logic"][fam] == pytest.approx(MODEL["logic"][fam], rel=0.02)
+        for wb, ab in MODEL["pe_lut"][fam].items():
+            assert fitted["pe_lut"][fam][wb] == pytest.approx(ab, abs=0.6)
+        for kind, f in MODEL["fmax"][fam].items():
+            assert fitted["fmax"][fam][kind] == pytest.approx(f, abs=1)
