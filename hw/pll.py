@@ -135,7 +135,6 @@ class PLLDomain(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        # a named net for the PLL output, so the clock constraint names a net nextpnr can find
         clk_pll = Signal()
         m.d.comb += ClockSignal("sync").eq(clk_pll)
         lock = Signal()
@@ -189,7 +188,9 @@ class PLLDomain(wiring.Component):
                 o_CLKOP=clk_pll,
                 o_LOCK=lock,
             )
-        platform.add_clock_constraint(clk_pll, self.pll.f_out_mhz * 1e6)
+        # No clock constraint here: nextpnr derives the PLL output's frequency from the oscillator
+        # pin's constraint and the dividers ("Derived frequency constraint ... for net clk"), and
+        # a net name given here does not survive Yosys' flattening.
         m.submodules.reset_sync = ResetSynchronizer(~lock, domain="sync")
         m.d.comb += self.locked.eq(lock)
         return m
