@@ -40,6 +40,10 @@ class PE(wiring.Component):
         Row of the PE in the array. The partial sum entering row ``r`` holds ``r`` products and
         the one leaving it ``r + 1``, so each row is only as wide as it must be; the full
         accumulator lives once per column, outside the array.
+    psum_width : int, optional
+        Width of both ``psum_in`` and ``psum_out``, overriding the per-row widths. For area
+        comparisons of PE flavours at one accumulator width (``bench/area.py``); it must hold
+        ``partial_sum_width(row + 1)``.
 
     Members
     -------
@@ -70,7 +74,7 @@ class PE(wiring.Component):
     #: Cycles from ``a_in`` to the ``psum_out`` that includes its product.
     latency = 2
 
-    def __init__(self, config: NPUConfig, row: int | None = None):
+    def __init__(self, config: NPUConfig, row: int | None = None, psum_width: int | None = None):
         _require_config(config)
         self.config = config
         self.row = config.rows - 1 if row is None else row
@@ -78,6 +82,10 @@ class PE(wiring.Component):
             raise ValueError(f"PE row {self.row} out of range")
         wb = config.weight_bits
         w_in, w_out = config.partial_sum_width(self.row), config.partial_sum_width(self.row + 1)
+        if psum_width is not None:
+            if psum_width < w_out:
+                raise ValueError(f"psum_width {psum_width} cannot hold a sum of {self.row + 1} products ({w_out} bits)")
+            w_in = w_out = psum_width
         super().__init__(
             {
                 "en": In(1),
@@ -129,10 +137,10 @@ class PE(wiring.Component):
 class ShiftPE(PE):
     """DenseShift PE: ``psum + (sign ? -(a << k) : (a << k))`` with no multiplier (SPEC §2)."""
 
-    def __init__(self, config: NPUConfig, row: int | None = None):
+    def __init__(self, config: NPUConfig, row: int | None = None, psum_width: int | None = None):
         if _require_config(config).pe_kind != "shift":
             raise ValueError(f"ShiftPE needs 2-, 3- or 4-bit weights, got {config.weight_bits}-bit")
-        super().__init__(config, row)
+        super().__init__(config, row, psum_width)
 
     def term(self, m: Module, a, code):
         wb = self.config.weight_bits
@@ -148,10 +156,10 @@ class ShiftPE(PE):
 class IntMacPE(PE):
     """int8 baseline PE: ``psum + a * w`` with a multiplier."""
 
-    def __init__(self, config: NPUConfig, row: int | None = None):
+    def __init__(self, config: NPUConfig, row: int | None = None, psum_width: int | None = None):
         if _require_config(config).pe_kind != "int8":
             raise ValueError(f"IntMacPE needs 8-bit weights, got {config.weight_bits}-bit")
-        super().__init__(config, row)
+        super().__init__(config, row, psum_width)
 
     def term(self, m: Module, a, code):
         p = Signal(signed(self.config.product_width))
@@ -159,6 +167,7 @@ class IntMacPE(PE):
         return p, 0
 
 
-def make_pe(config: NPUConfig, row: int | None = None) -> PE:
+def make_pe(config: NPUConfig, row: int | None = None, psum_width: int | None = None) -> PE:
     """The PE flavour that ``config`` asks for."""
-    return ShiftPE(config, row) if config.pe_kind == "shift" else IntMacPE(config, row)
+    cls = ShiftPE if config.pe_kind == "shift" else IntMacPE
+    return cls(config, row, psum_width)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -159,11 +160,23 @@ class SynthReport:
     seconds: float = 0.0
     logic_key: str = ""
     ff_key: str | None = None
+    #: False when nextpnr gave up (the design does not fit the device); ``error`` says why.
+    fits: bool = True
+    error: str = ""
 
     @property
     def logic(self) -> int:
         """Logic cells (iCE40 LCs) or LUT4s (ECP5 TRELLIS_COMB)."""
         return self.cells.get(self.logic_key, (0, 0))[0]
+
+    @property
+    def logic_available(self) -> int:
+        return self.cells.get(self.logic_key, (0, 0))[1]
+
+    @property
+    def logic_percent(self) -> float:
+        """Logic utilisation in percent (above 100 when the design does not fit)."""
+        return 100.0 * self.logic / self.logic_available if self.logic_available else 0.0
 
     @property
     def fmax(self) -> float:
@@ -175,6 +188,8 @@ class SynthReport:
 
     def summary(self) -> str:
         used = ", ".join(f"{k} {u}/{a}" for k, (u, a) in sorted(self.cells.items()) if u)
+        if not self.fits:
+            return f"{self.board} ({self.device}): {used}; does not fit ({self.error})"
         return (
             f"{self.board} ({self.device}): {used}; Fmax {self.fmax:.1f} MHz "
             f"(target {self.target_mhz:.0f} MHz, {'met' if self.timing_met else 'NOT met'})"
@@ -183,6 +198,7 @@ class SynthReport:
 
 _CELL_RE = re.compile(r"^Info:\s+([A-Z0-9_]+):\s+(\d+)/\s*(\d+)\s+\d+%", re.M)
 _FMAX_RE = re.compile(r"Max frequency for clock\s+'([^']+)':\s+([\d.]+)\s+MHz")
+_ERROR_RE = re.compile(r"^ERROR:\s*(.+)$", re.M)
 
 
 def parse_nextpnr_log(text: str) -> tuple[dict[str, tuple[int, int]], dict[str, float]]:
@@ -206,13 +222,16 @@ def synthesize(
     build_dir: str | Path = "build/synth",
     name: str = "top",
     seed: int = 1,
+    synth_opts: str = "",
     verbose: bool = False,
     synth_opts: str | None = None,
 ) -> SynthReport:
     """Build ``factory()`` inside a :class:`PinHarness` for ``board`` and report cells and Fmax.
 
-    ``synth_opts`` is passed to Yosys's ``synth_<family>`` (e.g. ``"-dsp"`` to map multipliers to the
-    iCE40UP5K's SB_MAC16 blocks, which ``synth_ice40`` does not do by default).
+    ``synth_opts`` go to Yosys' ``synth_<family>`` (e.g. ``"-dsp"`` to map multipliers to the
+    iCE40UP5K's SB_MAC16 blocks, which ``synth_ice40`` does not do by default, or ``"-nodsp"`` on
+    ECP5). A design that nextpnr cannot place returns a report with ``fits=False`` and the
+    utilisation nextpnr printed.
     """
     import importlib
 
@@ -235,16 +254,25 @@ def synthesize(
     opts = {"nextpnr_opts": f"--seed {seed} --timing-allow-fail"}
     if synth_opts:
         opts["synth_opts"] = synth_opts
+    log = Path(build_dir) / f"{name}.tim"
+    log.unlink(missing_ok=True)  # never parse a previous build's log
     t0 = time.monotonic()
+    error = ""
     try:
         platform.build(top, name=name, build_dir=str(build_dir), do_program=False, verbose=verbose, **opts)
+    except subprocess.CalledProcessError as e:
+        # nextpnr stops on a design that does not fit, after printing the utilisation: report it.
+        text = log.read_text() if log.exists() else ""
+        errors = _ERROR_RE.findall(text)
+        if not errors or not _CELL_RE.search(text):
+            raise RuntimeError(f"synthesis for {board} failed ({e}); see the logs in {build_dir}") from None
+        error = errors[0].strip()
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    log = Path(build_dir) / f"{name}.tim"
     cells, fmax = parse_nextpnr_log(log.read_text())
     ext = "bin" if b.family == "ice40" else "bit"
     return SynthReport(
@@ -257,4 +285,6 @@ def synthesize(
         seconds=time.monotonic() - t0,
         logic_key=b.logic_key,
         ff_key=b.ff_key,
+        fits=not error,
+        error=error,
     )

@@ -26,6 +26,9 @@ SUBCOMMAND_MODULES: dict[str, str] = {
     "sim-serve": "sim.serve",
     "device-info": "sw_driver.device_info",
     "infer": "sw_driver.infer_cli",
+    "build": "hw.build_cli",
+    "estimate": "hw.estimate_cli",
+    "program": "hw.program",
 }
 
 

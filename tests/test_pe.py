@@ -11,13 +11,15 @@ from quant.config import NPUConfig
 ACTS = [-128, -127, -1, 0, 1, 2, 63, 127]
 
 
-def run_pe(cfg: NPUConfig):
-    dut = make_pe(cfg)
+def run_pe(cfg: NPUConfig, psum_width: int | None = None):
+    dut = make_pe(cfg, psum_width=psum_width)
     wb = cfg.weight_bits
     codes = all_codes(wb)
     values = decode(codes, wb)
     rng = np.random.default_rng(wb)
     lim = 2 ** (len(dut.psum_in) - 1) - 1  # the whole psum_in range
+    if psum_width is not None:
+        lim -= cfg.max_abs_product  # same width in and out: the largest inputs that cannot wrap
     assert 2 ** (len(dut.psum_out) - 1) - 1 >= lim + cfg.max_abs_product  # output never wraps
     mismatches = []
 
@@ -73,6 +75,21 @@ def run_pe(cfg: NPUConfig):
 def test_pe_every_code(bits):
     cfg = NPUConfig(weight_bits=bits, max_k=64)
     assert run_pe(cfg) == []
+
+
+@pytest.mark.parametrize("bits", [3, 8])
+def test_pe_forced_psum_width(bits):
+    """``psum_width`` (for same-adder area comparisons) widens both partial sums, results unchanged."""
+    cfg = NPUConfig(weight_bits=bits, max_k=64)
+    pe = make_pe(cfg, psum_width=26)
+    assert len(pe.psum_in) == len(pe.psum_out) == 26
+    assert run_pe(cfg, psum_width=26) == []
+
+
+def test_pe_psum_width_too_narrow():
+    cfg = NPUConfig(weight_bits=8, max_k=64)
+    with pytest.raises(ValueError, match="psum_width"):
+        make_pe(cfg, row=7, psum_width=cfg.partial_sum_width(8) - 1)
 
 
 def test_pe_flavour_checks():

@@ -1,0 +1,407 @@
+"""Build a shiftnpu design for a board through YoWASP, and report what it uses and how fast it runs.
+
+:func:`build` checks the config against the board with the estimator (so a design that cannot fit
+is refused before Yosys runs), generates a PLL to the requested clock, puts the design behind the
+board's UART pins with status LEDs (:class:`BoardTop`), runs Yosys and nextpnr with a progress
+indication, and writes the bitstream and a report (``report.json`` and ``report.txt``) into the
+build directory. A build whose Fmax is below the requested clock fails with :class:`TimingError`
+(after writing its report); ``freq="auto"`` searches for the highest PLL clock that closes.
+
+The inner design is a factory ``design(config) -> wiring.Component``. A component with ``rx``
+(``In(1)``) and ``tx`` (``Out(1)``) members speaks UART and is wired to the pins directly; any other
+component (the bare :class:`~hw.systolic.SystolicArray` for now) is wrapped in
+:class:`~hw.synth.PinHarness`, fed from the RX pin and XOR-reduced to TX, so nothing is optimized
+away.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from amaranth.build import Attrs, Pins, Resource, ResourceError, Subsignal
+from amaranth.hdl import ClockDomain, Module, Signal
+from amaranth.lib import wiring
+
+from quant.config import NPUConfig
+
+from .boards import Board, get_board
+from .estimate import Estimate, estimate
+from .pll import PLLDomain, PLLParams, pll_for
+from .synth import PinHarness, parse_nextpnr_log, yowasp_env
+
+__all__ = ["BuildError", "TimingError", "BuildReport", "BoardTop", "build", "default_design"]
+
+
+class BuildError(ValueError):
+    """The design cannot be built for this board (does not fit, or the tools failed)."""
+
+
+class TimingError(BuildError):
+    """The build completed but its Fmax is below the requested clock."""
+
+    def __init__(self, message: str, report: BuildReport):
+        super().__init__(message)
+        self.report = report
+
+
+def default_design(config: NPUConfig) -> wiring.Component:
+    """The design built today: the systolic array (the whole NPU replaces it later)."""
+    from .systolic import SystolicArray
+
+    return SystolicArray(config)
+
+
+def _speaks_uart(dut: wiring.Component) -> bool:
+    members = dut.signature.members
+    return "rx" in members and "tx" in members
+
+
+class BoardTop(wiring.Component):
+    """Board-level top: PLL to the design clock, the design behind the UART pins, status LEDs.
+
+    LED 0 blinks about once a second once the PLL has locked (the clock runs); LED 1 (when the
+    board has a second LED) shows the design's serial output.
+    """
+
+    def __init__(self, inner: wiring.Component, board: Board, pll: PLLParams):
+        self.inner, self.board, self.pll = inner, board, pll
+        super().__init__({})
+
+    def _leds(self, platform) -> list:
+        """Up to two LED outputs: the first of each named resource, or LEDs 0 and 1 of a single one."""
+        names = self.board.leds
+        wanted = [(n, 0) for n in names] if len(names) > 1 else [(n, i) for n in names for i in (0, 1)]
+        leds = []
+        for name, number in wanted:
+            if name == "rgb_led":
+                rgb = platform.request("rgb_led", number)
+                leds += [rgb.g.o, rgb.r.o]
+                break
+            try:
+                leds.append(platform.request(name, number).o)
+            except ResourceError:  # fewer LEDs of this kind than we would use
+                pass
+        return leds[:2]
+
+    def elaborate(self, platform):
+        m = Module()
+        m.domains.sync = ClockDomain("sync")
+        m.submodules.pll = pll = PLLDomain(self.pll, self.board.clk)
+        uart = platform.request("uart", 0)
+        if _speaks_uart(self.inner):
+            m.submodules.design = self.inner
+            m.d.comb += [self.inner.rx.eq(uart.rx.i), uart.tx.o.eq(self.inner.tx)]
+            serial_out = self.inner.tx
+        else:
+            m.submodules.design = harness = PinHarness(self.inner)
+            m.d.comb += [harness.si.eq(uart.rx.i), uart.tx.o.eq(harness.so)]
+            serial_out = harness.so
+        # heartbeat: bit k of a free-running counter toggles every 2**k cycles, about 1 Hz
+        k = max(int(self.pll.f_out_mhz * 1e6).bit_length() - 1, 1)
+        beat = Signal(k + 1)
+        m.d.sync += beat.eq(beat + 1)
+        leds = self._leds(platform)
+        if leds:
+            m.d.comb += leds[0].eq(beat[-1] & pll.locked)
+        if len(leds) > 1:
+            m.d.comb += leds[1].eq(serial_out)
+        return m
+
+
+@dataclass
+class BuildReport:
+    """What one board build used and how fast it runs."""
+
+    board: str
+    device: str
+    config: dict
+    requested_mhz: float
+    clock_mhz: float
+    pll: dict
+    resources: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (used, available)
+    nextpnr_cells: dict[str, tuple[int, int]] = field(default_factory=dict)
+    fmax_mhz: dict[str, float] = field(default_factory=dict)
+    timing_met: bool = False
+    estimate: dict = field(default_factory=dict)
+    bitstream: str = ""
+    build_dir: str = ""
+    seconds: float = 0.0
+    attempts: list[dict] = field(default_factory=list)
+
+    @property
+    def fmax(self) -> float:
+        return min(self.fmax_mhz.values()) if self.fmax_mhz else 0.0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> BuildReport:
+        d = json.loads(text)
+        d["resources"] = {k: tuple(v) for k, v in d["resources"].items()}
+        d["nextpnr_cells"] = {k: tuple(v) for k, v in d["nextpnr_cells"].items()}
+        return cls(**d)
+
+    def text(self) -> str:
+        cfg = NPUConfig.from_dict(self.config)
+        lines = [
+            f"shiftnpu build for {self.board} ({self.device})",
+            f"  design     {cfg.rows}x{cfg.cols} array, {cfg.weight_bits}-bit weights ({cfg.pe_kind} PE)",
+            f"  clock      {self.clock_mhz:.3f} MHz from the PLL (requested {self.requested_mhz:g} MHz; "
+            + ", ".join(f"{k}={v}" for k, v in self.pll.items())
+            + ")",
+        ]
+        for clk, f in sorted(self.fmax_mhz.items()):
+            lines.append(f"  Fmax       {f:.1f} MHz  ({clk})")
+        lines.append(
+            f"  timing     {'met' if self.timing_met else 'NOT MET'} "
+            f"({self.fmax:.1f} MHz {'>=' if self.timing_met else '<'} {self.clock_mhz:.3f} MHz)"
+        )
+        lines += ["", f"  {'resource':<10} {'used':>7} {'of':>7} {'util':>6}   {'estimate':>8}"]
+        for name, (used, avail) in self.resources.items():
+            est = self.estimate.get(name)
+            pct = f"{100 * used / avail:.0f}%" if avail else "-"
+            lines.append(f"  {name:<10} {used:>7} {avail:>7} {pct:>6}   {'' if est is None else est:>8}")
+        lines += ["", f"  bitstream  {self.bitstream}", f"  took       {self.seconds:.0f} s"]
+        if len(self.attempts) > 1:
+            lines.append(
+                "  search     " + "; ".join(f"{a['clock_mhz']:.2f} MHz -> Fmax {a['fmax']:.1f}" for a in self.attempts)
+            )
+        return "\n".join(lines)
+
+
+def _platform_for(board: Board):
+    base = getattr(importlib.import_module(board.module), board.cls)
+    platform = base()
+    if board.uart is not None:
+        conn, rx, tx = board.uart
+        attrs = Attrs(IO_TYPE="LVCMOS33") if board.family == "ecp5" else Attrs(IO_STANDARD="SB_LVCMOS")
+        platform.add_resources(
+            [
+                Resource(
+                    "uart",
+                    0,
+                    Subsignal("rx", Pins(rx, dir="i", conn=(conn, 0))),
+                    Subsignal("tx", Pins(tx, dir="o", conn=(conn, 0))),
+                    attrs,
+                )
+            ]
+        )
+    return platform
+
+
+_YOSYS_FF_RE = re.compile(r"^\s+(\d+)\s+(SB_DFF\w*|TRELLIS_FF)\s*$", re.M)
+
+
+def _yosys_ffs(rpt: str) -> int:
+    """Flip-flops in the final ``stat`` of the Yosys log (iCE40 packs them into logic cells, so
+    nextpnr does not count them separately)."""
+    top = rpt[rpt.rfind("=== top ===") :].split("=== design hierarchy ===")[0]
+    return sum(int(n) for n, _ in _YOSYS_FF_RE.findall(top))
+
+
+def _resources(board: Board, cells: dict[str, tuple[int, int]], yosys_ffs: int) -> dict[str, tuple[int, int]]:
+    dev = board.resources
+    keys = dev.resource_keys
+    out = {"logic": cells.get(keys["logic"], (0, dev.logic))}
+    out["ffs"] = cells[keys["ffs"]] if "ffs" in keys and keys["ffs"] in cells else (yosys_ffs, dev.ffs)
+    out["bram"] = cells.get(keys["bram"], (0, dev.bram))
+    if dev.spram:
+        out["spram"] = cells.get(keys["spram"], (0, dev.spram))
+    out["dsp"] = cells.get(keys["dsp"], (0, dev.dsp))
+    return {k: (int(u), int(a)) for k, (u, a) in out.items()}
+
+
+def _run_with_progress(fn: Callable[[], None], build_dir: Path, name: str, label: str, progress: bool) -> None:
+    """Run ``fn`` (the tool flow) in a thread; show the stage and elapsed time while it runs."""
+    err: list[BaseException] = []
+
+    def target():
+        try:
+            fn()
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            err.append(e)
+
+    t = threading.Thread(target=target, daemon=True)
+    t0 = time.monotonic()
+    t.start()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=None, bar_format="{desc}", leave=False)
+    while t.is_alive():
+        t.join(0.5)
+        if bar is not None:
+            stage = "Yosys (synthesis)"
+            if (build_dir / f"{name}.tim").exists():
+                stage = "nextpnr (place and route)"
+            if any((build_dir / f"{name}.{e}").exists() for e in ("bin", "bit")):
+                stage = "packing the bitstream"
+            bar.set_description_str(f"{label}: {stage} ... {time.monotonic() - t0:.0f} s")
+    if bar is not None:
+        bar.close()
+    if err:
+        raise err[0]
+
+
+def _build_once(
+    config: NPUConfig,
+    board: Board,
+    pll: PLLParams,
+    build_dir: Path,
+    design: Callable[[NPUConfig], wiring.Component],
+    est: Estimate,
+    seed: int,
+    progress: bool,
+) -> BuildReport:
+    name = "top"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    for ext in ("tim", "bin", "bit", "json"):
+        (build_dir / f"{name}.{ext}").unlink(missing_ok=True)
+    cfg = config.replace(clk_hz=int(round(pll.f_out_mhz * 1e6)))
+    platform = _platform_for(board)
+    top = BoardTop(design(cfg), board, pll)
+    env = yowasp_env()
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    t0 = time.monotonic()
+
+    def run():
+        platform.build(
+            top,
+            name=name,
+            build_dir=str(build_dir),
+            do_program=False,
+            nextpnr_opts=f"--seed {seed} --timing-allow-fail",
+        )
+
+    try:
+        _run_with_progress(run, build_dir, name, f"{board.name} @ {pll.f_out_mhz:.2f} MHz", progress)
+    except subprocess.CalledProcessError as e:
+        log = build_dir / f"{name}.tim"
+        text = log.read_text() if log.exists() else ""
+        errors = [ln for ln in text.splitlines() if ln.startswith("ERROR")]
+        why = errors[0] if errors else f"{e}; see {build_dir}/{name}.rpt and {name}.tim"
+        raise BuildError(f"the tools failed for {board.name}: {why}") from None
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    cells, fmax = parse_nextpnr_log((build_dir / f"{name}.tim").read_text())
+    rpt = build_dir / f"{name}.rpt"
+    ffs = _yosys_ffs(rpt.read_text()) if rpt.exists() else 0
+    ext = "bin" if board.family == "ice40" else "bit"
+    rep = BuildReport(
+        board=board.name,
+        device=board.device,
+        config=cfg.to_dict(),
+        requested_mhz=pll.f_out_mhz,
+        clock_mhz=pll.f_out_mhz,
+        pll=dict(pll.params),
+        resources=_resources(board, cells, ffs),
+        nextpnr_cells=cells,
+        fmax_mhz=fmax,
+        estimate=est.as_resources(),
+        bitstream=str(build_dir / f"{name}.{ext}"),
+        build_dir=str(build_dir),
+        seconds=time.monotonic() - t0,
+    )
+    rep.timing_met = bool(fmax) and rep.fmax >= pll.f_out_mhz
+    return rep
+
+
+def _write(rep: BuildReport, build_dir: Path) -> None:
+    (build_dir / "report.json").write_text(rep.to_json())
+    (build_dir / "report.txt").write_text(rep.text() + "\n")
+
+
+def build(
+    config: NPUConfig,
+    board: str | Board,
+    freq: float | str | None = None,
+    build_dir: str | Path = "build/board",
+    *,
+    design: Callable[[NPUConfig], wiring.Component] = default_design,
+    seed: int = 1,
+    progress: bool = True,
+    max_attempts: int = 3,
+) -> BuildReport:
+    """Build ``design(config)`` for ``board`` at ``freq`` MHz (``None``: the board's default,
+    ``"auto"``: the highest PLL clock that closes timing, within ``max_attempts`` builds).
+
+    Raises
+    ------
+    BuildError
+        The config cannot fit the board (checked before Yosys runs), or the tools failed.
+    TimingError
+        Fmax is below the requested clock (the report is written and attached).
+    """
+    b = board if isinstance(board, Board) else get_board(board)
+    build_dir = Path(build_dir)
+    est = estimate(config, b)
+    if not est.fits:
+        raise BuildError(f"{config.rows}x{config.cols} {config.pe_kind} array does not fit {b.name}:\n{est.text()}")
+    auto = isinstance(freq, str) and freq == "auto"
+    if isinstance(freq, str) and not auto:
+        try:
+            freq = float(freq)
+        except ValueError:
+            raise ValueError(f"--freq must be a number of MHz or 'auto', got {freq!r}") from None
+    if freq is None:
+        freq = b.default_mhz
+    if not auto and freq <= 0:
+        raise ValueError(f"clock must be positive, got {freq} MHz")
+
+    if not auto:
+        pll = pll_for(b.family, b.clk_mhz, float(freq))
+        rep = _build_once(config, b, pll, build_dir, design, est, seed, progress)
+        rep.requested_mhz = float(freq)
+        rep.attempts = [{"clock_mhz": pll.f_out_mhz, "fmax": rep.fmax, "met": rep.timing_met}]
+        _write(rep, build_dir)
+        if not rep.timing_met:
+            raise TimingError(
+                f"timing not met on {b.name}: Fmax {rep.fmax:.1f} MHz is below the {pll.f_out_mhz:.2f} MHz clock. "
+                f"Ask for a lower clock (--freq {int(rep.fmax * 0.95)}) or search with --freq auto. "
+                f"Report: {build_dir / 'report.txt'}",
+                rep,
+            )
+        return rep
+
+    # --freq auto: start from the estimate, then retarget just below each build's Fmax.
+    target = min(est.fmax_mhz, 275.0 if b.family == "ice40" else 400.0)
+    attempts, best = [], None
+    for i in range(max_attempts):
+        pll = pll_for(b.family, b.clk_mhz, target)
+        if any(abs(a["clock_mhz"] - pll.f_out_mhz) < 1e-6 for a in attempts):
+            break
+        rep = _build_once(config, b, pll, build_dir / f"try{i}_{pll.f_out_mhz:.2f}MHz", design, est, seed, progress)
+        attempts.append({"clock_mhz": pll.f_out_mhz, "fmax": rep.fmax, "met": rep.timing_met})
+        if rep.timing_met and (best is None or rep.clock_mhz > best.clock_mhz):
+            best = rep
+        nxt = rep.fmax * 0.97
+        if rep.timing_met and nxt < pll.f_out_mhz * 1.03:
+            break  # already within 3% of what this placement reaches
+        target = nxt
+    if best is None:
+        raise BuildError(f"--freq auto: no clock closed timing on {b.name} in {len(attempts)} builds: {attempts}")
+    best.requested_mhz = best.clock_mhz
+    best.attempts = attempts
+    build_dir.mkdir(parents=True, exist_ok=True)
+    dst = build_dir / Path(best.bitstream).name
+    shutil.copyfile(best.bitstream, dst)
+    best.bitstream = str(dst)
+    _write(best, build_dir)
+    return best

@@ -1,0 +1,54 @@
+"""``shiftnpu build``: bitstream and resource/timing report for a board (see :mod:`hw.build`).
+
+Cheap to import: Amaranth and the tools load only when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["HELP", "add_arguments", "run"]
+
+HELP = "build a bitstream for a board through YoWASP and report resources and timing"
+
+
+def add_board_argument(p: argparse.ArgumentParser) -> None:
+    from .boards import board_names
+
+    p.add_argument(
+        "--board",
+        required=True,
+        help=f"{', '.join(board_names())}, or any amaranth-boards iCE40/ECP5 platform class name",
+    )
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from sw_driver.cli import add_config_arguments
+
+    add_board_argument(p)
+    p.add_argument(
+        "--freq",
+        default=None,
+        help="design clock in MHz, or 'auto' for the highest clock that closes timing (default: the board's)",
+    )
+    p.add_argument("--build-dir", default=None, help="where the bitstream and report go (default build/<board>)")
+    p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+    p.add_argument("--no-progress", action="store_true", help="no progress line while the tools run")
+    add_config_arguments(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from sw_driver.cli import config_from_args
+
+    from .build import TimingError, build
+
+    cfg = config_from_args(args)
+    build_dir = args.build_dir or f"build/{args.board}"
+    try:
+        rep = build(cfg, args.board, args.freq, build_dir, seed=args.seed, progress=not args.no_progress)
+    except TimingError as e:
+        print(e.report.text())
+        raise
+    print(rep.text())
+    print(f"\nreport: {build_dir}/report.json, {build_dir}/report.txt")
+    return 0

@@ -1,0 +1,37 @@
+"""``shiftnpu estimate``: what a config needs on a board, before any synthesis (see :mod:`hw.estimate`)."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["HELP", "add_arguments", "run"]
+
+HELP = "estimate logic, flip-flops, memory, DSPs and Fmax of a config on a board (no synthesis, about a second)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from sw_driver.cli import add_config_arguments
+
+    from .build_cli import add_board_argument
+
+    add_board_argument(p)
+    p.add_argument("--json", action="store_true", help="print the estimate as JSON")
+    add_config_arguments(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Exit status 0 when the config fits the board, 1 when it does not."""
+    import json
+
+    from sw_driver.cli import config_from_args
+
+    from .estimate import estimate
+
+    est = estimate(config_from_args(args), args.board)
+    if args.json:
+        d = {"board": est.board, "device": est.device, "needs": est.as_resources(), "has": est.available}
+        d.update(fmax_mhz=est.fmax_mhz, fits=est.fits, config=est.config.to_dict())
+        print(json.dumps(d, indent=1, sort_keys=True))
+    else:
+        print(est.text())
+    return 0 if est.fits else 1

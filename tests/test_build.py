@@ -1,0 +1,96 @@
+"""Board builds: the default config for iCEBreaker and ULX3S-85F (real YoWASP builds, `slow`), the
+report, the estimator against them (within 15%), and the timing checks and `--freq auto` search
+(with a stand-in for the tools)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+import hw.build as hb
+from hw.boards import get_board
+from hw.build import BuildReport, TimingError, build
+from hw.estimate import estimate
+from quant.config import NPUConfig
+
+BOARDS = ("icebreaker", "ulx3s-85f")
+
+
+@pytest.fixture(scope="session")
+def board_builds(tmp_path_factory):
+    """One real build per board of the default config at the board's default clock (built once)."""
+    root = tmp_path_factory.mktemp("boards")
+    return {b: build(NPUConfig(), b, None, root / b, progress=False) for b in BOARDS}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("board", BOARDS)
+def test_default_config_builds_and_meets_timing(board_builds, board):
+    rep = board_builds[board]
+    b = get_board(board)
+    assert rep.clock_mhz == b.default_mhz and rep.timing_met and rep.fmax >= b.default_mhz
+    assert Path(rep.bitstream).stat().st_size > 10_000
+    used, avail = rep.resources["logic"]
+    assert 0 < used <= avail and rep.resources["dsp"][0] == 0
+    # the report on disk parses back to the same report, and the text names the essentials
+    d = Path(rep.build_dir)
+    again = BuildReport.from_json((d / "report.json").read_text())
+    assert again == rep
+    text = (d / "report.txt").read_text()
+    assert "timing     met" in text and "logic" in text and "Fmax" in text
+    assert NPUConfig.from_dict(json.loads((d / "report.json").read_text())["config"]).clk_hz == int(b.default_mhz * 1e6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("board", BOARDS)
+def test_estimate_within_15_percent(board_builds, board):
+    rep = board_builds[board]
+    est = estimate(NPUConfig(), board)
+    for res in ("logic", "ffs"):
+        used = rep.resources[res][0]
+        assert abs(getattr(est, res) - used) <= 0.15 * used, (res, getattr(est, res), used)
+    assert est.dsp == rep.resources["dsp"][0] and est.bram == rep.resources["bram"][0]
+
+
+def _fake_once(fmax_of):
+    """Stand-in for one tool run: Fmax is a function of the requested clock."""
+
+    def once(config, board, pll, build_dir, design, est, seed, progress):
+        build_dir.mkdir(parents=True, exist_ok=True)
+        bit = build_dir / "top.bit"
+        bit.write_bytes(b"\0")
+        f = fmax_of(pll.f_out_mhz)
+        return BuildReport(
+            board=board.name,
+            device=board.device,
+            config=config.to_dict(),
+            requested_mhz=pll.f_out_mhz,
+            clock_mhz=pll.f_out_mhz,
+            pll=dict(pll.params),
+            fmax_mhz={"clk": f},
+            timing_met=f >= pll.f_out_mhz,
+            bitstream=str(bit),
+            build_dir=str(build_dir),
+        )
+
+    return once
+
+
+def test_timing_failure_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(hb, "_build_once", _fake_once(lambda f: 61.0))
+    with pytest.raises(TimingError, match=r"Fmax 61.0 MHz is below the 75.00 MHz clock.*--freq 57") as e:
+        build(NPUConfig(), "ulx3s-85f", 75, tmp_path, progress=False)
+    assert not e.value.report.timing_met and (tmp_path / "report.json").exists()
+
+
+def test_freq_auto_finds_the_fastest_clock_that_closes(monkeypatch, tmp_path):
+    for reach in (131.0, 80.0, 300.0):  # above, below and far above the estimate's starting point
+        # aiming above what the design reaches costs a little (placement spreads)
+        monkeypatch.setattr(hb, "_build_once", _fake_once(lambda f, r=reach: r if f <= r else r - 5))
+        rep = build(NPUConfig(), "ulx3s-85f", "auto", tmp_path / str(reach), progress=False)
+        assert rep.timing_met and 0.9 * min(reach, 300) <= rep.clock_mhz <= reach, rep.attempts
+        assert len(rep.attempts) <= 3 and Path(rep.bitstream).parent == tmp_path / str(reach)
+        report = json.loads((tmp_path / str(reach) / "report.json").read_text())
+        assert report["clock_mhz"] == rep.clock_mhz
+    with pytest.raises(ValueError, match="auto"):
+        build(NPUConfig(), "ulx3s-85f", "fast", tmp_path, progress=False)
