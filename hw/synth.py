@@ -222,7 +222,6 @@ def synthesize(
     build_dir: str | Path = "build/synth",
     name: str = "top",
     seed: int = 1,
-    synth_opts: str = "",
     verbose: bool = False,
     synth_opts: str | None = None,
 ) -> SynthReport:
