@@ -38,7 +38,7 @@ def test_odd_mlp_sizes(sizes):
 
 @pytest.mark.xfail(
     strict=True,
-    reason="bug: compile_model accepts rows != cols but lays activations out with `rows` lanes while the engine "
+    reason="bug: compile_model accepts rows != cols (the GemmEngine refuses it) but lays activations out with `rows` lanes while the engine "
     "writes `cols`-lane words (output allocation tiles(N, rows) * M, ARGMAX nt = tiles(N, rows), next layer reads "
     "rows-lane K tiles): wrong logits, overlapping regions",
 )
@@ -115,6 +115,10 @@ def test_largest_batch_is_largest_that_fits():
 def test_regions_do_not_overlap(rows, cols):
     """The engine writes tiles(N, cols) * M words of logits; the argmax output must not land inside them."""
     cfg = dataclasses.replace(CFG, rows=rows, cols=cols)
-    c = compile_model(random_mlp(8, cfg, sizes=(16, 10)), 3, cfg)
+    try:
+        c = compile_model(random_mlp(8, cfg, sizes=(16, 10)), 3, cfg)
+    except CompileError:
+        assert rows != cols  # refusing a non-square array is the fix
+        return
     (base, m, n), cls = c.logits[0], c.classes[0]
     assert cls >= base + -(-n // cols) * m
