@@ -122,3 +122,22 @@ def test_regions_do_not_overlap(rows, cols):
         return
     (base, m, n), cls = c.logits[0], c.classes[0]
     assert cls >= base + -(-n // cols) * m
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: Flatten of a non-map input (1-D/2-D, valid for model.shapes() and golden.forward) crashes "
+    "compile_model with 'not enough values to unpack' at `H, W, C = flatten_from`; the second pass would also "
+    "turn the (base, M) matrix into ((base, M), 1)",
+)
+@pytest.mark.parametrize("shape", [(16,), (4, 4)])
+def test_flatten_of_a_vector_input(shape):
+    from quant.model import ArgmaxLayer, DenseLayer, FlattenLayer, InputSpec, NPUModel
+    from tests.model_factory import _requant
+
+    rng = np.random.default_rng(1)
+    d = rng.integers(0, 8, (16, 10)).astype(np.uint8)
+    layers = [FlattenLayer("f"), DenseLayer("fc", d, *_requant(rng, 10), relu=False), ArgmaxLayer("a")]
+    model = NPUModel(CFG, InputSpec(shape=shape), layers, {})
+    model.shapes()  # the model itself is valid
+    _check(model, 3)
