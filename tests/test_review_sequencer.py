@@ -4,6 +4,7 @@ Reuses tests/test_npu_core.py's CFG and design name, so the Verilator build is s
 """
 
 import numpy as np
+import pytest
 
 from hw.npu import NPUCore
 from quant.compile import plan_gemm
@@ -150,4 +151,37 @@ def test_review_npu_core_adversarial():
         lambda: NPUCore(CFG, 256),
         "review_npu_bench",
         bench_params={"config": CFG.to_dict(), "prog_depth": 256, "scenarios": scenarios()},
+    )
+
+
+def zero_size_scenario(op, args):
+    """A data-movement op with a zero extent: the DeviceModel does nothing; the RTL must finish too."""
+    rng = np.random.default_rng(5)
+    feature = [int(v) for v in rng.integers(0, 1 << 62, size=16)]
+    prog = [Instr(op, args), Instr(Op.MAXPOOL2, {"src": 0, "dst": 16, "h": 2, "w": 2, "ct": 1})]
+    return {
+        "name": f"zero_{Op.NAMES[op]}",
+        "images": _images(feature, prog),
+        "check_words": 17,
+        "max_cycles": 20_000,
+    }
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: a zero loop bound (ARGMAX m=0; by the same code also nt=0, and ct/h/w=0 in MAXPOOL2/IM2COL3) "
+    "never ends: the exit tests compare a 16-bit counter with `field - 1` = -1, so the sequencer hangs and "
+    "scribbles over the feature memory, while the DeviceModel executes the op as a no-op",
+)
+def test_review_zero_extent_ops_finish():
+    run_cocotb(
+        "npucore",
+        {"config": CFG.to_dict(), "prog_depth": 256},
+        lambda: NPUCore(CFG, 256),
+        "review_npu_bench",
+        bench_params={
+            "config": CFG.to_dict(),
+            "prog_depth": 256,
+            "scenarios": [zero_size_scenario(Op.ARGMAX, {"src": 0, "dst": 20, "m": 0, "n": 4, "nt": 1})],
+        },
     )
