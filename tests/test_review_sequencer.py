@@ -8,6 +8,7 @@ import pytest
 
 from hw.npu import NPUCore
 from quant.compile import plan_gemm
+from quant.config import NPUConfig
 from quant.device_model import DeviceModel
 from quant.program import INSTR_WORDS, Instr, Op, encode_program
 from quant.tiling import channel_words, feature_words, tiles, weight_words
@@ -21,8 +22,9 @@ def _images(feature, prog, weights=(), chans=()):
     return {"feature": list(feature), "weight": list(weights), "channel": list(chans), "program": encode_program(prog)}
 
 
-def argmax_scenario(seed, m, n, mode):
+def argmax_scenario(seed, m, n, mode, cfg=CFG):
     """ARGMAX over an M x N matrix with ties, all-negative rows, -128 and several N-tiles."""
+    L = cfg.rows
     rng = np.random.default_rng(seed)
     if mode == "ties":
         X = rng.integers(-3, 3, size=(m, n))  # many ties
@@ -55,7 +57,8 @@ def argmax_scenario(seed, m, n, mode):
     }
 
 
-def pool_im2col_scenario(seed, h, w, ct):
+def pool_im2col_scenario(seed, h, w, ct, cfg=CFG):
+    L = cfg.rows
     """MAXPOOL2 and IM2COL3 with several channel tiles and non-square maps."""
     rng = np.random.default_rng(seed)
     X = rng.integers(-128, 128, size=(h * w, ct * L))
@@ -76,7 +79,8 @@ def pool_im2col_scenario(seed, h, w, ct):
     }
 
 
-def gemm_chain_scenario(seed, m, dims):
+def gemm_chain_scenario(seed, m, dims, cfg=CFG):
+    L = cfg.rows
     """Chained GEMMs (N not a multiple of 8 feeding the next layer) with M around m_block, then ARGMAX."""
     rng = np.random.default_rng(seed)
     X = rng.integers(-128, 128, size=(m, dims[0]))
@@ -84,15 +88,15 @@ def gemm_chain_scenario(seed, m, dims):
     weights, chans, prog = [], [], []
     act = 0
     for i, (k, n) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
-        w, b, mult, shift = _layer(rng, k, n)
+        w, b, mult, shift = _layer(rng, k, n, cfg)
         plan = plan_gemm(
-            CFG, m, k, n, act_base=act, wgt_base=len(weights), chan_base=len(chans), relu=i % 2 == 0, w_codes=w
+            cfg, m, k, n, act_base=act, wgt_base=len(weights), chan_base=len(chans), relu=i % 2 == 0, w_codes=w
         )
-        weights += weight_words(w, CFG)
+        weights += weight_words(w, cfg)
         chans += channel_words(b, mult, shift)
         prog.append(Instr(Op.GEMM, {k2: v for k2, v in plan.command().items() if k2 != "relu"}, relu=plan.relu))
         act = plan.out_base
-    nt = tiles(dims[-1], CFG.cols)
+    nt = tiles(dims[-1], cfg.cols)
     prog.append(Instr(Op.ARGMAX, {"src": act, "dst": act + nt * m, "m": m, "n": dims[-1], "nt": nt}))
     return {
         "name": f"gemm_chain_m{m}_{'-'.join(map(str, dims))}",
@@ -113,22 +117,22 @@ def bad_opcode_scenario():
     }
 
 
-def scenarios():
-    mb = CFG.m_block
+def scenarios(cfg=CFG):
+    mb = cfg.m_block
     return [
-        argmax_scenario(1, 13, 20, "ties"),
-        argmax_scenario(2, 9, 17, "negative"),
-        argmax_scenario(3, 17, 8, "random"),
-        argmax_scenario(4, 1, 1, "random"),
-        pool_im2col_scenario(5, 4, 6, 3),
-        pool_im2col_scenario(6, 6, 2, 2),
+        argmax_scenario(1, 13, 20, "ties", cfg),
+        argmax_scenario(2, 9, 17, "negative", cfg),
+        argmax_scenario(3, 17, 8, "random", cfg),
+        argmax_scenario(4, 1, 1, "random", cfg),
+        pool_im2col_scenario(5, 4, 6, 3, cfg),
+        pool_im2col_scenario(6, 6, 2, 2, cfg),
         bad_opcode_scenario(),
         # after an error, a good program must run cleanly again (error cleared)
-        gemm_chain_scenario(7, 1, (5, 13, 3)),
-        gemm_chain_scenario(8, mb, (20, 13, 11)),
-        gemm_chain_scenario(9, mb + 1, (9, 13, 10)),
-        gemm_chain_scenario(10, 2 * mb, (16, 7, 9)),
-        gemm_chain_scenario(11, mb - 1, (1, 1, 1)),
+        gemm_chain_scenario(7, 1, (5, 13, 3), cfg),
+        gemm_chain_scenario(8, mb, (20, 13, 11), cfg),
+        gemm_chain_scenario(9, mb + 1, (9, 13, 10), cfg),
+        gemm_chain_scenario(10, 2 * mb, (16, 7, 9), cfg),
+        gemm_chain_scenario(11, max(1, mb - 1), (1, 1, 1), cfg),
     ]
 
 
@@ -184,4 +188,18 @@ def test_review_zero_extent_ops_finish():
             "prog_depth": 256,
             "scenarios": [zero_size_scenario(Op.ARGMAX, {"src": 0, "dst": 20, "m": 0, "n": 4, "nt": 1})],
         },
+    )
+
+
+CFG3 = NPUConfig(rows=3, cols=3, weight_bits=4, max_k=64, act_depth=1024, weight_depth=512, chan_depth=64, m_block=5)
+
+
+def test_review_npu_core_3x3_mblock5():
+    """A non-power-of-two lane count (ARGMAX slot = row % lanes, 24-bit words) and a tiny odd m_block."""
+    run_cocotb(
+        "npucore",
+        {"config": CFG3.to_dict(), "prog_depth": 256},
+        lambda: NPUCore(CFG3, 256),
+        "review_npu_bench",
+        bench_params={"config": CFG3.to_dict(), "prog_depth": 256, "scenarios": scenarios(CFG3)},
     )
