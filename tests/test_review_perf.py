@@ -34,3 +34,26 @@ def test_cycle_model_edges_4x4_mblock16(tmp_path):
     report = _run(CFG4, cases, tmp_path)
     assert len(report) == len(cases)
     assert _check_cycles(CFG4, report) == len(cases)
+
+
+CFG3 = NPUConfig(rows=3, cols=3, weight_bits=4, max_k=64, act_depth=1024, weight_depth=512, chan_depth=64, m_block=5)
+CFG8_MB16 = NPUConfig(
+    rows=8, cols=8, weight_bits=3, max_k=256, act_depth=2048, weight_depth=1024, chan_depth=64, m_block=16
+)
+
+
+def test_cycle_model_edges_3x3_mblock5(tmp_path):
+    """Non-power-of-two array and an m_block shorter than the array latency."""
+    mb = CFG3.m_block
+    cases = _edge_cases(CFG3, (1, 2, mb - 1, mb, mb + 1, 2 * mb, 3 * mb + 2), (1, 3, 4, 10), (1, 3, 4, 7))
+    report = _run(CFG3, cases, tmp_path)
+    assert len(report) == len(cases)
+    assert _check_cycles(CFG3, report) == len(cases)
+
+
+def test_cycle_model_edges_8x8_mblock16(tmp_path):
+    mb = CFG8_MB16.m_block
+    cases = _edge_cases(CFG8_MB16, (1, mb - 1, mb, mb + 1, 2 * mb, 5 * mb + 3), (1, 8, 9, 40), (1, 8, 17))
+    report = _run(CFG8_MB16, cases, tmp_path)
+    assert len(report) == len(cases)
+    assert _check_cycles(CFG8_MB16, report) == len(cases)
