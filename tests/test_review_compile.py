@@ -171,3 +171,30 @@ def test_argmax_after_pool_and_flatten():
     _, classes = run_on_model_device(compiled, x)
     trace = golden.forward(model, x, intermediates=True)
     assert classes is not None and np.array_equal(classes, trace[-1][1])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: ARGMAX stores the class as one byte, but the compiler accepts an argmax over N > 256 classes; "
+    "class 280 comes back as 24 (no CompileError)",
+)
+def test_argmax_over_more_than_256_classes():
+    from quant.model import ArgmaxLayer, DenseLayer, InputSpec, NPUModel
+    from tests.model_factory import _requant
+
+    rng = np.random.default_rng(2)
+    n = 300
+    d = rng.integers(0, 8, (16, n)).astype(np.uint8)
+    M, sh, bias = _requant(rng, n)
+    bias[:] = -(1 << 24)
+    bias[280] = 1 << 24  # class 280 wins on every input
+    cfg = dataclasses.replace(CFG, chan_depth=512)
+    model = NPUModel(cfg, InputSpec(shape=(16,)), [DenseLayer("fc", d, M, sh, bias, relu=False), ArgmaxLayer("a")], {})
+    try:
+        compiled = compile_model(model, 2)
+    except CompileError:
+        return  # refusing N > 256 is an acceptable fix
+    x = np.random.default_rng(3).integers(-128, 128, size=(2, 16)).astype(np.int8)
+    _, classes = run_on_model_device(compiled, x)
+    assert list(golden.forward(model, x, intermediates=True)[-1][1]) == [280, 280]
+    assert list(classes) == [280, 280]
