@@ -41,8 +41,7 @@ def main() -> None:
     lines += [
         "",
         "Small-K shapes are bound by the drain (one accumulator row in flight through the shared",
-        "requantizer); large GEMMs keep the array busy. Model run time: "
-        f"{time.monotonic() - t0:.1f} s.",
+        f"requantizer); large GEMMs keep the array busy. Model run time: {time.monotonic() - t0:.1f} s.",
     ]
     out = Path(__file__).resolve().parent / "results" / "gemm.md"
     out.write_text("\n".join(lines) + "\n")

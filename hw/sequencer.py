@@ -149,18 +149,31 @@ class Sequencer(wiring.Component):
             with m.State("DECODE"):
                 m.d.sync += [i_ct.eq(0), i_y.eq(0), i_x.eq(0), i_tap.eq(0), i_k.eq(0), ct_off.eq(0), dct_off.eq(0)]
                 m.d.sync += [a_row.eq(0), a_nt.eq(0), a_lane.eq(0), a_pack.eq(0), out_ptr.eq(dst)]
+                # An op with a zero extent does nothing (as in quant.device_model); the loops below
+                # count to `extent - 1` and would never end on a zero.
+                empty = Signal()
+                with m.Switch(op):
+                    with m.Case(Op.GEMM):
+                        m.d.comb += empty.eq((f[0] == 0) | (f[1] == 0) | (f[2] == 0) | (f[3] == 0))
+                    with m.Case(Op.MAXPOOL2, Op.IM2COL3):
+                        m.d.comb += empty.eq((h == 0) | (w == 0) | (ct == 0))
+                    with m.Case(Op.ARGMAX):
+                        m.d.comb += empty.eq((f[2] == 0) | (f[3] == 0) | (f[4] == 0))
                 with m.Switch(op):
                     with m.Case(Op.END):
                         m.d.sync += [self.running.eq(0), self.done.eq(1)]
                         m.next = "IDLE"
-                    with m.Case(Op.GEMM):
-                        m.next = "GEMM_CMD"
-                    with m.Case(Op.MAXPOOL2):
-                        m.next = "POOL_READ"
-                    with m.Case(Op.IM2COL3):
-                        m.next = "IM2COL"
-                    with m.Case(Op.ARGMAX):
-                        m.next = "ARG_READ"
+                    with m.Case(Op.GEMM, Op.MAXPOOL2, Op.IM2COL3, Op.ARGMAX):
+                        with m.If(empty):
+                            m.next = "FETCH"
+                        with m.Elif(op == Op.GEMM):
+                            m.next = "GEMM_CMD"
+                        with m.Elif(op == Op.MAXPOOL2):
+                            m.next = "POOL_READ"
+                        with m.Elif(op == Op.IM2COL3):
+                            m.next = "IM2COL"
+                        with m.Else():
+                            m.next = "ARG_READ"
                     with m.Default():
                         m.d.sync += [self.running.eq(0), self.done.eq(1), self.error.eq(1)]
                         m.next = "IDLE"

@@ -113,12 +113,24 @@ def compile_model(
     cfg = config or model.config
     if batch < 1:
         raise CompileError("batch must be >= 1")
+    if cfg.rows != cfg.cols:
+        raise CompileError(
+            f"the NPU needs a square array (a layer's results are the next layer's activations), "
+            f"got {cfg.rows}x{cfg.cols}"
+        )
     model.shapes()  # validates the chain
     L = cfg.rows
     layers = list(model.layers)
     is_map = len(model.input.shape) == 3
     if is_map and not isinstance(layers[0], Conv2dLayer):
         raise CompileError("a model with an image input must start with a conv2d layer")
+    gemm_idx = [i for i, la in enumerate(layers) if isinstance(la, (DenseLayer, Conv2dLayer))]
+    if not gemm_idx:
+        raise CompileError("the model has no dense or conv2d layer to run on the array")
+    first_gemm = gemm_idx[0]
+    for la in layers[:first_gemm]:
+        if not isinstance(la, FlattenLayer):
+            raise CompileError(f"layer {la.name!r}: only flatten may come before the first dense layer")
 
     weights: list[int] = []
     chans: list[int] = []
@@ -147,7 +159,7 @@ def compile_model(
                 flatten_from = None
         elif isinstance(layer, Conv2dLayer):
             kh, kw, cin, cout = layer.codes.shape
-            if i == 0:
+            if i == first_gemm:
                 w = layer.gemm_codes()
             else:
                 if (kh, kw, layer.padding) != (3, 3, 1):
@@ -163,7 +175,8 @@ def compile_model(
                         w[(tap * CT + c // L) * L + c % L] = g[tap * cin + c]
                 on_chip_conv_shapes[i] = (in_shape, CT)
         elif isinstance(layer, FlattenLayer):
-            flatten_from = in_shape
+            if len(in_shape) == 3:  # a feature map: the next dense layer reads it in word order
+                flatten_from = in_shape
             continue
         else:
             continue
@@ -195,7 +208,7 @@ def compile_model(
             shape = tuple(layer.output_shape(shape))
             if isinstance(layer, (DenseLayer, Conv2dLayer)):
                 wb, cb, w = layer_mem[i]
-                if i == 0:
+                if i == first_gemm:
                     K = w.shape[0]
                     M = count if not is_map else shape[0] * shape[1]
                     base = alloc.take(tiles(K, L) * M, f"input of layer {layer.name!r}")
@@ -243,14 +256,29 @@ def compile_model(
                 prog.append(Instr(Op.MAXPOOL2, {"src": cur, "dst": dst, "h": H, "w": W, "ct": CT}))
                 cur = dst
             elif isinstance(layer, FlattenLayer):
-                cur = (cur, 1)
+                if len(in_shape) == 3:  # one image's feature map becomes a 1-row matrix
+                    cur = (cur, 1)
             elif isinstance(layer, ArgmaxLayer):
+                if not prog or prog[-1].op != Op.GEMM:
+                    raise CompileError(
+                        f"layer {layer.name!r}: the NPU's argmax reads the result of a dense or conv2d layer, "
+                        f"but it follows {layers[i - 1].kind!r}"
+                    )
                 base, M, N = last_gemm
+                if N > 256:
+                    raise CompileError(
+                        f"layer {layer.name!r}: argmax over {N} classes; the device stores a class in one byte (at most 256)"
+                    )
                 dst = alloc.take(tiles(M, L), "argmax output")
                 prog.append(Instr(Op.ARGMAX, {"src": base, "dst": dst, "m": M, "n": N, "nt": tiles(N, L)}))
                 out.classes.append(dst)
             else:
                 raise CompileError(f"layer {layer.name!r}: kind {layer.kind!r} has no NPU mapping yet")
+        if last_gemm is None or not (prog and prog[-1].op in (Op.GEMM, Op.ARGMAX)):
+            raise CompileError(
+                "the model must end in a dense or conv2d layer (optionally followed by ReLU and argmax), "
+                f"not in {layers[-1].kind!r}"
+            )
         out.logits.append(last_gemm)
         if len(out.classes) < len(out.logits):
             out.classes.append(None)
@@ -267,14 +295,23 @@ def compile_model(
 
 
 def largest_batch(model: NPUModel, config: NPUConfig | None = None, limit: int = 64) -> int:
-    """The largest batch (up to ``limit``) whose compiled program fits the device memories."""
-    lo_err = None
-    for b in sorted({limit, 64, 32, 16, 8, 4, 2, 1}, reverse=True):
-        if b > limit:
-            continue
+    """The largest batch (1 .. ``limit``) whose compiled program fits the device memories."""
+    cfg = config or model.config
+
+    def fits(b: int) -> bool:
         try:
-            compile_model(model, b, config, prog_depth=(config or model.config).prog_depth)
-            return b
-        except CompileError as e:
-            lo_err = e
-    raise CompileError(f"the model does not fit even with batch 1: {lo_err}")
+            compile_model(model, b, cfg, prog_depth=cfg.prog_depth)
+            return True
+        except CompileError:
+            return False
+
+    if not fits(1):
+        compile_model(model, 1, cfg, prog_depth=cfg.prog_depth)  # raises, naming the resource
+    lo, hi = 1, limit  # memory use grows with the batch: binary search for the last size that fits
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo

@@ -36,12 +36,6 @@ def test_odd_mlp_sizes(sizes):
     _check(random_mlp(sum(sizes), CFG, sizes=sizes), 9)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: compile_model accepts rows != cols (the GemmEngine refuses it) but lays activations out with `rows` lanes while the engine "
-    "writes `cols`-lane words (output allocation tiles(N, rows) * M, ARGMAX nt = tiles(N, rows), next layer reads "
-    "rows-lane K tiles): wrong logits, overlapping regions",
-)
 @pytest.mark.parametrize("rows,cols", [(4, 8), (8, 4)])
 def test_non_square_array_chain_matches_golden(rows, cols):
     """A multi-layer model on a rows != cols array must either compile correctly or be refused."""
@@ -84,9 +78,6 @@ def test_exact_weight_channel_program_limits():
         compile_model(model, 4, CFG, prog_depth=len(c.program) - 1)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="bug (minor): largest_batch only tries limit and powers of two, not the largest batch"
-)
 def test_largest_batch_is_largest_that_fits():
     cfg = dataclasses.replace(CFG, act_depth=300)
     model = random_mlp(6, cfg, sizes=(20, 13, 10))
@@ -102,14 +93,7 @@ def test_largest_batch_is_largest_that_fits():
     [
         (8, 8),
         (4, 4),
-        pytest.param(
-            8,
-            4,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="bug: the output region is sized tiles(N, rows) * M, the engine writes tiles(N, cols) * M",
-            ),
-        ),
+        (8, 4),
     ],
 )
 def test_regions_do_not_overlap(rows, cols):
@@ -124,12 +108,6 @@ def test_regions_do_not_overlap(rows, cols):
     assert cls >= base + -(-n // cols) * m
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Flatten of a non-map input (1-D/2-D, valid for model.shapes() and golden.forward) crashes "
-    "compile_model with 'not enough values to unpack' at `H, W, C = flatten_from`; the second pass would also "
-    "turn the (base, M) matrix into ((base, M), 1)",
-)
 @pytest.mark.parametrize("shape", [(16,), (4, 4)])
 def test_flatten_of_a_vector_input(shape):
     from quant.model import ArgmaxLayer, DenseLayer, FlattenLayer, InputSpec, NPUModel
@@ -143,12 +121,6 @@ def test_flatten_of_a_vector_input(shape):
     _check(model, 3)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: an ArgmaxLayer that does not directly follow a GEMM (here conv -> maxpool -> flatten -> argmax) "
-    "is compiled as ARGMAX over the last GEMM's output (`base, M, N = last_gemm`, the pre-pool conv map, 4 rows "
-    "per image) and logits are read from there too: wrong classes and 4x the rows, silently",
-)
 def test_argmax_after_pool_and_flatten():
     from quant.model import ArgmaxLayer, Conv2dLayer, FlattenLayer, InputSpec, MaxPool2dLayer, NPUModel
     from tests.model_factory import _requant
@@ -173,11 +145,6 @@ def test_argmax_after_pool_and_flatten():
     assert classes is not None and np.array_equal(classes, trace[-1][1])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: ARGMAX stores the class as one byte, but the compiler accepts an argmax over N > 256 classes; "
-    "class 280 comes back as 24 (no CompileError)",
-)
 def test_argmax_over_more_than_256_classes():
     from quant.model import ArgmaxLayer, DenseLayer, InputSpec, NPUModel
     from tests.model_factory import _requant

@@ -4,7 +4,6 @@ Reuses tests/test_npu_core.py's CFG and design name, so the Verilator build is s
 """
 
 import numpy as np
-import pytest
 
 from hw.npu import NPUCore
 from quant.compile import plan_gemm
@@ -171,12 +170,6 @@ def zero_size_scenario(op, args):
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a zero loop bound (ARGMAX m=0; by the same code also nt=0, and ct/h/w=0 in MAXPOOL2/IM2COL3) "
-    "never ends: the exit tests compare a 16-bit counter with `field - 1` = -1, so the sequencer hangs and "
-    "scribbles over the feature memory, while the DeviceModel executes the op as a no-op",
-)
 def test_review_zero_extent_ops_finish():
     run_cocotb(
         "npucore",
@@ -186,7 +179,15 @@ def test_review_zero_extent_ops_finish():
         bench_params={
             "config": CFG.to_dict(),
             "prog_depth": 256,
-            "scenarios": [zero_size_scenario(Op.ARGMAX, {"src": 0, "dst": 20, "m": 0, "n": 4, "nt": 1})],
+            "scenarios": [
+                zero_size_scenario(Op.ARGMAX, {"src": 0, "dst": 20, "m": 0, "n": 4, "nt": 1}),
+                zero_size_scenario(Op.MAXPOOL2, {"src": 0, "dst": 20, "h": 0, "w": 2, "ct": 1}),
+                zero_size_scenario(Op.IM2COL3, {"src": 0, "dst": 20, "h": 2, "w": 2, "ct": 0}),
+                zero_size_scenario(
+                    Op.GEMM,
+                    {"m": 0, "n": 4, "kt": 1, "nt": 1, "act_base": 0, "out_base": 20, "wgt_base": 0, "chan_base": 0},
+                ),
+            ],
         },
     )
 
