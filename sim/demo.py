@@ -121,7 +121,7 @@ def main(args: argparse.Namespace) -> int:
 
     fmax, src = _board_fmax()
     if fmax is None:
-        fmax, src = cfg.clk_hz / 1e6, "the config's design clock (no iCEBreaker build report found)"
+        fmax, src = cfg.clk_hz / 1e6, "the config's design clock; the whole NPU has no board timing report yet"
     baud = cfg.baud
     compute_s = cyc_run / (fmax * 1e6)
     link_s = infer_bytes / runs * 10 / baud
