@@ -163,10 +163,13 @@ def estimate(config: NPUConfig, board: str | Board) -> Estimate:
     if dev.spram:
         available["spram"] = dev.spram
     buffers = {}
+    # The NPU's memories (hw/npu.py): the host-visible regions plus the engine's accumulator.
     for name, depth, width in (
-        ("weights", config.weight_depth, config.mem_width),
-        ("activations", config.act_depth, NPUConfig.ACT_BITS),
-        ("outputs", config.out_depth, NPUConfig.ACT_BITS),
+        ("weights", config.weight_depth, config.cols * config.weight_bits),
+        ("activations", config.act_depth, config.rows * NPUConfig.ACT_BITS),
+        ("channel params", config.chan_depth, 54),
+        ("program", config.prog_depth, 32),
+        ("accumulator", 2 * config.m_block, config.cols * config.acc_width),
     ):
         kind = "spram" if (name == "weights" and dev.spram) else "bram"
         buffers[name] = (depth * width, kind, memory_blocks(depth, width, fam, kind))
