@@ -44,6 +44,21 @@ def _board_fmax() -> tuple[float | None, str]:
     return None, ""
 
 
+def _array_build_figures() -> str | None:
+    """The committed iCEBreaker build of the array (bench/results/boards.md), as one line."""
+    p = _REPO / "bench" / "results" / "boards.md"
+    if not p.exists():
+        return None
+    for line in p.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 6 and cells[0] == "icebreaker" and cells[1] == "default":
+            return (
+                f"the default 8x8 array alone on the iCEBreaker: {cells[5].split()[0]} logic cells, "
+                f"Fmax {cells[3]} MHz, timing {cells[4]} at {cells[2]} MHz ({p.relative_to(_REPO)})"
+            )
+    return None
+
+
 def main(args: argparse.Namespace) -> int:
     from quant import golden
     from quant.digits import load_split
@@ -135,6 +150,9 @@ def main(args: argparse.Namespace) -> int:
         f"{(compute_s + link_s) / batch * 1e3:.2f} ms per digit, {batch / (compute_s + link_s):,.0f} digits/s; "
         f"at 3 Mbaud {batch / (compute_s + link_s * baud / 3e6):,.0f} digits/s"
     )
+    figures = _array_build_figures()
+    if figures:
+        print(f"      synthesized: {figures}")
     if not (logits_ok and classes_ok):
         print("FAIL: the device's results differ from the golden model")
         return 1
