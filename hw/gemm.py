@@ -36,6 +36,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from quant.config import NPUConfig
+from quant.perf import DRAIN_BUFFER_ROWS
 
 from .requant import Requantizer
 from .systolic import SystolicArray
@@ -215,7 +216,8 @@ class GemmEngine(wiring.Component):
         d_mb_off = Signal(DIM_BITS + 1)
         d_rows = Signal(range(Mb + 1))
         d_req = Signal(range(Mb + 1))  # next row to request
-        d_inflight = Signal()  # a drain slot is in the pipeline
+        D = DRAIN_BUFFER_ROWS
+        d_inflight = Signal(range(D + 1))  # drain slots in the pipeline (issued, row not yet captured)
         block_ready = Signal(2)  # bank's block fully accumulated
         d_last_block = Signal()
         d_rows_left = Signal(DIM_BITS + 1)
@@ -224,12 +226,18 @@ class GemmEngine(wiring.Component):
             d_rows.eq(Mux(d_rows_left < Mb, d_rows_left, Mb)),
             d_last_block.eq((d_nt == NT - 1) & (d_rows_left <= Mb)),
         ]
-        buf = Signal(unsigned(self.acc_row_width))
+        # Row FIFO between the accumulator read and the lane sequencer; entry 0 is the row whose
+        # lanes are being sent. A drain slot is issued only while in-flight slots + buffered rows
+        # < D, so every capture (pipeline_latency cycles after its slot) finds a free entry even
+        # when out_stall holds the lanes back.
+        q_data = [Signal(unsigned(self.acc_row_width), name=f"q{i}_data") for i in range(D)]
+        q_waddr = [Signal(ADDR_BITS, name=f"q{i}_waddr") for i in range(D)]
+        q_chan = [Signal(ADDR_BITS + DIM_BITS, name=f"q{i}_chan") for i in range(D)]
+        q_final = [Signal(name=f"q{i}_final") for i in range(D)]  # last row of the last block
+        q_count = Signal(range(D + 1))
         buf_valid = Signal()
+        m.d.comb += buf_valid.eq(q_count != 0)
         buf_lane = Signal(range(C))
-        buf_waddr = Signal(ADDR_BITS)
-        buf_chan = Signal(ADDR_BITS + DIM_BITS)
-        buf_final = Signal()  # last row of the last block
 
         # ---- slot pipeline metadata ---------------------------------------------------------------
         Meta = data.StructLayout(
@@ -289,7 +297,8 @@ class GemmEngine(wiring.Component):
                 d_req.eq(0),
                 d_inflight.eq(0),
                 block_ready.eq(0),
-                buf_valid.eq(0),
+                q_count.eq(0),
+                buf_lane.eq(0),
             ]
 
         # ---- weight loader ------------------------------------------------------------------------
@@ -334,7 +343,7 @@ class GemmEngine(wiring.Component):
         # ---- issuer -------------------------------------------------------------------------------
         drain_slot = Signal()
         m.d.comb += drain_slot.eq(
-            busy & d_todo & block_ready.bit_select(d_bank, 1) & (d_req < d_rows) & ~d_inflight & ~buf_valid
+            busy & d_todo & block_ready.bit_select(d_bank, 1) & (d_req < d_rows) & (d_inflight + q_count < D)
         )
         can_start = Signal()
         prev_vec = Signal()  # the previous slot was a vector
@@ -366,7 +375,7 @@ class GemmEngine(wiring.Component):
             with m.If(cooldown != 0):
                 m.d.sync += cooldown.eq(cooldown - 1)
             with m.If(drain_slot):
-                m.d.sync += [d_req.eq(d_req + 1), d_inflight.eq(1)]
+                m.d.sync += d_req.eq(d_req + 1)
             with m.If(issue_vec):
                 m.d.sync += [i_in_pass.eq(1), i_row.eq(i_row + 1)]
                 with m.If(i_row == 0):
@@ -423,16 +432,33 @@ class GemmEngine(wiring.Component):
             m.d.sync += block_ready.bit_select(tap_w.accbank, 1).eq(1)
 
         # ---- drain: accumulator rows -> requantizer -> feature memory ---------------------------------
-        with m.If(en & tap_w.drain):
-            m.d.sync += [
-                d_inflight.eq(0),
-                buf.eq(a_rd.data),
-                buf_valid.eq(1),
-                buf_lane.eq(0),
-                buf_waddr.eq(cmd.out_base + d_nt_off + d_mb_off + tap_w.row),
-                buf_chan.eq(cmd.chan_base + d_chan_off),
-                buf_final.eq(d_last_block & (tap_w.row == d_rows - 1)),
-            ]
+        # Rows in flight all belong to the drained block: the next block's first slot waits for
+        # d_req to be reset by the capture of this block's last row, so d_* are still this block's.
+        d_issue = Signal()
+        capture = Signal()
+        pop = Signal()  # the head row's last lane leaves this cycle
+        m.d.comb += [d_issue.eq(en & drain_slot), capture.eq(en & tap_w.drain)]
+        with m.If(busy):
+            m.d.sync += [d_inflight.eq(d_inflight + d_issue - capture), q_count.eq(q_count + capture - pop)]
+        wpos = Signal(range(D + 1))
+        m.d.comb += wpos.eq(q_count - pop)
+        for i in range(D):
+            if i + 1 < D:
+                with m.If(pop):
+                    m.d.sync += [
+                        q_data[i].eq(q_data[i + 1]),
+                        q_waddr[i].eq(q_waddr[i + 1]),
+                        q_chan[i].eq(q_chan[i + 1]),
+                        q_final[i].eq(q_final[i + 1]),
+                    ]
+            with m.If(capture & (wpos == i)):
+                m.d.sync += [
+                    q_data[i].eq(a_rd.data),
+                    q_waddr[i].eq(cmd.out_base + d_nt_off + d_mb_off + tap_w.row),
+                    q_chan[i].eq(cmd.chan_base + d_chan_off),
+                    q_final[i].eq(d_last_block & (tap_w.row == d_rows - 1)),
+                ]
+        with m.If(capture):
             with m.If(tap_w.row == d_rows - 1):
                 # every row of this block is read: its bank may take the block after next
                 m.d.sync += [
@@ -450,14 +476,14 @@ class GemmEngine(wiring.Component):
 
         # Lane l of the buffered row goes to the requantizer with channel chan + l. The channel
         # memory is read one cycle ahead, so a lane is presented from a one-entry stage.
-        lanes = Array(buf[c * aw : (c + 1) * aw].as_signed() for c in range(C))
+        lanes = Array(q_data[0][c * aw : (c + 1) * aw].as_signed() for c in range(C))
         st_valid = Signal()
         st_acc = Signal(signed(aw))
         st_tag = Signal(len(rq.i_tag))
         take = Signal()  # move a lane from the buffer into the stage
         m.d.comb += take.eq(buf_valid & (~st_valid | rq.i_stream.ready))
         chan_addr = Signal(ADDR_BITS)
-        m.d.comb += chan_addr.eq(buf_chan + buf_lane)
+        m.d.comb += chan_addr.eq(q_chan[0] + buf_lane)
         n_mask = Signal()  # lane is past N: its result is written as 0
         m.d.comb += n_mask.eq((chan_addr - cmd.chan_base) >= cmd.n)
         m.d.comb += [
@@ -470,11 +496,12 @@ class GemmEngine(wiring.Component):
             m.d.sync += [
                 st_valid.eq(1),
                 st_acc.eq(lanes[buf_lane]),
-                st_tag.eq(Cat(buf_waddr, buf_lane, n_mask, buf_final & (buf_lane == C - 1))),
+                st_tag.eq(Cat(q_waddr[0], buf_lane, n_mask, q_final[0] & (buf_lane == C - 1))),
                 buf_lane.eq(buf_lane + 1),
             ]
             with m.If(buf_lane == C - 1):
-                m.d.sync += buf_valid.eq(0)
+                m.d.sync += buf_lane.eq(0)
+        m.d.comb += pop.eq(take & (buf_lane == C - 1))
         m.d.comb += [
             rq.i_stream.valid.eq(st_valid),
             rq.i_stream.payload.acc.eq(st_acc),

@@ -18,10 +18,14 @@ from dataclasses import dataclass
 from .config import NPUConfig
 from .tiling import tiles
 
-__all__ = ["GemmTiming", "gemm_cycles", "REQUANT_LATENCY"]
+__all__ = ["GemmTiming", "gemm_cycles", "REQUANT_LATENCY", "DRAIN_BUFFER_ROWS"]
 
 #: Pipeline stages of hw.requant.Requantizer.
 REQUANT_LATENCY = 4
+
+#: Entries of the engine's drain row FIFO (hw/gemm.py imports it from here, so the two agree):
+#: drain slots issued but not yet captured plus rows buffered never exceed it.
+DRAIN_BUFFER_ROWS = 2
 
 
 @dataclass(frozen=True)
@@ -66,9 +70,10 @@ def gemm_cycles(config: NPUConfig, m: int, k: int, n: int, *, max_cycles: int = 
     ld_todo, ld_active, ld_step, ld_bank, ld_kt, ld_nt, ld_mb_left = True, False, 0, 0, 0, 0, M
     ld_shift = ld_shift_last = False
     # drain
-    d_todo, d_bank, d_nt, d_mb_off, d_req, d_inflight = True, 0, 0, 0, 0, False
+    d_todo, d_bank, d_nt, d_mb_off, d_req, d_inflight = True, 0, 0, 0, 0, 0
     block_ready = [False, False]
-    buf_valid, buf_lane, buf_final = False, 0, False
+    queue: list[bool] = []  # drain row FIFO: each row's "last row of the last block" flag, head first
+    buf_lane = 0
     st_valid, st_final = False, False
     rq = [(False, False)] * REQUANT_LATENCY  # (valid, final-lane) per requantizer stage
     # slot pipeline: meta[i] = (vec, drain, block_end, accbank, row, bank) or None
@@ -90,12 +95,13 @@ def gemm_cycles(config: NPUConfig, m: int, k: int, n: int, *, max_cycles: int = 
         d_rows = min(d_rows_left, Mb)
         d_last_block = d_nt == NT - 1 and d_rows_left <= Mb
         ld_start = ld_todo and not ld_active and not ld_shift and not tile_ready[ld_bank] and cooldown == 0
-        drain_slot = d_todo and block_ready[d_bank] and d_req < d_rows and not d_inflight and not buf_valid
+        drain_slot = d_todo and block_ready[d_bank] and d_req < d_rows and d_inflight + len(queue) < DRAIN_BUFFER_ROWS
         can_start = (
             running and tile_ready[i_bank] and (i_kt != 0 or not acc_busy[i_accbank]) and not (i_rows == 1 and prev_vec)
         )
         issue_vec = not drain_slot and (i_in_pass or can_start)
-        take = buf_valid  # the requantizer never stalls in the model (no out_stall)
+        take = bool(queue)  # the requantizer never stalls in the model (no out_stall)
+        pop = take and buf_lane == C - 1
         o_valid, o_final = rq[-1]
 
         if o_valid and o_final:
@@ -142,7 +148,7 @@ def gemm_cycles(config: NPUConfig, m: int, k: int, n: int, *, max_cycles: int = 
         n_i_row, n_i_bank, n_i_accbank, n_i_in_pass = i_row, i_bank, i_accbank, i_in_pass
         slot = None
         if drain_slot:
-            n_d_req, n_d_inflight = d_req + 1, True
+            n_d_req, n_d_inflight = d_req + 1, d_inflight + 1
             slot = (False, True, False, d_bank, d_req, i_bank)
         if issue_vec:
             block_end = last_kt and i_row == i_rows - 1
@@ -172,13 +178,13 @@ def gemm_cycles(config: NPUConfig, m: int, k: int, n: int, *, max_cycles: int = 
         if tap_w is not None and tap_w[0] and tap_w[2]:
             n_block_ready[tap_w[3]] = True
         # drain capture
-        n_buf_valid, n_buf_lane, n_buf_final = buf_valid, buf_lane, buf_final
+        n_queue, n_buf_lane = (queue[1:] if pop else list(queue)), buf_lane
         n_d_bank, n_d_nt, n_d_mb_off, n_d_todo = d_bank, d_nt, d_mb_off, d_todo
         if tap_w is not None and tap_w[1]:
             row = tap_w[4]
-            n_d_inflight = False
-            n_buf_valid, n_buf_lane = True, 0
-            n_buf_final = d_last_block and row == d_rows - 1
+            n_d_inflight -= 1
+            n_queue.append(d_last_block and row == d_rows - 1)
+            assert len(n_queue) <= DRAIN_BUFFER_ROWS, "drain row captured with no free buffer entry"
             if row == d_rows - 1:
                 n_acc_busy[d_bank] = False
                 n_block_ready[d_bank] = False
@@ -193,10 +199,8 @@ def gemm_cycles(config: NPUConfig, m: int, k: int, n: int, *, max_cycles: int = 
         n_st_valid, n_st_final = False, st_final
         if take:
             n_st_valid = True
-            n_st_final = buf_final and buf_lane == C - 1
-            n_buf_lane = buf_lane + 1
-            if buf_lane == C - 1:
-                n_buf_valid = False
+            n_st_final = queue[0] and buf_lane == C - 1
+            n_buf_lane = 0 if pop else buf_lane + 1
         n_rq = [(st_valid, st_final and st_valid)] + rq[:-1]
 
         # ---------------- commit ----------------
@@ -208,7 +212,7 @@ def gemm_cycles(config: NPUConfig, m: int, k: int, n: int, *, max_cycles: int = 
         cooldown, d_req, d_inflight = n_cooldown, n_d_req, n_d_inflight
         running, i_kt, i_nt, i_mb_off = n_running, n_i_kt, n_i_nt, n_i_mb_off
         i_row, i_bank, i_accbank, i_in_pass = n_i_row, n_i_bank, n_i_accbank, n_i_in_pass
-        buf_valid, buf_lane, buf_final = n_buf_valid, n_buf_lane, n_buf_final
+        queue, buf_lane = n_queue, n_buf_lane
         d_bank, d_nt, d_mb_off, d_todo = n_d_bank, n_d_nt, n_d_mb_off, n_d_todo
         st_valid, st_final = n_st_valid, n_st_final
         rq = n_rq
