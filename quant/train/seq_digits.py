@@ -107,6 +107,7 @@ class SeqTrainConfig:
     epochs: int = 40
     exact_epochs: int = 10
     lr: float = 1e-2
+    latent_lr: float | None = None  # DenseShift sign/scale latents; None: ``lr``
     batch_size: int = 64
     threads: int = 1
 
@@ -139,7 +140,13 @@ def train_seq(cfg: SeqTrainConfig, data: DigitsSplit | None = None, *, progress:
     net = SeqDigitsNet(cfg.kind, cfg.bits, cfg.hidden)
     xtr, ytr = to_sequence(data.x_train), torch.tensor(data.y_train)
     xte, yte = to_sequence(data.x_test), torch.tensor(data.y_test)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    latents = [p for n, p in net.named_parameters() if ".weight." in n and cfg.kind == "denseshift"]
+    ids = {id(p) for p in latents}
+    groups = [{"params": [p for p in net.parameters() if id(p) not in ids], "lr": cfg.lr}]
+    if latents:
+        groups.append({"params": latents, "lr": cfg.latent_lr if cfg.latent_lr is not None else cfg.lr})
+    opt = torch.optim.Adam(groups)
+    base = [g["lr"] for g in opt.param_groups]
     gen = torch.Generator().manual_seed(cfg.seed)
     spe = math.ceil(len(xtr) / cfg.batch_size)
     total = (cfg.epochs + cfg.exact_epochs) * spe
@@ -154,8 +161,8 @@ def train_seq(cfg: SeqTrainConfig, data: DigitsSplit | None = None, *, progress:
         total_loss = 0.0
         for i in range(spe):
             idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            for g in opt.param_groups:
-                g["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / total))
+            for g, b in zip(opt.param_groups, base, strict=True):
+                g["lr"] = b * 0.5 * (1 + math.cos(math.pi * step / total))
             loss = F.cross_entropy(net(xtr[idx]), ytr[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
