@@ -23,7 +23,7 @@ the graph as ``e + (s - s.detach())`` where ``s`` is the float expression it app
 ``sigmoid``/``tanh`` in place of the tables, no rounding, no saturation). The value is exactly ``e``,
 the gradient that of ``s``.
 
-The ``float`` phase (FP32 baseline) is the same cell with float weights and float activations.
+The ``float`` phase is the same cell with float activations: the FP32 baseline, or a warm-up with quantized weights.
 """
 
 from __future__ import annotations

@@ -108,6 +108,7 @@ class SeqTrainConfig:
     exact_epochs: int = 10
     lr: float = 1e-2
     latent_lr: float | None = None  # DenseShift sign/scale latents; None: ``lr``
+    warmup_epochs: int = 0  # first epochs with quantized weights but float LSTM activations
     batch_size: int = 64
     threads: int = 1
 
@@ -156,6 +157,8 @@ def train_seq(cfg: SeqTrainConfig, data: DigitsSplit | None = None, *, progress:
         if epoch == cfg.epochs and cfg.exact_epochs:
             qat_acc = _accuracy(net, xte, yte)
             net.set_phase("exact")
+        if cfg.kind != "fp32":
+            net.lstm.phase = "float" if epoch < cfg.warmup_epochs else "exact"
         net.train()
         perm = torch.randperm(len(xtr), generator=gen)
         total_loss = 0.0
