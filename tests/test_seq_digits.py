@@ -24,7 +24,9 @@ def digits():
 @pytest.fixture(scope="module")
 def trained(digits):
     return train_seq(
-        SeqTrainConfig(kind="denseshift", bits=4, hidden=16, epochs=2, exact_epochs=1), digits, progress=False
+        SeqTrainConfig(kind="denseshift", bits=4, hidden=16, epochs=2, exact_epochs=1, warmup_epochs=1),
+        digits,
+        progress=False,
     )
 
 
