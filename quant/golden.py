@@ -21,10 +21,12 @@ from .model import (
     Conv2dLayer,
     DenseLayer,
     FlattenLayer,
+    LSTMLayer,
     MaxPool2dLayer,
     NPUModel,
     ReluLayer,
 )
+from .rnn import rnn_layer
 
 __all__ = [
     "gemm_acc",
@@ -36,6 +38,7 @@ __all__ = [
     "maxpool2d",
     "flatten",
     "argmax",
+    "lstm",
     "LAYER_FORWARD",
     "forward",
     "predict",
@@ -135,6 +138,15 @@ def argmax(x) -> np.ndarray:
     return np.argmax(np.asarray(x), axis=1)
 
 
+def lstm(x, layer: LSTMLayer, config) -> np.ndarray:
+    """An LSTM layer on int8 sequences ``[B, T, I]``: the last hidden state ``[B, H]`` (int8 Q0.7), by :func:`quant.rnn.rnn_layer`."""
+    x = _check_int8("lstm: x", x)
+    if x.ndim != 3:
+        raise ValueError(f"lstm: expected [B, T, I] sequences, got shape {x.shape}")
+    _, _, h_T, _ = rnn_layer(layer.params(config), x.transpose(1, 0, 2), config)
+    return h_T.astype(np.int8)
+
+
 #: kind -> f(x, layer, model) -> next tensor. Other layer kinds (``lstm``, ``gru``) register here.
 LAYER_FORWARD: dict[str, Callable] = {
     DenseLayer.kind: lambda x, la, m: dense(x, la, m.config.weight_bits),
@@ -143,6 +155,7 @@ LAYER_FORWARD: dict[str, Callable] = {
     MaxPool2dLayer.kind: lambda x, la, m: maxpool2d(x, la.size),
     FlattenLayer.kind: lambda x, la, m: flatten(x),
     ArgmaxLayer.kind: lambda x, la, m: argmax(x),
+    LSTMLayer.kind: lambda x, la, m: lstm(x, la, m.config),
 }
 
 

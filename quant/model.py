@@ -44,6 +44,7 @@ __all__ = [
     "MaxPool2dLayer",
     "FlattenLayer",
     "ArgmaxLayer",
+    "LSTMLayer",
     "LAYER_KINDS",
     "register_layer_kind",
     "NPUModel",
@@ -397,6 +398,146 @@ class ArgmaxLayer(_ShapeLayer):
         return ()
 
 
+@dataclass(eq=False)
+class LSTMLayer:
+    """An integer-only LSTM (SPEC §4) over an input sequence ``(T, I)``; outputs the last h ``(H,)`` (Q0.7).
+
+    Arrays: ``W`` ``(4H, I)`` and ``U`` ``(4H, H)`` weight codes (uint8; rows ``g*H + j`` for gates
+    i, f, g, o), ``bias`` ``(4, H)`` int32 in accumulator units, ``M`` ``(4, H)`` uint16 and ``n``
+    ``(4, H)`` uint8 (accumulator -> Q3.12), and for each PWL table ``t`` in ``sigmoid``, ``tanh``
+    (Q3.12 in) and ``tanh_cell`` (cell format in) the int16 arrays ``t_knots``, ``t_y``, ``t_m``; the
+    tables' slope shifts are in the manifest. :func:`quant.rnn.rnn_layer` is its exact semantics.
+    """
+
+    kind: ClassVar[str] = "lstm"
+    TABLES: ClassVar[tuple[str, ...]] = ("sigmoid", "tanh", "tanh_cell")
+
+    name: str
+    W: np.ndarray
+    U: np.ndarray
+    bias: np.ndarray
+    M: np.ndarray
+    n: np.ndarray
+    tables: dict = field(default_factory=dict)
+
+    @property
+    def hidden(self) -> int:
+        return int(self.U.shape[1]) if self.U.ndim == 2 else 0
+
+    @classmethod
+    def from_params(cls, name: str, p) -> LSTMLayer:
+        """From a :class:`quant.rnn.RNNParams` of kind ``lstm`` (without layer norm)."""
+        if p.kind != "lstm" or p.ln_gamma is not None:
+            raise ValueError("LSTMLayer.from_params needs an LSTM without layer norm")
+        return cls(
+            name=name,
+            W=p.W.astype(np.uint8),
+            U=p.U.astype(np.uint8),
+            bias=p.b.astype(np.int32),
+            M=p.M.astype(np.uint16),
+            n=p.n.astype(np.uint8),
+            tables={k: p.tables[k] for k in cls.TABLES},
+        )
+
+    def params(self, config: NPUConfig):
+        """The layer as :class:`quant.rnn.RNNParams` for the golden model."""
+        from .rnn import RNNParams
+
+        return RNNParams("lstm", self.W, self.U, self.bias, self.M, self.n, config.weight_bits, dict(self.tables))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        out = {"W": self.W, "U": self.U, "bias": self.bias, "M": self.M, "n": self.n}
+        for k in self.TABLES:
+            t = self.tables[k]
+            out |= {
+                f"{k}_knots": t.knots.astype(np.int16),
+                f"{k}_y": t.y.astype(np.int16),
+                f"{k}_m": t.m.astype(np.int16),
+            }
+        return out
+
+    def to_manifest(self) -> dict:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "inputs": int(self.W.shape[1]),
+            "hidden": self.hidden,
+            "return": "last",
+            "pwl": {
+                k: {"shift": int(t.shift), "func": t.func, "in_frac_bits": int(t.in_frac_bits)}
+                for k, t in self.tables.items()
+            },
+        }
+
+    @classmethod
+    def from_manifest(cls, d: dict, arrays: dict[str, np.ndarray]) -> LSTMLayer:
+        from .pwl import PWLTable
+
+        w = f"layer {d.get('name')!r} (lstm)"
+        if _field(d, "return", str, w) != "last":
+            _fail(f"{w}: only 'return': 'last' is supported, got {d['return']!r}")
+        pwl = _field(d, "pwl", dict, w)
+        tables = {}
+        for k in cls.TABLES:
+            spec = _field(pwl, k, dict, f"{w} pwl")
+            try:
+                tables[k] = PWLTable(
+                    knots=arrays.pop(f"{k}_knots"),
+                    y=arrays.pop(f"{k}_y"),
+                    m=arrays.pop(f"{k}_m"),
+                    shift=_field(spec, "shift", int, f"{w} pwl {k}"),
+                    func=_field(spec, "func", str, f"{w} pwl {k}"),
+                    in_frac_bits=_field(spec, "in_frac_bits", int, f"{w} pwl {k}"),
+                )
+            except KeyError as e:
+                _fail(f"{w}: missing array {e.args[0]!r}")
+            except ValueError as e:
+                _fail(f"{w}: bad PWL table {k!r}: {e}")
+        layer = cls(name=_field(d, "name", str, w), tables=tables, **arrays)
+        n_in, H = _field(d, "inputs", int, w), _field(d, "hidden", int, w)
+        if layer.W.shape != (4 * H, n_in) or layer.U.shape != (4 * H, H):
+            _fail(f"{w}: W {layer.W.shape} / U {layer.U.shape} do not match inputs={n_in}, hidden={H}")
+        return layer
+
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        n_in = int(self.W.shape[1])
+        if len(in_shape) != 2 or in_shape[1] != n_in:
+            _fail(f"layer {self.name!r} (lstm): input must be a sequence (T, {n_in}), got shape {in_shape}")
+        return (self.hidden,)
+
+    def validate(self, config: NPUConfig) -> None:
+        w = f"layer {self.name!r} (lstm)"
+        if self.W.ndim != 2 or self.U.ndim != 2:
+            _fail(f"{w}: W and U must be 2-D")
+        H, n_in = self.hidden, int(self.W.shape[1])
+        _check_array(w, "W", self.W, np.uint8, (4 * H, n_in))
+        _check_array(w, "U", self.U, np.uint8, (4 * H, H))
+        _check_array(w, "bias", self.bias, np.int32, (4, H))
+        _check_array(w, "M", self.M, np.uint16, (4, H))
+        _check_array(w, "n", self.n, np.uint8, (4, H))
+        bits = config.weight_bits
+        for name, a in (("W", self.W), ("U", self.U)):
+            if a.size and int(a.max()) >= 1 << bits:
+                _fail(f"{w}: {name} code {int(a.max())} does not fit the config's {bits}-bit weights")
+        if np.any(self.n > N_MAX):
+            _fail(f"{w}: requantization shift n must be in [0, {N_MAX}], got {int(self.n.max())}")
+        missing = [k for k in self.TABLES if k not in self.tables]
+        if missing:
+            _fail(f"{w}: missing PWL table(s) {missing}")
+        if self.tables["tanh_cell"].in_frac_bits != config.cell_frac_bits:
+            _fail(
+                f"{w}: the tanh_cell table reads Q.{self.tables['tanh_cell'].in_frac_bits}, "
+                f"but the config's cell has {config.cell_frac_bits} fraction bits"
+            )
+        # |acc| <= 128 * (sum |W row| + sum |U row|) + |bias| must fit the 33-bit requantizer input
+        wa = np.abs(weight_codes.decode(self.W, bits)).sum(axis=1) + np.abs(weight_codes.decode(self.U, bits)).sum(
+            axis=1
+        )
+        worst = 128 * int(wa.max(initial=0)) + int(np.abs(self.bias.astype(np.int64)).max(initial=0))
+        if signed_width(-worst, worst) > 33:
+            _fail(f"{w}: acc + bias can reach {worst}, beyond the 33-bit requantizer input")
+
+
 #: kind -> layer class
 LAYER_KINDS: dict[str, type] = {}
 
@@ -407,7 +548,7 @@ def register_layer_kind(cls: type) -> type:
     return cls
 
 
-for _cls in (DenseLayer, Conv2dLayer, ReluLayer, MaxPool2dLayer, FlattenLayer, ArgmaxLayer):
+for _cls in (DenseLayer, Conv2dLayer, ReluLayer, MaxPool2dLayer, FlattenLayer, ArgmaxLayer, LSTMLayer):
     register_layer_kind(_cls)
 
 

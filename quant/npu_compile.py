@@ -119,6 +119,9 @@ def compile_model(
             f"got {cfg.rows}x{cfg.cols}"
         )
     model.shapes()  # validates the chain
+    for la in model.layers:
+        if la.kind in ("lstm", "gru"):
+            raise CompileError(f"layer {la.name!r}: recurrent layers ({la.kind}) are not mapped to the NPU yet")
     L = cfg.rows
     layers = list(model.layers)
     is_map = len(model.input.shape) == 3
