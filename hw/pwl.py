@@ -42,6 +42,8 @@ from amaranth.lib.wiring import In, Out
 from quant.config import NPUConfig
 from quant.pwl import PWLTable
 
+from .fixed import rshift_round_const
+
 __all__ = ["PWLUnit", "FIELD_KNOT", "FIELD_Y", "FIELD_M"]
 
 FIELD_KNOT, FIELD_Y, FIELD_M = 0, 1, 2
@@ -50,10 +52,6 @@ FIELD_KNOT, FIELD_Y, FIELD_M = 0, 1, 2
 def _bits(n: int) -> int:
     """Bits to count 0 .. n - 1 (at least 1)."""
     return max(1, (n - 1).bit_length())
-
-
-def _rshift_round_const(value, n: int):
-    return value if n == 0 else (value + (1 << (n - 1))) >> n
 
 
 def _u16(v: int) -> int:
@@ -269,7 +267,7 @@ class PWLUnit(wiring.Component):
         rounded = Signal(signed(32 - S + 1))
         y4 = Signal(signed(16))
         with m.If(adv):
-            m.d.sync += [rounded.eq(_rshift_round_const(prod, S)), y4.eq(y3)]  # R(L+4)
+            m.d.sync += [rounded.eq(rshift_round_const(prod, S)), y4.eq(y3)]  # R(L+4)
         total = Signal(signed(max(len(rounded), 16) + 1))
         m.d.comb += total.eq(y4 + rounded)
         with m.If(adv):

@@ -47,6 +47,7 @@ from quant.config import NPUConfig
 from quant.pwl import PWLTable
 from quant.rnn import CELL_KINDS, lstm_shifts
 
+from .fixed import rshift_round_const, sat
 from .pwl import PWLUnit
 
 __all__ = ["GateUnit", "TABLE_SIGMOID", "TABLE_TANH", "TABLE_TANH_CELL", "REGION_MN", "REGION_PWL", "REGION_C"]
@@ -58,17 +59,6 @@ _TABLE_NAMES = ("sigmoid", "tanh", "tanh_cell")
 
 def _bits(n: int) -> int:
     return max(1, (n - 1).bit_length())
-
-
-def _sat(m: Module, value, bits: int, name: str) -> Signal:
-    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    out = Signal(signed(bits), name=name)
-    m.d.comb += out.eq(Mux(value > hi, hi, Mux(value < lo, lo, value)))
-    return out
-
-
-def _rshift_round_const(value, n: int):
-    return value if n == 0 else (value + (1 << (n - 1))) >> n
 
 
 class GateUnit(wiring.Component):
@@ -229,10 +219,10 @@ class GateUnit(wiring.Component):
         # to 18 bits first keeps every carry chain short and does not change the result.
         rq_pre = Signal(signed(aw + 18))
         rq_c = Signal(signed(18))
-        rq_clamp = _sat(m, rq_pre, 18, "rq_clamp")
+        rq_clamp = sat(m, rq_pre, 18, "rq_clamp")
         rq_shifted = Signal(signed(18))
         m.d.comb += rq_shifted.eq((rq_c + 1) >> 1)
-        rq_sat = _sat(m, rq_shifted, 16, "rq_sat")
+        rq_sat = sat(m, rq_shifted, 16, "rq_sat")
 
         # one shared 16 x 16 multiplier for the state update
         mul_a = Signal(signed(16))
@@ -273,13 +263,13 @@ class GateUnit(wiring.Component):
             c_w.en.eq(c_upd_en | (self.p_en & (region == REGION_C))),
         ]
 
-        r_fc = _sat(m, _rshift_round_const(mp, s_fc), 16, "r_fc")
-        r_ig = _sat(m, _rshift_round_const(mp, s_ig), 16, "r_ig")
-        r_h = _sat(m, _rshift_round_const(mp, s_h), 8, "r_h")
+        r_fc = sat(m, rshift_round_const(mp, s_fc), 16, "r_fc")
+        r_ig = sat(m, rshift_round_const(mp, s_ig), 16, "r_ig")
+        r_h = sat(m, rshift_round_const(mp, s_h), 8, "r_h")
         r_rb = Signal(signed(17))  # registered rshift_round(r * b, 15)
-        n_pre = _sat(m, zq[2] + r_rb, 16, "n_pre")
+        n_pre = sat(m, zq[2] + r_rb, 16, "n_pre")
         # h' = n + z (h - n) in Q0.30 as n 2^15 + (z h) 2^8 - z n: two 16 x 16 products, one rounding
-        gru_h = _sat(m, _rshift_round_const(h_sum, 23), 8, "gru_h")
+        gru_h = sat(m, rshift_round_const(h_sum, 23), 8, "gru_h")
 
         with m.FSM(name="gate"):
             with m.State("IDLE"):
@@ -343,7 +333,7 @@ class GateUnit(wiring.Component):
                     m.next = "L_C"
                 with m.State("L_C"):
                     m.d.comb += self.busy.eq(1)
-                    c_sum = _sat(m, fc + ig, 16, "c_sum")
+                    c_sum = sat(m, fc + ig, 16, "c_sum")
                     m.d.sync += c_new.eq(c_sum)
                     m.d.comb += [c_upd_en.eq(1), c_upd_data.eq(c_sum)]
                     m.next = "L_TC"
@@ -370,7 +360,7 @@ class GateUnit(wiring.Component):
                     m.next = "G_RB2"
                 with m.State("G_RB2"):
                     m.d.comb += self.busy.eq(1)
-                    m.d.sync += r_rb.eq(_rshift_round_const(mp, 15))
+                    m.d.sync += r_rb.eq(rshift_round_const(mp, 15))
                     m.next = "G_N0"
                 with m.State("G_N0"):
                     m.d.comb += self.busy.eq(1)

@@ -46,9 +46,10 @@ STEPS, WIDTH = 8, 8
 
 
 def to_sequence(pixels: np.ndarray) -> torch.Tensor:
-    """Digits pixels ``[B, 64]`` (0..16) as the int8 Q0.7 sequence ``q = 7 p``, float ``[B, 8, 8]``."""
-    q = np.clip(np.asarray(pixels, dtype=np.int64) * 7, -128, 127)
-    return torch.tensor(q, dtype=torch.float32).reshape(-1, STEPS, WIDTH)
+    """Digits pixels ``[B, 64]`` (0..16) as the int8 Q0.7 sequence (the model file's input map), float ``[B, 8, 8]``."""
+    from ..model import InputSpec
+
+    return torch.tensor(InputSpec(shape=(STEPS, WIDTH)).quantize(pixels), dtype=torch.float32)
 
 
 class SeqDigitsNet(nn.Module):

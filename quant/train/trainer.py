@@ -79,9 +79,10 @@ class TrainResult:
 
 
 def to_tensor(net: DigitsNet, pixels: np.ndarray) -> torch.Tensor:
-    """Digits pixels ``[B, 64]`` (0..16) as the network's int8 input ``q = 7 p`` in float."""
-    x = torch.tensor(np.clip(np.asarray(pixels, dtype=np.int64) * 7, -128, 127), dtype=torch.float32)
-    return x.reshape(-1, *net.input_shape())
+    """Digits pixels ``[B, 64]`` (0..16) as the network's int8 input (the model file's input map) in float."""
+    from ..model import InputSpec
+
+    return torch.tensor(InputSpec(shape=net.input_shape()).quantize(pixels), dtype=torch.float32)
 
 
 def _accuracy(net: DigitsNet, x: torch.Tensor, y: torch.Tensor) -> float:
