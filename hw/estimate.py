@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from quant.config import NPUConfig
+from quant.tiling import CHANNEL_WORD_BITS
 
 from .boards import Board, get_board
 
@@ -167,7 +168,7 @@ def estimate(config: NPUConfig, board: str | Board) -> Estimate:
     for name, depth, width in (
         ("weights", config.weight_depth, config.cols * config.weight_bits),
         ("activations", config.act_depth, config.rows * NPUConfig.ACT_BITS),
-        ("channel params", config.chan_depth, 54),
+        ("channel params", config.chan_depth, CHANNEL_WORD_BITS),
         ("program", config.prog_depth, 32),
         ("accumulator", 2 * config.m_block, config.cols * config.acc_width),
     ):

@@ -15,7 +15,7 @@ from amaranth.lib.wiring import In, Out, connect
 from quant.config import NPUConfig
 from quant.memmap import npu_memory_map
 
-from .gemm import ADDR_BITS, REGION_CHANNEL, REGION_FEATURE, REGION_WEIGHT, GemmEngine
+from .gemm import ADDR_BITS, REGION_FEATURE, GemmEngine
 from .hostif import HostInterface
 from .sequencer import Sequencer
 from .uart import UARTRx, UARTTx
@@ -90,7 +90,6 @@ class NPUCore(wiring.Component):
         sel_prog = Signal()
         m.d.sync += sel_prog.eq(self.host_region == REGION_PROGRAM)
         m.d.comb += self.host_rdata.eq(Mux(sel_prog, p_rd.data, eng.host_rdata))
-        _ = (REGION_WEIGHT, REGION_CHANNEL)
         return m
 
 

@@ -14,7 +14,7 @@ from amaranth.lib.wiring import In, Out
 from quant.config import NPUConfig
 from quant.program import INSTR_WORDS, Op
 
-from .gemm import ADDR_BITS, REGION_FEATURE, GemmCommand
+from .gemm import ADDR_BITS, GemmCommand
 
 __all__ = ["Sequencer"]
 
@@ -57,10 +57,6 @@ class Sequencer(wiring.Component):
                 "mem_rdata": In(64),
             }
         )
-
-    @property
-    def mem_region(self) -> int:
-        return REGION_FEATURE
 
     def elaborate(self, platform):
         m = Module()

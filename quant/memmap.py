@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .config import ConfigError, NPUConfig
+from .tiling import CHANNEL_WORD_BITS
 
 __all__ = ["Region", "default_memory_map", "npu_memory_map", "check_memory_map", "NPU_REGIONS"]
 
@@ -64,7 +65,7 @@ def npu_memory_map(config: NPUConfig) -> tuple[Region, ...]:
     return (
         Region("feature", 8 * config.rows, config.act_depth),
         Region("weight", config.cols * config.weight_bits, config.weight_depth),
-        Region("channel", 54, config.chan_depth),
+        Region("channel", CHANNEL_WORD_BITS, config.chan_depth),
         Region("program", 32, config.prog_depth),
     )
 
