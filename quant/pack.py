@@ -1,113 +1,79 @@
-"""Weight-memory images: a model's codes, requantization multipliers and biases as memory words.
+"""The packer: a model file turned into the NPU's memory images.
 
-The image is what the RTL takes as weight-memory init at build time (``$readmemh`` text from
-:meth:`WeightImage.to_memh`) or what the host uploads (:meth:`WeightImage.to_bytes`). Word width is
-the config's ``mem_width``; the layout is in ``docs/model-format.md``:
+:func:`pack_model` compiles a model (:func:`quant.npu_compile.compile_model`) for a batch size and
+returns the words of every memory the model occupies on the device -- the weight codes, the
+per-channel requantization words and the layer program -- at the widths of the NPU memory map
+(:func:`quant.memmap.npu_memory_map`). These are the very words the host driver uploads, so an image
+written here and loaded into a bitstream's memories at build time (``$readmemh``) runs exactly like
+an upload. The feature memory is not part of the image: it holds inputs and intermediate results
+written at run time.
 
-- **Codes**, per GEMM layer (conv2d as its im2col matrix ``[K, N]``), tile by tile: output tiles of
-  ``cols`` channels outermost, then reduction tiles of ``rows`` inputs, then the ``rows`` rows of the
-  tile (row ``r`` = input ``k0 + r``). A row is the ``cols`` codes of channels ``n0 .. n0 + cols - 1``,
-  packed little-endian by :func:`quant.codes.pack` into ``ceil(cols / codes_per_word)`` words.
-  Padding (past ``K`` or ``N``) is code 0: the activations fed for rows past ``K`` are 0, and columns
-  past ``N`` are discarded, so the padding value never reaches an output.
-- **Requantization records** after all codes, layer by layer, one per output channel: a 55-bit
-  little-endian record ``bias[0:32] | M[32:48] | n[48:54] | relu[54]`` (bias two's complement),
-  split into ``ceil(55 / mem_width)`` words, low word first.
+On disk (:meth:`DeviceImage.write`, :func:`read_image`) an image is a directory with one
+``<region>.memh`` file per memory (one hex word per line, ``$readmemh`` text) and ``image.json``
+(the config, batch size, and per region its index, width, depth, word count and SHA-256), so a
+truncated or edited file is caught when it is read back. Layouts: docs/model-format.md.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import hashlib
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import codes as weight_codes
+from . import codes as wcodes
 from .config import NPUConfig
+from .memmap import npu_memory_map
 from .model import NPUModel
+from .npu_compile import compile_model
+from .program import Op, decode_program
 
-__all__ = ["RECORD_BITS", "LayerImage", "WeightImage", "pack_model", "pack_record", "unpack_record"]
+__all__ = ["RegionImage", "DeviceImage", "GemmPlacement", "pack_model", "read_image", "IMAGE_FORMAT"]
 
-#: Bits of one requantization record: bias (32), M (16), n (6), relu (1).
-RECORD_BITS = 55
-_FIELDS = (("bias", 0, 32), ("M", 32, 16), ("n", 48, 6), ("relu", 54, 1))
+#: Format tag of ``image.json``.
+IMAGE_FORMAT = "shiftnpu-image-1"
 
-
-def pack_record(bias: int, M: int, n: int, relu: bool) -> int:
-    """One requantization record as a 55-bit integer."""
-    if not -(1 << 31) <= bias < 1 << 31:
-        raise ValueError(f"pack_record: bias {bias} does not fit int32")
-    if not 0 <= M < 1 << 16 or not 0 <= n < 1 << 6:
-        raise ValueError(f"pack_record: M={M} or n={n} out of range (16-bit, 6-bit)")
-    return (bias & 0xFFFFFFFF) | (M << 32) | (n << 48) | (int(bool(relu)) << 54)
-
-
-def unpack_record(rec: int) -> tuple[int, int, int, bool]:
-    """Inverse of :func:`pack_record`: ``(bias, M, n, relu)``."""
-    f = {name: (rec >> lo) & ((1 << width) - 1) for name, lo, width in _FIELDS}
-    bias = f["bias"] - (1 << 32) if f["bias"] >> 31 else f["bias"]
-    return bias, f["M"], f["n"], bool(f["relu"])
-
-
-def _split(value: int, width: int, count: int) -> list[int]:
-    mask = (1 << width) - 1
-    return [(value >> (i * width)) & mask for i in range(count)]
-
-
-def _join(words, width: int) -> int:
-    return sum(int(w) << (i * width) for i, w in enumerate(words))
+_IMAGE_REGIONS = ("weight", "channel", "program")
 
 
 @dataclass(frozen=True)
-class LayerImage:
-    """Where one GEMM layer lives in the image (word addresses) and how it is tiled."""
+class RegionImage:
+    """The initial words of one device memory (Python ints of ``width`` bits)."""
 
     name: str
-    K: int
-    N: int
-    k_tiles: int
-    n_tiles: int
-    words_per_row: int
-    code_base: int
-    code_words: int
-    param_base: int
-    param_words: int
-    relu: bool
-
-    def tile_base(self, k_tile: int, n_tile: int, rows: int) -> int:
-        """Word address of tile ``(k_tile, n_tile)``."""
-        if not (0 <= k_tile < self.k_tiles and 0 <= n_tile < self.n_tiles):
-            raise ValueError(f"tile ({k_tile}, {n_tile}) outside {self.k_tiles} x {self.n_tiles}")
-        return self.code_base + (n_tile * self.k_tiles + k_tile) * rows * self.words_per_row
-
-
-@dataclass(frozen=True)
-class WeightImage:
-    """Words of ``config.mem_width`` bits (Python ints) and the layer table that locates them."""
-
-    config: NPUConfig
+    index: int
+    width: int
+    depth: int
     words: tuple[int, ...]
-    layers: tuple[LayerImage, ...]
+
+    def __post_init__(self):
+        if len(self.words) > self.depth:
+            raise ValueError(f"region {self.name!r}: {len(self.words)} words do not fit its depth of {self.depth}")
+        for i, w in enumerate(self.words):
+            if not 0 <= w < 1 << self.width:
+                raise ValueError(f"region {self.name!r}: word {i} = {w:#x} is not a {self.width}-bit value")
 
     @property
-    def words_per_record(self) -> int:
-        return -(-RECORD_BITS // self.config.mem_width)
-
-    def layer_table(self) -> list[dict]:
-        return [asdict(la) for la in self.layers]
-
-    # -- serializations --------------------------------------------------------------------------
+    def digits(self) -> int:
+        return -(-self.width // 4)
 
     def to_memh(self) -> str:
-        """``$readmemh`` text: one word per line, ``ceil(mem_width / 4)`` hex digits."""
-        digits = -(-self.config.mem_width // 4)
-        return "".join(f"{w:0{digits}x}\n" for w in self.words)
+        """``$readmemh`` text: one word per line, ``ceil(width / 4)`` hex digits, from address 0."""
+        return "".join(f"{w:0{self.digits}x}\n" for w in self.words)
 
-    def write_memh(self, path) -> None:
-        Path(path).write_text(self.to_memh())
+    def to_bytes(self) -> bytes:
+        """Little-endian words of ``ceil(width / 8)`` bytes each."""
+        nb = -(-self.width // 8)
+        return b"".join(w.to_bytes(nb, "little") for w in self.words)
+
+    def sha256(self) -> str:
+        return hashlib.sha256(self.to_bytes()).hexdigest()
 
     @staticmethod
-    def words_from_memh(text: str, mem_width: int) -> list[int]:
+    def words_from_memh(text: str, width: int) -> list[int]:
+        """Words of ``$readmemh`` text (``//`` comments and blank lines allowed; no ``@`` addresses)."""
         out = []
         for i, line in enumerate(text.splitlines()):
             line = line.split("//")[0].strip()
@@ -117,91 +83,152 @@ class WeightImage:
                 w = int(line, 16)
             except ValueError:
                 raise ValueError(f"memh line {i + 1}: {line!r} is not a hex word") from None
-            if w >> mem_width:
-                raise ValueError(f"memh line {i + 1}: {line} is wider than {mem_width} bits")
+            if w >> width:
+                raise ValueError(f"memh line {i + 1}: {line} is wider than {width} bits")
             out.append(w)
         return out
 
-    def to_bytes(self) -> bytes:
-        """Little-endian words of ``ceil(mem_width / 8)`` bytes each (for a host upload)."""
-        nb = -(-self.config.mem_width // 8)
-        return b"".join(w.to_bytes(nb, "little") for w in self.words)
 
-    @staticmethod
-    def words_from_bytes(data: bytes, mem_width: int) -> list[int]:
-        nb = -(-mem_width // 8)
-        if len(data) % nb:
-            raise ValueError(f"image of {len(data)} bytes is not a whole number of {nb}-byte words")
-        return [int.from_bytes(data[i : i + nb], "little") for i in range(0, len(data), nb)]
+@dataclass(frozen=True)
+class GemmPlacement:
+    """Where one GEMM's weights and channel words sit (decoded from the program)."""
 
-    # -- reading back ----------------------------------------------------------------------------
+    wgt_base: int
+    chan_base: int
+    k_tiles: int
+    n_tiles: int
+    n: int
+    relu: bool
 
-    def unpack_layer(self, name: str, words=None) -> dict:
-        """Codes ``[K, N]``, ``M``, ``n``, ``bias`` and ``relu`` of layer ``name``, read from ``words``."""
-        words = self.words if words is None else list(words)
+
+@dataclass(frozen=True)
+class DeviceImage:
+    """A model's device memories for one config and batch size."""
+
+    config: NPUConfig
+    batch: int
+    regions: tuple[RegionImage, ...]
+
+    def region(self, name: str) -> RegionImage:
+        for r in self.regions:
+            if r.name == name:
+                return r
+        raise KeyError(f"no region {name!r} in the image (has {[r.name for r in self.regions]})")
+
+    def gemms(self) -> list[GemmPlacement]:
+        """The distinct GEMM weight blocks the program uses, in program order.
+
+        A layer split into several GEMM instructions (batch groups) shares one weight block, so it
+        appears once.
+        """
+        seen, out = set(), []
+        for ins in decode_program(list(self.region("program").words)):
+            if ins.op != Op.GEMM:
+                continue
+            a = ins.args
+            if a["wgt_base"] in seen:
+                continue
+            seen.add(a["wgt_base"])
+            out.append(GemmPlacement(a["wgt_base"], a["chan_base"], a["kt"], a["nt"], a["n"], ins.relu))
+        return out
+
+    def unpack_gemm(self, g: GemmPlacement) -> dict[str, np.ndarray]:
+        """Codes ``[k_tiles * rows, n]`` (rows past the layer's K are padding) and ``bias``, ``M``, ``n``."""
         cfg = self.config
-        try:
-            la = next(la for la in self.layers if la.name == name)
-        except StopIteration:
-            raise ValueError(f"no layer {name!r} in the image") from None
-        rows, cols = cfg.rows, cfg.cols
-        W = np.zeros((la.k_tiles * rows, la.n_tiles * cols), dtype=np.int64)
-        for nt in range(la.n_tiles):
-            for kt in range(la.k_tiles):
-                base = la.tile_base(kt, nt, rows)
-                for r in range(rows):
-                    row = words[base + r * la.words_per_row : base + (r + 1) * la.words_per_row]
-                    W[kt * rows + r, nt * cols : (nt + 1) * cols] = weight_codes.unpack(
-                        row, cfg.weight_bits, cfg.mem_width, cols
-                    )
-        wpr = self.words_per_record
-        recs = [
-            unpack_record(_join(words[la.param_base + c * wpr : la.param_base + (c + 1) * wpr], cfg.mem_width))
-            for c in range(la.N)
-        ]
-        return {
-            "codes": W[: la.K, : la.N],
-            "bias": np.array([r[0] for r in recs], dtype=np.int64),
-            "M": np.array([r[1] for r in recs], dtype=np.int64),
-            "n": np.array([r[2] for r in recs], dtype=np.int64),
-            "relu": {r[3] for r in recs} == {True},
+        R, C, b = cfg.rows, cfg.cols, cfg.weight_bits
+        wmem, cmem = self.region("weight").words, self.region("channel").words
+        W = np.zeros((g.k_tiles * R, g.n_tiles * C), dtype=np.int64)
+        for nt in range(g.n_tiles):
+            for kt in range(g.k_tiles):
+                for r in range(R):
+                    word = wmem[g.wgt_base + (nt * g.k_tiles + kt) * R + r]
+                    W[kt * R + r, nt * C : (nt + 1) * C] = wcodes.unpack([word], b, C * b, C)
+        ch = np.array(cmem[g.chan_base : g.chan_base + g.n], dtype=object)
+        bias = np.array([(int(w) & 0xFFFFFFFF) - ((int(w) >> 31 & 1) << 32) for w in ch], dtype=np.int64)
+        M = np.array([(int(w) >> 32) & 0xFFFF for w in ch], dtype=np.int64)
+        n = np.array([(int(w) >> 48) & 0x3F for w in ch], dtype=np.int64)
+        return {"codes": W[:, : g.n], "bias": bias, "M": M, "n": n}
+
+    # -- files ----------------------------------------------------------------------------------
+
+    def write(self, directory) -> Path:
+        """Write ``<region>.memh`` files and ``image.json`` into ``directory`` (created if needed)."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        manifest = {
+            "format": IMAGE_FORMAT,
+            "config": self.config.to_dict(),
+            "batch": self.batch,
+            "regions": [],
         }
+        for r in self.regions:
+            (d / f"{r.name}.memh").write_text(r.to_memh())
+            manifest["regions"].append(
+                {
+                    "name": r.name,
+                    "index": r.index,
+                    "width": r.width,
+                    "depth": r.depth,
+                    "words": len(r.words),
+                    "file": f"{r.name}.memh",
+                    "sha256": r.sha256(),
+                }
+            )
+        (d / "image.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        return d
 
 
-def pack_model(model: NPUModel) -> WeightImage:
-    """The weight-memory image of every dense/conv2d layer of ``model`` for ``model.config``.
+def pack_model(model: NPUModel, batch: int = 1, config: NPUConfig | None = None) -> DeviceImage:
+    """Compile ``model`` for ``batch`` samples per run and return its device memory images.
 
-    Raises ``ValueError`` if the image does not fit ``config.weight_depth`` words.
+    Raises :class:`quant.compile.CompileError` (a ``ValueError``) when the model does not fit the
+    config's memories, and ``ValueError`` for a model that fails validation.
     """
-    model.validate()
-    cfg = model.config
-    rows, cols, bits, width = cfg.rows, cfg.cols, cfg.weight_bits, cfg.mem_width
-    wpr = -(-cols // cfg.codes_per_word)
-    wprec = -(-RECORD_BITS // width)
-    words: list[int] = []
-    placed = []
-    for layer in model.gemm_layers():
-        W = layer.gemm_codes().astype(np.int64)
-        K, N = W.shape
-        kt, nt = -(-K // rows), -(-N // cols)
-        padded = np.zeros((kt * rows, nt * cols), dtype=np.int64)
-        padded[:K, :N] = W
-        base = len(words)
-        for j in range(nt):
-            for i in range(kt):
-                for r in range(rows):
-                    row = padded[i * rows + r, j * cols : (j + 1) * cols]
-                    words.extend(int(w) for w in weight_codes.pack(row, bits, width))
-        placed.append((layer, K, N, kt, nt, base, len(words) - base))
-    layers = []
-    for layer, K, N, kt, nt, base, count in placed:
-        pbase = len(words)
-        for c in range(N):
-            rec = pack_record(int(layer.bias[c]), int(layer.M[c]), int(layer.n[c]), layer.relu)
-            words.extend(_split(rec, width, wprec))
-        layers.append(LayerImage(layer.name, K, N, kt, nt, wpr, base, count, pbase, len(words) - pbase, layer.relu))
-    if len(words) > cfg.weight_depth:
-        raise ValueError(
-            f"weight image needs {len(words)} words of {width} bits, but the config's weight_depth is {cfg.weight_depth}"
-        )
-    return WeightImage(cfg, tuple(words), tuple(layers))
+    cfg = model.config if config is None else config
+    compiled = compile_model(model, batch=batch, config=cfg, prog_depth=cfg.prog_depth)
+    regions = {r.name: (i, r) for i, r in enumerate(npu_memory_map(cfg))}
+    images = []
+    for name in _IMAGE_REGIONS:
+        index, reg = regions[name]
+        images.append(RegionImage(name, index, reg.width, reg.depth, tuple(int(w) for w in getattr(compiled, name))))
+    return DeviceImage(cfg, batch, tuple(images))
+
+
+def read_image(directory) -> DeviceImage:
+    """Read an image written by :meth:`DeviceImage.write`, checking every file against ``image.json``."""
+    d = Path(directory)
+    try:
+        manifest = json.loads((d / "image.json").read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{d}: no image.json (not a shiftnpu image directory)") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{d / 'image.json'}: corrupt ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != IMAGE_FORMAT:
+        raise ValueError(f"{d / 'image.json'}: not a {IMAGE_FORMAT} manifest")
+    try:
+        cfg = NPUConfig.from_dict(manifest["config"])
+        batch = int(manifest["batch"])
+        entries = list(manifest["regions"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{d / 'image.json'}: missing or bad field ({e})") from None
+    expected = {r.name: (i, r) for i, r in enumerate(npu_memory_map(cfg))}
+    regions = []
+    for e in entries:
+        name = e.get("name")
+        if name not in expected:
+            raise ValueError(f"{d / 'image.json'}: unknown region {name!r}")
+        index, reg = expected[name]
+        if (e.get("index"), e.get("width"), e.get("depth")) != (index, reg.width, reg.depth):
+            raise ValueError(f"{d / 'image.json'}: region {name!r} does not match the config's memory map")
+        path = d / e.get("file", f"{name}.memh")
+        try:
+            words = RegionImage.words_from_memh(path.read_text(), reg.width)
+        except FileNotFoundError:
+            raise ValueError(f"{path}: missing") from None
+        if len(words) != e.get("words"):
+            raise ValueError(f"{path}: {len(words)} words, image.json says {e.get('words')} (truncated?)")
+        img = RegionImage(name, index, reg.width, reg.depth, tuple(words))
+        if img.sha256() != e.get("sha256"):
+            raise ValueError(f"{path}: contents do not match the checksum in image.json")
+        regions.append(img)
+    return DeviceImage(cfg, batch, tuple(regions))

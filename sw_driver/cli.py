@@ -23,6 +23,7 @@ SUBCOMMAND_MODULES: dict[str, str] = {
     "generate": "hw.generate",
     "train": "quant.train.cli",
     "eval": "quant.evaluate",
+    "pack": "quant.pack_cli",
     "sim-serve": "sim.serve",
     "device-info": "sw_driver.device_info",
     "infer": "sw_driver.infer_cli",

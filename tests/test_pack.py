@@ -1,85 +1,139 @@
+"""The packer: device images read back to the model's codes and parameters, survive the disk, and run."""
+
+import json
+
 import numpy as np
 import pytest
 from model_factory import random_cnn, random_mlp
 
-from quant.codes import pack
+from quant import golden
 from quant.config import NPUConfig
-from quant.pack import RECORD_BITS, WeightImage, pack_model, pack_record, unpack_record
+from quant.device_model import DeviceModel
+from quant.npu_compile import compile_model
+from quant.pack import DeviceImage, RegionImage, pack_model, read_image
 
 CONFIGS = [
-    NPUConfig(),
-    NPUConfig(weight_bits=2, mem_width=16),
-    NPUConfig(weight_bits=4, rows=4, cols=4, mem_width=24),
-    NPUConfig(weight_bits=8, mem_width=64),
-    NPUConfig(weight_bits=3, rows=8, cols=16, mem_width=32),
-    NPUConfig(weight_bits=4, rows=3, cols=5, mem_width=7, weight_depth=4096),
+    NPUConfig(act_depth=4096, weight_depth=2048),
+    NPUConfig(weight_bits=2, act_depth=4096, weight_depth=2048),
+    NPUConfig(weight_bits=4, rows=4, cols=4, act_depth=4096, weight_depth=4096),
+    NPUConfig(weight_bits=8, act_depth=4096, weight_depth=2048),
 ]
 
 
-@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"b{c.weight_bits}r{c.rows}c{c.cols}w{c.mem_width}")
-@pytest.mark.parametrize("make", [random_cnn, random_mlp])
-def test_image_roundtrip(cfg, make):
+def _cid(c):
+    return f"b{c.weight_bits}r{c.rows}c{c.cols}"
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=_cid)
+@pytest.mark.parametrize("make", [random_mlp, random_cnn])
+def test_image_reads_back_every_layer(cfg, make):
     m = make(7, cfg)
     img = pack_model(m)
-    assert all(0 <= w < 1 << cfg.mem_width for w in img.words)
-    for words in (
-        img.words,
-        WeightImage.words_from_memh(img.to_memh(), cfg.mem_width),
-        WeightImage.words_from_bytes(img.to_bytes(), cfg.mem_width),
-    ):
-        assert tuple(words) == img.words
-        for la in m.gemm_layers():
-            u = img.unpack_layer(la.name, words)
-            assert np.array_equal(u["codes"], la.gemm_codes())
-            assert np.array_equal(u["M"], la.M) and np.array_equal(u["n"], la.n)
-            assert np.array_equal(u["bias"], la.bias) and u["relu"] == la.relu
+    gemms = img.gemms()
+    layers = m.gemm_layers()
+    assert len(gemms) == len(layers)
+    for g, la in zip(gemms, layers, strict=True):
+        u = img.unpack_gemm(g)
+        W = la.gemm_codes().astype(np.int64)
+        dev = u["codes"]
+        if make is random_mlp:
+            assert np.array_equal(dev[: W.shape[0]], W) and not dev[W.shape[0] :].any()
+        else:  # conv and flatten layers are re-laid to the on-chip feature order: the same rows plus padding
+            rows = sorted(map(tuple, dev))
+            for r in map(tuple, W):
+                rows.remove(r)
+            assert not np.any(rows)
+        assert np.array_equal(u["bias"], la.bias) and np.array_equal(u["M"], la.M) and np.array_equal(u["n"], la.n)
+        assert g.relu == la.relu
+    for r in img.regions:
+        assert all(0 <= w < 1 << r.width for w in r.words) and len(r.words) <= r.depth
 
 
-def test_layout_of_tiles_and_records():
-    cfg = NPUConfig()  # 8x8, 3-bit, 32-bit words: 10 codes per word, one word per tile row
-    m = random_mlp(2, cfg, sizes=(20, 12, 10))
-    img = pack_model(m)
-    fc1 = img.layers[0]
-    assert (fc1.K, fc1.N, fc1.k_tiles, fc1.n_tiles, fc1.words_per_row) == (20, 12, 3, 2, 1)
-    assert fc1.code_words == 3 * 2 * 8
-    W = m.layers[0].codes
-    # tile (k_tile=1, n_tile=1), row 2: inputs 10, channels 8..11 then code-0 padding
-    row = np.zeros(8, np.int64)
-    row[:4] = W[10, 8:12]
-    assert img.words[fc1.tile_base(1, 1, 8) + 2] == int(pack(row, 3, 32)[0])
-    # rows past K (k_tile 2 holds inputs 16..19 and 4 padding rows) are all code 0
-    assert img.words[fc1.tile_base(2, 0, 8) + 5] == 0
-    # records follow every layer's codes, two 32-bit words each
-    assert fc1.param_base == sum(la.code_words for la in img.layers)
-    assert fc1.param_words == 12 * 2
-    rec = img.words[fc1.param_base + 2 * 3] | img.words[fc1.param_base + 2 * 3 + 1] << 32
-    la = m.layers[0]
-    assert unpack_record(rec) == (int(la.bias[3]), int(la.M[3]), int(la.n[3]), True)
+@pytest.mark.parametrize("make", [random_mlp, random_cnn])
+def test_image_equals_upload_and_runs_on_the_device_model(tmp_path, make):
+    cfg = CONFIGS[0]
+    m = make(3, cfg)
+    batch = 2
+    img = read_image(pack_model(m, batch=batch).write(tmp_path / "img"))
+    compiled = compile_model(m, batch=batch)
+    assert list(img.region("weight").words) == compiled.weight
+    assert list(img.region("channel").words) == compiled.channel
+    assert list(img.region("program").words) == compiled.program
+    dev = DeviceModel(cfg)
+    for name in ("weight", "channel", "program"):
+        words = img.region(name).words
+        getattr(dev, name)[: len(words)] = words
+    rng = np.random.default_rng(0)
+    x = rng.integers(-128, 128, (batch, *m.input.shape)).astype(np.int8)
+    for base, words in compiled.input_images(x):
+        dev.feature[base : base + len(words)] = words
+    dev.run()
+    logits, classes = compiled.decode_outputs([dev.feature[b : b + n] for b, n in compiled.read_plan()])
+    trace = golden.forward(m, x, intermediates=True)
+    assert np.array_equal(logits, trace[-2][1].reshape(batch, -1))
+    assert np.array_equal(classes, trace[-1][1])
 
 
-@pytest.mark.parametrize("rec", [(-(1 << 31), 65535, 63, True), ((1 << 31) - 1, 0, 0, False), (-1, 1, 17, True)])
-def test_record_corners(rec):
-    v = pack_record(*rec)
-    assert 0 <= v < 1 << RECORD_BITS
-    assert unpack_record(v) == rec
-
-
-def test_record_range_errors():
-    with pytest.raises(ValueError, match="int32"):
-        pack_record(1 << 31, 1, 1, False)
-    with pytest.raises(ValueError, match="out of range"):
-        pack_record(0, 1, 64, False)
-
-
-def test_image_too_deep_is_refused():
-    with pytest.raises(ValueError, match="weight_depth is 100"):
-        pack_model(random_mlp(0, NPUConfig(weight_depth=100)))
-
-
-def test_memh_errors():
-    with pytest.raises(ValueError, match="wider than 8 bits"):
-        WeightImage.words_from_memh("1ff\n", 8)
+def test_files_are_checked(tmp_path):
+    img = pack_model(random_mlp(1, CONFIGS[0]))
+    d = img.write(tmp_path / "img")
+    assert read_image(d) == img
+    text = (d / "weight.memh").read_text().splitlines()
+    (d / "weight.memh").write_text("\n".join(text[:-1]) + "\n")
+    with pytest.raises(ValueError, match="truncated"):
+        read_image(d)
+    img.write(d)
+    flipped = list(text)
+    flipped[0] = f"{int(flipped[0], 16) ^ 1:0{len(flipped[0])}x}"
+    (d / "weight.memh").write_text("\n".join(flipped) + "\n")
+    with pytest.raises(ValueError, match="checksum"):
+        read_image(d)
+    img.write(d)
+    (d / "program.memh").write_text("zz\n")
     with pytest.raises(ValueError, match="not a hex word"):
-        WeightImage.words_from_memh("xyz\n", 8)
-    with pytest.raises(ValueError, match="whole number"):
-        WeightImage.words_from_bytes(b"\0\0\0", 32)
+        read_image(d)
+    img.write(d)
+    manifest = json.loads((d / "image.json").read_text())
+    manifest["regions"][0]["width"] += 1
+    (d / "image.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="memory map"):
+        read_image(d)
+    (d / "image.json").write_text("{")
+    with pytest.raises(ValueError, match="corrupt"):
+        read_image(d)
+    with pytest.raises(ValueError, match="no image.json"):
+        read_image(tmp_path)
+
+
+def test_region_words_are_range_checked():
+    with pytest.raises(ValueError, match="24-bit"):
+        RegionImage("weight", 1, 24, 4, (1 << 24,))
+    with pytest.raises(ValueError, match="depth"):
+        RegionImage("weight", 1, 24, 1, (0, 0))
+    assert RegionImage("w", 0, 10, 4, (0x3FF, 1)).to_memh() == "3ff\n001\n"
+    assert RegionImage.words_from_memh("// c\n3ff\n\n001 // x\n", 10) == [0x3FF, 1]
+    with pytest.raises(ValueError, match="wider"):
+        RegionImage.words_from_memh("400\n", 10)
+
+
+def test_model_that_does_not_fit_is_refused():
+    cfg = NPUConfig(weight_depth=16)
+    with pytest.raises(ValueError, match="weight"):
+        pack_model(random_mlp(0, cfg))
+    assert isinstance(pack_model(random_mlp(0, CONFIGS[0])), DeviceImage)
+
+
+def test_pack_command_writes_a_readable_image(tmp_path, capsys):
+    from pathlib import Path
+
+    from quant.model import NPUModel
+    from sw_driver.cli import main
+
+    model_path = Path(__file__).resolve().parent.parent / "examples" / "digits_mlp_3bit.npu"
+    assert main(["pack", str(model_path), "-o", str(tmp_path / "img"), "--batch", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "weight.memh" in out and "batch 4" in out
+    img = read_image(tmp_path / "img")
+    assert img.batch == 4 and img == pack_model(NPUModel.load(model_path), batch=4)
+    with pytest.raises(SystemExit, match="--batch"):
+        main(["pack", str(model_path), "-o", str(tmp_path / "x"), "--batch", "0"])
