@@ -1,8 +1,8 @@
 """Running a model on a shiftnpu device: load once, infer many times.
 
 ``NPURunner(device).load("model.npu")`` checks the model against the device's reported config,
-compiles it (quant/npu_compile.py), uploads weights, channel parameters and the layer program and
-verifies them by reading them back; ``infer_batch(x)`` uploads inputs, starts the program, waits
+compiles it (quant/npu_compile.py), uploads weights, channel parameters, the layer program and
+(for an LSTM) the PWL tables' feature-memory area, and verifies them by reading them back; ``infer_batch(x)`` uploads inputs, starts the program, waits
 for it and returns exactly the integers the golden model returns, with the device's cycle count.
 """
 
@@ -76,15 +76,18 @@ class NPURunner:
             compiled = compile_model(model, self.batch, info.config, prog_depth=info.config.prog_depth)
         except CompileError as e:
             raise ModelLoadError(f"the model does not fit this device: {e}") from None
-        images = {"weight": compiled.weight, "channel": compiled.channel, "program": compiled.program}
-        for region, words in images.items():
-            self.device.write_mem(region, 0, words)
+        images = [("weight", 0, compiled.weight), ("channel", 0, compiled.channel), ("program", 0, compiled.program)]
+        images += [("feature", base, words) for base, words in compiled.feature_init]
+        for region, base, words in images:
+            self.device.write_mem(region, base, words)
         if verify:
-            for region, words in images.items():
-                back = self.device.read_mem(region, 0, len(words))
+            for region, base, words in images:
+                back = self.device.read_mem(region, base, len(words))
                 bad = [i for i, (a, b) in enumerate(zip(back, words, strict=True)) if int(a) != int(b)]
                 if bad:
-                    raise ModelLoadError(f"{region} memory read back differs at {len(bad)} words (first {bad[0]})")
+                    raise ModelLoadError(
+                        f"{region} memory read back differs at {len(bad)} words (first {base + bad[0]})"
+                    )
         self.model, self.compiled = model, compiled
         return compiled
 
