@@ -29,6 +29,7 @@ __all__ = [
     "FIELD_Y",
     "FIELD_M",
     "cell_depth",
+    "lstm_supported",
     "pwl_address",
     "table_entries",
     "entry_words",
@@ -48,6 +49,13 @@ def cell_depth(config: NPUConfig) -> int:
     sequences per run is then ``m <= chan_depth / H``.
     """
     return config.chan_depth
+
+
+def lstm_supported(config: NPUConfig) -> bool:
+    """Whether the NPU of ``config`` has the LSTM path: a square power-of-two array of >= 8 columns
+    (a feature word holds a unit's four int16 gates; tile counts are shifts)."""
+    R = config.rows
+    return config.rows == config.cols and R >= 8 and not R & (R - 1)
 
 
 def _index_width(config: NPUConfig) -> int:

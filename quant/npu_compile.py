@@ -30,7 +30,7 @@ import numpy as np
 from . import golden
 from .compile import CompileError, plan_gemm
 from .config import NPUConfig
-from .gate_map import cell_depth, entry_words, table_entries
+from .gate_map import cell_depth, entry_words, lstm_supported, table_entries
 from .model import (
     ArgmaxLayer,
     Conv2dLayer,
@@ -369,7 +369,7 @@ def compile_model(
 def _check_lstm(cfg: NPUConfig, layer: LSTMLayer, batch: int) -> None:
     what = f"layer {layer.name!r} (lstm)"
     R = cfg.rows
-    if R & (R - 1) or R % 8:
+    if not lstm_supported(cfg):
         raise CompileError(
             f"{what}: the LSTM path needs a power-of-two array of at least 8 columns (one feature word holds "
             f"a unit's four int16 gates), got {R}x{cfg.cols}"
