@@ -19,7 +19,7 @@ from quant.memmap import NPU_REGIONS
 from quant.model import NPUModel
 from quant.npu_compile import CompiledModel, compile_model
 
-from .device import ConfigMismatch, Device, LinkError
+from .device import ConfigMismatch, Device, LinkError, NoAnswer
 
 __all__ = ["NPURunner", "InferenceResult", "ModelLoadError"]
 
@@ -104,12 +104,27 @@ class NPURunner:
         for base, words in self.compiled.input_images(xq):
             self.device.write_mem("feature", base, words)
         self.device.start()
-        status, _ = self.device.wait_done(STATUS_DONE, timeout=timeout)
+        status = self._wait_done(timeout)
         if status & STATUS_ERROR:
             raise LinkError(f"the device's sequencer stopped with an error (status 0x{status:08x})")
         reads = [self.device.read_mem("feature", b, n) for b, n in self.compiled.read_plan()]
         logits, classes = self.compiled.decode_outputs(reads)
         return InferenceResult(logits, classes, status >> 3, time.monotonic() - t0)
+
+    def _wait_done(self, timeout: float) -> int:
+        """Poll the status until done, backing off from 0.5 ms to 20 ms between polls: short runs
+        return at once, and a long one (an LSTM batch) is not slowed down by a stream of status
+        requests (on the simulated device every request makes the simulator step clock by clock)."""
+        deadline = time.monotonic() + timeout
+        delay = 0.0005
+        while True:
+            status, _ = self.device.status()
+            if status & STATUS_DONE:
+                return status
+            if time.monotonic() > deadline:
+                raise NoAnswer(f"the device is still not done after {timeout} s (status 0x{status:08x})")
+            time.sleep(delay)
+            delay = min(2 * delay, 0.02)
 
     def infer(self, x, *, raw: bool = False, progress: bool = False) -> InferenceResult:
         """Any number of samples, in batches (the last one padded with zeros and trimmed)."""

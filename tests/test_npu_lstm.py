@@ -87,6 +87,15 @@ def test_table_addresses_match_the_gate_unit():
     assert len(entry_words(cfg, ours)) == -(-len(ours) // 2)
 
 
+def test_cycle_model_matches_the_gate_unit():
+    from quant.lstm_perf import pwl_latency, unit_cycles
+
+    for cfg in (NPUConfig(), NPUConfig(pwl_pieces=8), NPUConfig(pwl_pieces=32)):
+        gu = GateUnit(cfg, "lstm", hidden=cell_depth(cfg), z_in=True)
+        assert pwl_latency(cfg) == gu.pwl.latency
+        assert unit_cycles(cfg) == gu.cycles_per_unit + 1  # + the sequencer's z read
+
+
 def test_program_format_round_trip_and_flags():
     prog = [
         Instr(Op.PWL_LOAD, {"src": 3, "count": 74}),
