@@ -26,6 +26,11 @@ Memory layouts (word addresses; the compiler in ``quant`` produces them):
 * channel memory: ``{bias, M, n}`` of output channel ``j`` at ``chan_base + j``.
 
 The engine needs ``rows == cols`` so that results and activations share one word format.
+
+*Gate mode* (``cmd.gate``, the LSTM path, docs/architecture.md): the requantizer saturates to int16
+(SPEC §4's Q3.12 ``z``, no ReLU) and a result row of an N-tile takes two words, ``cols/2`` int16
+lanes each: ``C[m, nt*cols + c]`` at ``out_base + 2*(nt*M + m) + c // (cols/2)``, 16-bit lane
+``c % (cols/2)``.
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ GemmCommand = data.StructLayout(
         "wgt_base": unsigned(ADDR_BITS),
         "chan_base": unsigned(ADDR_BITS),
         "relu": unsigned(1),
+        "gate": unsigned(1),
     }
 )
 
@@ -440,6 +446,8 @@ class GemmEngine(wiring.Component):
         m.d.comb += [d_issue.eq(en & drain_slot), capture.eq(en & tap_w.drain)]
         with m.If(busy):
             m.d.sync += [d_inflight.eq(d_inflight + d_issue - capture), q_count.eq(q_count + capture - pop)]
+        d_rel = Signal(ADDR_BITS)  # the row's word offset (doubled in gate mode: two words per row)
+        m.d.comb += d_rel.eq(d_nt_off + d_mb_off + tap_w.row)
         wpos = Signal(range(D + 1))
         m.d.comb += wpos.eq(q_count - pop)
         for i in range(D):
@@ -454,7 +462,7 @@ class GemmEngine(wiring.Component):
             with m.If(capture & (wpos == i)):
                 m.d.sync += [
                     q_data[i].eq(a_rd.data),
-                    q_waddr[i].eq(cmd.out_base + d_nt_off + d_mb_off + tap_w.row),
+                    q_waddr[i].eq(cmd.out_base + (d_rel << cmd.gate)),
                     q_chan[i].eq(cmd.chan_base + d_chan_off),
                     q_final[i].eq(d_last_block & (tap_w.row == d_rows - 1)),
                 ]
@@ -509,6 +517,7 @@ class GemmEngine(wiring.Component):
             rq.i_stream.payload.mult.eq(c_rd.data.mult),
             rq.i_stream.payload.shift.eq(c_rd.data.shift),
             rq.i_stream.payload.relu.eq(cmd.relu),
+            rq.i_stream.payload.gate.eq(cmd.gate),
             rq.i_tag.eq(st_tag),
         ]
 
@@ -518,19 +527,32 @@ class GemmEngine(wiring.Component):
         o_lane = rq.o_tag[ADDR_BITS : ADDR_BITS + (C - 1).bit_length()] if C > 1 else 0
         o_mask = rq.o_tag[ADDR_BITS + (C - 1).bit_length()]
         o_final = rq.o_tag[ADDR_BITS + (C - 1).bit_length() + 1]
-        value = Signal(signed(8))
+        value = Signal(signed(16))
         m.d.comb += [value.eq(Mux(o_mask, 0, rq.o_stream.payload)), rq.o_stream.ready.eq(~self.out_stall)]
         full_word = Signal(unsigned(self.feature_width))
+        byte_word = Signal(unsigned(self.feature_width))
         for c in range(C):
-            m.d.comb += full_word[c * 8 : (c + 1) * 8].eq(Mux(o_lane == c, value, word[c * 8 : (c + 1) * 8]))
+            m.d.comb += byte_word[c * 8 : (c + 1) * 8].eq(Mux(o_lane == c, value[:8], word[c * 8 : (c + 1) * 8]))
+        # gate mode: int16 lanes, the first half of a row's lanes in one word, the second in the next
+        half = C // 2
+        gate_word = Signal(unsigned(self.feature_width))
+        o_hi = Signal()  # lane in the second half of the row
+        if half:
+            m.d.comb += o_hi.eq(o_lane >= half)
+            for p in range(half):
+                at = (o_lane == p) | (o_lane == p + half)
+                m.d.comb += gate_word[p * 16 : (p + 1) * 16].eq(Mux(at, value, word[p * 16 : (p + 1) * 16]))
+        m.d.comb += full_word.eq(Mux(cmd.gate, gate_word, byte_word))
         o_take = Signal()
         m.d.comb += o_take.eq(rq.o_stream.valid & rq.o_stream.ready)
         with m.If(o_take):
             m.d.sync += word.eq(full_word)
+        o_last = Signal()  # the lane that completes a word
+        m.d.comb += o_last.eq((o_lane == C - 1) | (cmd.gate & (o_lane == half - 1)))
         m.d.comb += [
-            f_wr.addr.eq(Mux(busy, o_waddr, self.host_addr)),
+            f_wr.addr.eq(Mux(busy, o_waddr + (cmd.gate & o_hi), self.host_addr)),
             f_wr.data.eq(Mux(busy, full_word, self.host_wdata)),
-            f_wr.en.eq(Mux(busy, o_take & (o_lane == C - 1), self.host_we & (self.host_region == REGION_FEATURE))),
+            f_wr.en.eq(Mux(busy, o_take & o_last, self.host_we & (self.host_region == REGION_FEATURE))),
         ]
         with m.If(o_take & o_final):
             m.d.sync += [busy.eq(0), done_valid.eq(1), done_cycles.eq(cycles)]

@@ -1,4 +1,4 @@
-"""The NPU core: GEMM engine + layer sequencer + program memory behind one memory port.
+"""The NPU core: GEMM engine + layer sequencer (with the LSTM gate unit) + program memory behind one memory port.
 
 ``NPUCore`` is what the host sees through the link (hw/hostif.py): numbered memory regions
 (feature, weight, channel, program), a start pulse, and a status word. While the sequencer runs,
@@ -43,8 +43,9 @@ class NPUCore(wiring.Component):
         Cycles of the last program run.
     """
 
-    def __init__(self, config: NPUConfig, prog_depth: int | None = None):
+    def __init__(self, config: NPUConfig, prog_depth: int | None = None, *, rnn: bool = True):
         self.config = config
+        self.rnn = rnn
         self.prog_depth = config.prog_depth if prog_depth is None else prog_depth
         super().__init__(
             {
@@ -62,7 +63,7 @@ class NPUCore(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.engine = eng = GemmEngine(self.config)
-        m.submodules.seq = seq = Sequencer(self.config)
+        m.submodules.seq = seq = Sequencer(self.config, rnn=self.rnn)
         pmem = m.submodules.pmem = Memory(shape=unsigned(32), depth=self.prog_depth, init=[])
         p_rd, p_wr = pmem.read_port(), pmem.write_port()
 
@@ -107,10 +108,13 @@ class NPU(wiring.Component):
         Serial line (``uart=True``).
     rx : In(stream.Signature(8)), tx : Out(stream.Signature(8))
         Request and reply bytes (``uart=False``, for fast simulation).
+
+    ``rnn=False`` leaves out the LSTM gate unit (its opcodes then stop with an error).
     """
 
-    def __init__(self, config: NPUConfig, *, uart: bool = False, idle_timeout: int | None = None):
+    def __init__(self, config: NPUConfig, *, uart: bool = False, idle_timeout: int | None = None, rnn: bool = True):
         self.config = config
+        self.rnn = rnn
         self.regions = npu_memory_map(config)
         self.uart = uart
         self.idle_timeout = idle_timeout
@@ -124,7 +128,7 @@ class NPU(wiring.Component):
         m = Module()
         cfg = self.config
         m.submodules.hostif = hostif = HostInterface(cfg, self.regions, idle_timeout=self.idle_timeout)
-        m.submodules.core = core = NPUCore(cfg)
+        m.submodules.core = core = NPUCore(cfg, rnn=self.rnn)
         if self.uart:
             m.submodules.uart_rx = urx = UARTRx(clk_hz=cfg.clk_hz, baud=cfg.baud)
             m.submodules.uart_tx = utx = UARTTx(clk_hz=cfg.clk_hz, baud=cfg.baud)

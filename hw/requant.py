@@ -2,6 +2,9 @@
 
     y = sat(rshift_round((acc + bias) * M, n), 8), optionally max(y, 0) (fused ReLU)
 
+In *gate mode* (``gate = 1``, the LSTM path) the result saturates to 16 bits instead, without
+ReLU: the Q3.12 gate pre-activation ``z = sat(rshift_round(acc * M, n), 16)`` of SPEC §4.
+
 It is time-shared by the columns of the array: one requantizer per engine, not per MAC.
 """
 
@@ -25,6 +28,7 @@ def RequantInput(config: NPUConfig) -> data.StructLayout:  # noqa: N802 - a layo
             "mult": unsigned(config.M_BITS),
             "shift": unsigned(6),
             "relu": unsigned(1),
+            "gate": unsigned(1),
         }
     )
 
@@ -36,8 +40,8 @@ class Requantizer(wiring.Component):
     -------
     i_stream : In(stream.Signature(RequantInput(config)))
         Accumulator value with bias, multiplier ``M``, shift ``n`` and ReLU flag.
-    o_stream : Out(stream.Signature(signed(8)))
-        The int8 result, :attr:`latency` cycles later when the output is not stalled.
+    o_stream : Out(stream.Signature(signed(16)))
+        The result (int8, or int16 in gate mode), :attr:`latency` cycles later when the output is not stalled.
     i_tag, o_tag : In(tag_width), Out(tag_width)
         Side information (e.g. a destination address) that travels with each value.
     """
@@ -51,7 +55,7 @@ class Requantizer(wiring.Component):
         super().__init__(
             {
                 "i_stream": In(stream.Signature(RequantInput(config))),
-                "o_stream": Out(stream.Signature(signed(8))),
+                "o_stream": Out(stream.Signature(signed(16))),
                 "i_tag": In(max(tag_width, 1)),
                 "o_tag": Out(max(tag_width, 1)),
             }
@@ -70,6 +74,7 @@ class Requantizer(wiring.Component):
         v = [Signal(name=f"valid{i}") for i in range(self.latency)]
         x = Signal(signed(x_w))
         mult1, shift1, relu1 = Signal(unsigned(16)), Signal(unsigned(6)), Signal()
+        gate1, gate2, gate3 = Signal(), Signal(), Signal()
         p = Signal(signed(p_w))
         shift2, relu2 = Signal(range(p_w + 1)), Signal()
         q = Signal(signed(p_w + 2))
@@ -78,7 +83,7 @@ class Requantizer(wiring.Component):
         # the generated Verilog free of >64-bit shift expressions.
         m.d.comb += [half[i - 1].eq(shift2 == i) for i in range(1, p_w + 1)]
         shift3, relu3 = Signal(range(p_w + 1)), Signal()
-        y = Signal(signed(8))
+        y = Signal(signed(16))
         tags = [Signal(len(self.i_tag), name=f"tag{i}") for i in range(self.latency)]
 
         with m.If(advance):
@@ -89,23 +94,27 @@ class Requantizer(wiring.Component):
                 mult1.eq(i.mult),
                 shift1.eq(i.shift),
                 relu1.eq(i.relu),
+                gate1.eq(i.gate),
                 v[1].eq(v[0]),
                 p.eq(x * mult1),
                 # |p| < 2**(p_w - 1), so any shift >= p_w rounds to 0 exactly as p_w does: clamp it
                 # and the rounding adder stays p_w + 1 bits wide instead of 64.
                 shift2.eq(Mux(shift1 > p_w, p_w, shift1)),
                 relu2.eq(relu1),
+                gate2.eq(gate1),
                 v[2].eq(v[1]),
                 # rshift_round(p, n) == (p + half) >> n with half = 2**(n-1), and 0 for n == 0.
                 q.eq(p + half),
                 shift3.eq(shift2),
                 relu3.eq(relu2),
+                gate3.eq(gate2),
                 v[3].eq(v[2]),
             ]
             r = Signal(signed(p_w + 2))
             m.d.comb += r.eq(q >> shift3)
-            lo = Mux(relu3, 0, -128)
-            m.d.sync += y.eq(Mux(r > 127, 127, Mux(r < lo, lo, r)))
+            lo = Mux(gate3, -32768, Mux(relu3, 0, -128))
+            hi = Mux(gate3, 32767, 127)
+            m.d.sync += y.eq(Mux(r > hi, hi, Mux(r < lo, lo, r)))
             m.d.sync += [tags[0].eq(self.i_tag)] + [tags[k].eq(tags[k - 1]) for k in range(1, self.latency)]
         m.d.comb += [self.o_stream.valid.eq(v[3]), self.o_stream.payload.eq(y), self.o_tag.eq(tags[-1])]
         return m

@@ -34,6 +34,12 @@ p_en : In(1), p_addr : In(addr_width), p_data : In(32)
     Write only while the unit is idle.
 busy : Out(1)
     A transfer is being processed.
+
+With ``z_in=True`` (the NPU's LSTM path, where the array's requantizer already made the Q3.12
+pre-activations) the transfer carries the four ``z`` (int16) instead of accumulators, and a
+``first`` bit that starts the unit from ``c = 0`` (the first step of a sequence); the requant stage
+and its ``(M, n)`` memory are left out, and ``unit`` indexes the cell memory directly (the NPU uses
+``sequence * H + j``, so one cell memory serves a batch of sequences).
 """
 
 from __future__ import annotations
@@ -85,6 +91,7 @@ class GateUnit(wiring.Component):
         *,
         acc_width: int | None = None,
         tables: dict[str, PWLTable] | None = None,
+        z_in: bool = False,
     ):
         if not isinstance(config, NPUConfig):
             raise TypeError(f"expected an NPUConfig, got {type(config).__name__}")
@@ -93,7 +100,10 @@ class GateUnit(wiring.Component):
         if not 1 <= hidden <= 4096:
             raise ValueError(f"hidden must be in [1, 4096], got {hidden}")
         self.config, self.kind, self.hidden = config, kind, hidden
+        self.z_in = bool(z_in)
         self.acc_width = config.acc_width if acc_width is None else acc_width
+        if self.z_in:
+            self.acc_width = config.GATE_BITS
         if not 8 <= self.acc_width <= 40:
             raise ValueError(f"acc_width must be in [8, 40], got {self.acc_width}")
         n_tables = 3 if kind == "lstm" else 2
@@ -104,9 +114,14 @@ class GateUnit(wiring.Component):
         self.unit_width = _bits(hidden)
         self.offset_width = max(_bits(4 * hidden), self.pwl.addr_width)
         self.addr_width = 2 + self.offset_width
-        payload_in = data.StructLayout(
-            {"unit": unsigned(self.unit_width), "acc": data.ArrayLayout(signed(self.acc_width), 4), "h": signed(8)}
-        )
+        fields_in = {
+            "unit": unsigned(self.unit_width),
+            "acc": data.ArrayLayout(signed(self.acc_width), 4),
+            "h": signed(8),
+        }
+        if self.z_in:
+            fields_in["first"] = unsigned(1)
+        payload_in = data.StructLayout(fields_in)
         payload_out = data.StructLayout({"unit": unsigned(self.unit_width), "h": signed(8), "c": signed(16)})
         super().__init__(
             {
@@ -128,9 +143,10 @@ class GateUnit(wiring.Component):
         issue and wait (``1 + latency``), z*n, z*h, sum, h' (4); output 1.
         """
         L = self.pwl.latency
+        rq = 2 if self.z_in else 9  # z_in: two cycles to read the cell instead of the requant
         if self.kind == "lstm":
-            return 1 + 9 + (L + 4) + 4 + (1 + L) + 2 + 1
-        return 1 + 9 + (L + 2) + 3 + (1 + L) + 4 + 1
+            return 1 + rq + (L + 4) + 4 + (1 + L) + 2 + 1
+        return 1 + rq + (L + 2) + 3 + (1 + L) + 4 + 1
 
     # -- host-side address map ------------------------------------------------------------------
 
@@ -173,14 +189,17 @@ class GateUnit(wiring.Component):
         # parameter writes
         region = self.p_addr[self.offset_width :]
         offset = self.p_addr[: self.offset_width]
-        m.submodules.mn = mn = Memory(shape=unsigned(22), depth=4 * Hm, init=[])
         m.submodules.cell = cell = Memory(shape=signed(16), depth=Hm, init=[])
-        mn_w, mn_r = mn.write_port(), mn.read_port(domain="sync")
         c_w, c_r = cell.write_port(), cell.read_port(domain="sync")
+        if not self.z_in:
+            m.submodules.mn = mn = Memory(shape=unsigned(22), depth=4 * Hm, init=[])
+            mn_w, mn_r = mn.write_port(), mn.read_port(domain="sync")
+            m.d.comb += [
+                mn_w.addr.eq(offset),
+                mn_w.data.eq(self.p_data[:22]),
+                mn_w.en.eq(self.p_en & (region == REGION_MN)),
+            ]
         m.d.comb += [
-            mn_w.addr.eq(offset),
-            mn_w.data.eq(self.p_data[:22]),
-            mn_w.en.eq(self.p_en & (region == REGION_MN)),
             pwl.w_addr.eq(offset),
             pwl.w_data.eq(self.p_data[:16]),
             pwl.w_en.eq(self.p_en & (region == REGION_PWL)),
@@ -207,8 +226,10 @@ class GateUnit(wiring.Component):
         rq_M = Signal(16)
         rq_nn = Signal(6)
         rq_acc = Signal(signed(aw))
-        m.d.comb += mn_r.addr.eq(rq_issue[:2] * Hm + unit)
+        if not self.z_in:
+            m.d.comb += mn_r.addr.eq(rq_issue[:2] * Hm + unit)
         m.d.comb += c_r.addr.eq(unit)
+        first = Signal()  # z_in: the sequence's first step, c starts at 0
         rq_prod = Signal(signed(aw + 17))
         rq_n = Signal(6)
         # rshift_round(x, n) = ((x >> (n - 1)) + 1) >> 1 for n >= 1: no 2^(n-1) constant, and the
@@ -277,31 +298,46 @@ class GateUnit(wiring.Component):
                 with m.If(self.i_stream.valid):
                     p = self.i_stream.payload
                     m.d.sync += [unit.eq(p.unit), h_prev.eq(p.h), g.eq(0), rq_issue.eq(0)]
-                    m.d.sync += [acc[i].eq(p.acc[i]) for i in range(4)]
-                    m.d.sync += [v.eq(0) for v in rq_v]
-                    m.next = "RQ"
-            with m.State("RQ"):  # a pipeline over the four slots: read, register, multiply, shift, clamp, round
-                m.d.comb += self.busy.eq(1)
-                with m.If(rq_issue < 4):
-                    m.d.sync += [rq_v[0].eq(1), rq_g[0].eq(rq_issue[:2]), rq_issue.eq(rq_issue + 1)]
-                with m.Else():
-                    m.d.sync += rq_v[0].eq(0)
-                m.d.sync += [rq_v[i + 1].eq(rq_v[i]) for i in range(4)]
-                m.d.sync += [rq_g[i + 1].eq(rq_g[i]) for i in range(4)]
-                m.d.sync += [
-                    rq_M.eq(mn_r.data[:16]),
-                    rq_nn.eq(mn_r.data[16:22]),
-                    rq_acc.eq(acc[rq_g[0]]),
-                    rq_prod.eq(rq_acc * rq_M),
-                    rq_n.eq(rq_nn),
-                    rq_pre.eq(Mux(rq_n == 0, rq_prod << 1, rq_prod >> (rq_n - 1)[:6])),
-                    rq_c.eq(rq_clamp),
-                ]
-                with m.If(rq_v[4]):
-                    m.d.sync += zq[rq_g[4]].eq(rq_sat)
-                    with m.If(rq_g[4] == 3):
-                        m.d.sync += [g.eq(0), g_recv.eq(0), c_old.eq(c_r.data)]
-                        m.next = "ACT"
+                    if self.z_in:
+                        m.d.sync += [zq[i].eq(p.acc[i]) for i in range(4)]
+                        m.d.sync += first.eq(p.first)
+                        m.next = "ZC"
+                    else:
+                        m.d.sync += [acc[i].eq(p.acc[i]) for i in range(4)]
+                        m.d.sync += [v.eq(0) for v in rq_v]
+                        m.next = "RQ"
+            if self.z_in:
+                # z_in: the cell read port sees the new unit this cycle, its word the next
+                with m.State("ZC"):
+                    m.d.comb += self.busy.eq(1)
+                    m.next = "ZC2"
+                with m.State("ZC2"):
+                    m.d.comb += self.busy.eq(1)
+                    m.d.sync += [g.eq(0), g_recv.eq(0), c_old.eq(Mux(first, 0, c_r.data))]
+                    m.next = "ACT"
+            else:
+                with m.State("RQ"):  # a pipeline over the four slots: read, register, multiply, shift, clamp, round
+                    m.d.comb += self.busy.eq(1)
+                    with m.If(rq_issue < 4):
+                        m.d.sync += [rq_v[0].eq(1), rq_g[0].eq(rq_issue[:2]), rq_issue.eq(rq_issue + 1)]
+                    with m.Else():
+                        m.d.sync += rq_v[0].eq(0)
+                    m.d.sync += [rq_v[i + 1].eq(rq_v[i]) for i in range(4)]
+                    m.d.sync += [rq_g[i + 1].eq(rq_g[i]) for i in range(4)]
+                    m.d.sync += [
+                        rq_M.eq(mn_r.data[:16]),
+                        rq_nn.eq(mn_r.data[16:22]),
+                        rq_acc.eq(acc[rq_g[0]]),
+                        rq_prod.eq(rq_acc * rq_M),
+                        rq_n.eq(rq_nn),
+                        rq_pre.eq(Mux(rq_n == 0, rq_prod << 1, rq_prod >> (rq_n - 1)[:6])),
+                        rq_c.eq(rq_clamp),
+                    ]
+                    with m.If(rq_v[4]):
+                        m.d.sync += zq[rq_g[4]].eq(rq_sat)
+                        with m.If(rq_g[4] == 3):
+                            m.d.sync += [g.eq(0), g_recv.eq(0), c_old.eq(c_r.data)]
+                            m.next = "ACT"
             with m.State("ACT"):  # issue n_act requests back to back, collect the results in order
                 m.d.comb += self.busy.eq(1)
                 m.d.comb += [pwl_z.eq(zq[g]), pwl_t.eq(tsel[g[: max(1, (n_act - 1).bit_length())]])]

@@ -3,6 +3,11 @@
 It fetches each instruction from the program memory, hands GEMMs to the engine's command stream
 and waits for their completion, and performs the small data-movement layers itself -- 2x2
 max-pool, 3x3 im2col, argmax -- through the engine's memory port while the engine is idle.
+
+With the LSTM path (``rnn=True``) it also owns the gate unit (hw/rnn.py, one instance in ``z_in``
+mode): ``PWL_LOAD`` copies table entries from the feature memory into it, and ``LSTM`` runs a whole
+layer -- per step the x copy, one gate-mode GEMM and the gate unit over every (sequence, unit),
+writing h where the next step's GEMM reads it (docs/architecture.md, "The LSTM path").
 """
 
 from __future__ import annotations
@@ -12,9 +17,11 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from quant.config import NPUConfig
+from quant.gate_map import cell_depth, entries_per_word, lstm_supported
 from quant.program import INSTR_WORDS, Op
 
 from .gemm import ADDR_BITS, GemmCommand
+from .rnn import REGION_PWL, GateUnit
 
 __all__ = ["Sequencer"]
 
@@ -36,10 +43,18 @@ class Sequencer(wiring.Component):
         The engine's command and completion streams.
     mem_addr, mem_wdata, mem_we : Out, mem_rdata : In
         The feature memory through the engine's host port (word one cycle after the address).
+
+    Parameters
+    ----------
+    rnn : bool
+        Include the gate unit and the ``PWL_LOAD`` / ``LSTM`` ops (only where
+        :func:`quant.gate_map.lstm_supported`; otherwise those opcodes stop with an error).
     """
 
-    def __init__(self, config: NPUConfig):
+    def __init__(self, config: NPUConfig, rnn: bool = True):
         self.config = config
+        self.rnn = bool(rnn) and lstm_supported(config)
+        self.gate_unit = GateUnit(config, "lstm", hidden=cell_depth(config), z_in=True) if self.rnn else None
         super().__init__(
             {
                 "start": In(1),
@@ -84,6 +99,7 @@ class Sequencer(wiring.Component):
             self.cmd.payload.wgt_base.eq(f[6]),
             self.cmd.payload.chan_base.eq(f[7]),
             self.cmd.payload.relu.eq(relu),
+            self.cmd.payload.gate.eq(words[0][5]),
         ]
         src, dst, h, w, ct = f[0], f[1], f[2], f[3], f[4]
 
@@ -121,6 +137,7 @@ class Sequencer(wiring.Component):
         lane_vals = Array(a_word[8 * i : 8 * i + 8].as_signed() for i in range(lanes))
 
         m.d.comb += [self.mem_we.eq(0)]
+        lstm = self._lstm_setup(m, f, words, i_x, i_y, out_ptr, a_word, a_pack) if self.rnn else None
 
         with m.FSM():
             with m.State("IDLE"):
@@ -155,10 +172,22 @@ class Sequencer(wiring.Component):
                         m.d.comb += empty.eq((h == 0) | (w == 0) | (ct == 0))
                     with m.Case(Op.ARGMAX):
                         m.d.comb += empty.eq((f[2] == 0) | (f[3] == 0) | (f[4] == 0))
+                    with m.Case(Op.PWL_LOAD):
+                        m.d.comb += empty.eq(f[1] == 0)
+                    with m.Case(Op.LSTM):
+                        m.d.comb += empty.eq((f[0] == 0) | (f[1] == 0) | (f[2] == 0) | (f[8] == 0))
                 with m.Switch(op):
                     with m.Case(Op.END):
                         m.d.sync += [self.running.eq(0), self.done.eq(1)]
                         m.next = "IDLE"
+                    if self.rnn:
+                        with m.Case(Op.PWL_LOAD, Op.LSTM):
+                            with m.If(empty):
+                                m.next = "FETCH"
+                            with m.Elif(op == Op.PWL_LOAD):
+                                m.next = "PL_READ"
+                            with m.Else():
+                                m.next = "L_INIT"
                     with m.Case(Op.GEMM, Op.MAXPOOL2, Op.IM2COL3, Op.ARGMAX):
                         with m.If(empty):
                             m.next = "FETCH"
@@ -277,4 +306,242 @@ class Sequencer(wiring.Component):
                 m.next = "ARG_READ"
                 with m.If(last):
                     m.next = "FETCH"
+
+            if self.rnn:  # opens its states inside this FSM
+                self._lstm_states(m, lstm)
         return m
+
+    def _lstm_setup(self, m, f, words, i_x, i_y, out_ptr, a_word, a_pack):
+        """Registers and combinational logic of PWL_LOAD and LSTM (see quant/program.py)."""
+        cfg = self.config
+        gu = self.gate_unit
+        m.submodules.gate = gu
+        R, C = cfg.rows, cfg.cols
+        lr, lc = (R - 1).bit_length(), (C - 1).bit_length()
+        per = entries_per_word(cfg)
+        upw = C // 8  # units per z word
+
+        # ---- PWL_LOAD: fields src f[0], count f[1]; rows/4 entries per word ----
+        e_i = Signal(range(per + 1))
+        entry = Signal(32)
+        if per > 1:
+            m.d.comb += entry.eq(a_word.word_select(e_i[: (per - 1).bit_length()], 32))
+        else:
+            m.d.comb += entry.eq(a_word[:32])
+        m.d.comb += [gu.p_addr.eq((REGION_PWL << gu.offset_width) | entry[16:32]), gu.p_data.eq(entry[:16])]
+        # ---- LSTM: fields m f[0], hidden f[1], steps f[2], x_base f[3], act_base f[4], z_base f[5],
+        # wgt_base f[6], chan_base f[7], xt f[8], h_base f[9] ----
+        M_, H_, T_ = f[0], f[1], f[2]
+        x_base, act_base, z_base, xt, h_base = f[3], f[4], f[5], f[8], f[9]
+        ht, nt = Signal(16), Signal(16)
+        m.d.comb += [ht.eq((H_ + (R - 1)) >> lr), nt.eq(((H_ << 2) + (C - 1)) >> lc)]
+        t = Signal(16)  # step
+        x_ptr = Signal(ADDR_BITS)  # next x word (the steps' x blocks are consecutive)
+        j = Signal(16)  # unit
+        row = Signal(16)  # sequence
+        lane = Signal(range(R))  # h lane of unit j
+        cidx = Signal(gu.unit_width)  # row * H + j: the cell of this (sequence, unit)
+        z_rowoff = Signal(ADDR_BITS)  # 2 * row
+        z_ntoff = Signal(ADDR_BITS)  # 2 * M * (j // (C/4))
+        half = Signal()
+        sub = Signal(range(max(upw, 2)))
+        h_ptr = Signal(ADDR_BITS)  # h_base + (j // R) * M + row
+        h_row = Signal(ADDR_BITS)  # h_base + row
+        z_addr = Signal(ADDR_BITS)
+        m.d.comb += z_addr.eq(z_base + z_rowoff + z_ntoff + half)
+
+        with m.If(words[0][:4] == Op.LSTM):
+            m.d.comb += [
+                self.cmd.payload.m.eq(M_),
+                self.cmd.payload.n.eq(H_ << 2),
+                self.cmd.payload.kt.eq(xt + ht),
+                self.cmd.payload.nt.eq(nt),
+                self.cmd.payload.act_base.eq(act_base),
+                self.cmd.payload.out_base.eq(z_base),
+                self.cmd.payload.relu.eq(0),
+                self.cmd.payload.gate.eq(1),
+            ]
+        zw = self.mem_rdata if upw == 1 else self.mem_rdata.word_select(sub, 64)
+        m.d.comb += [gu.i_stream.payload.acc[g].eq(zw[16 * g : 16 * g + 16]) for g in range(4)]
+        m.d.comb += [gu.i_stream.payload.unit.eq(cidx), gu.i_stream.payload.first.eq(t == 0)]
+        packed = Signal(8 * R)
+        for i in range(R):
+            m.d.comb += packed[8 * i : 8 * i + 8].eq(Mux(lane == i, gu.o_stream.payload.h, a_pack[8 * i : 8 * i + 8]))
+        return locals()
+
+    def _lstm_states(self, m, v):
+        """The states of PWL_LOAD and LSTM, opened inside the sequencer's FSM; ``v``: :meth:`_lstm_setup`'s names."""
+        (
+            f,
+            i_x,
+            i_y,
+            out_ptr,
+            a_word,
+            a_pack,
+            gu,
+            per,
+            e_i,
+            t,
+            x_ptr,
+            x_base,
+            act_base,
+            M_,
+            H_,
+            T_,
+            xt,
+            ht,
+            h_base,
+            j,
+            row,
+            lane,
+            cidx,
+            z_rowoff,
+            z_ntoff,
+            half,
+            sub,
+            upw,
+            h_ptr,
+            h_row,
+            packed,
+            R,
+        ) = (
+            v[k]
+            for k in (
+                "f",
+                "i_x",
+                "i_y",
+                "out_ptr",
+                "a_word",
+                "a_pack",
+                "gu",
+                "per",
+                "e_i",
+                "t",
+                "x_ptr",
+                "x_base",
+                "act_base",
+                "M_",
+                "H_",
+                "T_",
+                "xt",
+                "ht",
+                "h_base",
+                "j",
+                "row",
+                "lane",
+                "cidx",
+                "z_rowoff",
+                "z_ntoff",
+                "half",
+                "sub",
+                "upw",
+                "h_ptr",
+                "h_row",
+                "packed",
+                "R",
+            )
+        )
+        z_addr = v["z_addr"]
+        with m.State("PL_READ"):
+            m.d.comb += self.mem_addr.eq(f[0] + i_x)
+            m.next = "PL_LATCH"
+        with m.State("PL_LATCH"):
+            m.d.sync += [a_word.eq(self.mem_rdata), e_i.eq(0)]
+            m.next = "PL_WRITE"
+        with m.State("PL_WRITE"):
+            m.d.comb += gu.p_en.eq(1)
+            m.d.sync += e_i.eq(e_i + 1)
+            with m.If(e_i == per - 1):
+                m.d.sync += i_x.eq(i_x + 1)
+                m.next = "PL_READ"
+                with m.If(i_x == f[1] - 1):
+                    m.next = "FETCH"
+
+        with m.State("L_INIT"):
+            m.d.sync += [t.eq(0), x_ptr.eq(x_base), out_ptr.eq(act_base), i_x.eq(0), i_y.eq(0)]
+            m.next = "L_COPY_RD"
+        # x_t (xt tiles of M words) into the activation matrix; at step 0 the h tiles after it are zeroed
+        with m.State("L_COPY_RD"):
+            m.d.comb += self.mem_addr.eq(x_ptr)
+            m.next = "L_COPY_WR"
+        with m.State("L_COPY_WR"):
+            m.d.comb += [self.mem_addr.eq(out_ptr), self.mem_wdata.eq(self.mem_rdata), self.mem_we.eq(1)]
+            m.d.sync += [x_ptr.eq(x_ptr + 1), out_ptr.eq(out_ptr + 1), i_x.eq(i_x + 1)]
+            m.next = "L_COPY_RD"
+            with m.If(i_x == M_ - 1):
+                m.d.sync += [i_x.eq(0), i_y.eq(i_y + 1)]
+                with m.If(i_y == xt - 1):
+                    m.d.sync += i_y.eq(0)
+                    m.next = "L_GEMM_CMD"
+                    with m.If(t == 0):
+                        m.next = "L_ZERO"
+        with m.State("L_ZERO"):  # out_ptr = h_base here
+            m.d.comb += [self.mem_addr.eq(out_ptr), self.mem_wdata.eq(0), self.mem_we.eq(1)]
+            m.d.sync += [out_ptr.eq(out_ptr + 1), i_x.eq(i_x + 1)]
+            with m.If(i_x == M_ - 1):
+                m.d.sync += [i_x.eq(0), i_y.eq(i_y + 1)]
+                with m.If(i_y == ht - 1):
+                    m.d.sync += i_y.eq(0)
+                    m.next = "L_GEMM_CMD"
+        with m.State("L_GEMM_CMD"):
+            m.d.comb += self.cmd.valid.eq(1)
+            with m.If(self.cmd.ready):
+                m.next = "L_GEMM_WAIT"
+        with m.State("L_GEMM_WAIT"):
+            m.d.comb += self.gemm_done.ready.eq(1)
+            with m.If(self.gemm_done.valid):
+                m.d.sync += [
+                    j.eq(0),
+                    row.eq(0),
+                    lane.eq(0),
+                    cidx.eq(0),
+                    z_rowoff.eq(0),
+                    z_ntoff.eq(0),
+                    half.eq(0),
+                    sub.eq(0),
+                    h_ptr.eq(h_base),
+                    h_row.eq(h_base),
+                    a_pack.eq(0),
+                ]
+                m.next = "L_G_READ"
+        # the gate unit over every (sequence, unit): read z, send it, take h' into the packed h word
+        with m.State("L_G_READ"):
+            m.d.comb += self.mem_addr.eq(z_addr)
+            m.next = "L_G_SEND"
+        with m.State("L_G_SEND"):
+            m.d.comb += [self.mem_addr.eq(z_addr), gu.i_stream.valid.eq(1)]  # the same word while waiting
+            with m.If(gu.i_stream.ready):
+                m.next = "L_G_WAIT"
+        with m.State("L_G_WAIT"):
+            m.d.comb += gu.o_stream.ready.eq(1)
+            with m.If(gu.o_stream.valid):
+                last_j = Signal()
+                m.d.comb += last_j.eq(j == H_ - 1)
+                m.d.sync += [a_pack.eq(packed), lane.eq(lane + 1), j.eq(j + 1), cidx.eq(cidx + 1)]
+                with m.If((lane == R - 1) | last_j):
+                    m.d.comb += [self.mem_addr.eq(h_ptr), self.mem_wdata.eq(packed), self.mem_we.eq(1)]
+                    m.d.sync += [a_pack.eq(0), lane.eq(0), h_ptr.eq(h_ptr + M_)]
+                # next unit's z word: sub, then half, then the next N-tile
+                if upw > 1:
+                    m.d.sync += sub.eq(sub + 1)
+                with m.If(sub == upw - 1):
+                    m.d.sync += [sub.eq(0), half.eq(~half)]
+                    with m.If(half):
+                        m.d.sync += z_ntoff.eq(z_ntoff + (M_ << 1))
+                m.next = "L_G_READ"
+                with m.If(last_j):  # next sequence
+                    m.d.sync += [
+                        j.eq(0),
+                        row.eq(row + 1),
+                        sub.eq(0),
+                        half.eq(0),
+                        z_ntoff.eq(0),
+                        z_rowoff.eq(z_rowoff + 2),
+                        h_ptr.eq(h_row + 1),
+                        h_row.eq(h_row + 1),
+                    ]
+                    with m.If(row == M_ - 1):  # next step
+                        m.d.sync += [t.eq(t + 1), out_ptr.eq(act_base)]
+                        m.next = "L_COPY_RD"
+                        with m.If(t == T_ - 1):
+                            m.next = "FETCH"

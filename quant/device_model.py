@@ -13,7 +13,9 @@ import numpy as np
 from . import codes as wcodes
 from .config import NPUConfig
 from .fixed import requant
+from .gate_map import cell_depth, entries_per_word, tables_from_entries
 from .program import INSTR_WORDS, Instr, Op, decode_program
+from .rnn import lstm_pointwise
 
 __all__ = ["DeviceModel"]
 
@@ -30,6 +32,18 @@ def _word_of(values) -> int:
     return w
 
 
+def _word16_of(values) -> int:
+    w = 0
+    for i, v in enumerate(values):
+        w |= (int(v) & 0xFFFF) << (16 * i)
+    return w
+
+
+def _lanes16_of(word: int, lanes: int) -> np.ndarray:
+    b = np.array([(word >> (16 * i)) & 0xFFFF for i in range(lanes)], dtype=np.int64)
+    return np.where(b >= 1 << 15, b - (1 << 16), b)
+
+
 class DeviceModel:
     """Memories and program execution of one NPU instance."""
 
@@ -39,6 +53,9 @@ class DeviceModel:
         self.weight = [0] * config.weight_depth
         self.channel = [0] * config.chan_depth
         self.program = [0] * prog_depth
+        #: the gate unit: PWL address -> int16 entry (PWL_LOAD), cell state per (sequence * H + unit)
+        self.pwl: dict[int, int] = {}
+        self.cell = [0] * cell_depth(config)
 
     def run(self) -> list[Instr]:
         """Execute the program in program memory until END; returns the instructions executed."""
@@ -77,6 +94,16 @@ class DeviceModel:
         bias = np.array([((w & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000 for w in chans], dtype=np.int64)
         mult = np.array([(w >> 32) & 0xFFFF for w in chans], dtype=np.int64)
         shift = np.array([(w >> 48) & 0x3F for w in chans], dtype=np.int64)
+        if ins.gate:  # int16 z, two words per row and N-tile
+            y = requant(acc, bias, mult, shift, bits=16)
+            y[:, N:] = 0
+            h = C // 2
+            for nt in range(NT):
+                for m in range(M):
+                    base = a["out_base"] + 2 * (nt * M + m)
+                    self.feature[base] = _word16_of(y[m, nt * C : nt * C + h])
+                    self.feature[base + 1] = _word16_of(y[m, nt * C + h : (nt + 1) * C])
+            return
         y = requant(acc, bias, mult, shift, relu=ins.relu)
         y[:, N:] = 0
         for nt in range(NT):
@@ -118,3 +145,42 @@ class DeviceModel:
             idx.append(int(np.argmax(row)))  # numpy returns the first maximum, as the RTL does
         for j in range(0, M, lanes):
             self.feature[a["dst"] + j // lanes] = _word_of(idx[j : j + lanes])
+
+    def _op_pwl_load(self, ins: Instr) -> None:
+        per = entries_per_word(self.config)
+        for i in range(ins.args["count"]):
+            word = self.feature[ins.args["src"] + i]
+            for k in range(per):
+                e = (word >> (32 * k)) & 0xFFFFFFFF
+                self.pwl[e >> 16] = e & 0xFFFF
+
+    def _op_lstm(self, ins: Instr) -> None:
+        """A whole LSTM layer (see quant/program.py and docs/architecture.md), memory side effects included."""
+        a, cfg = ins.args, self.config
+        R, C = cfg.rows, cfg.cols
+        M, H, T, XT = a["m"], a["hidden"], a["steps"], a["xt"]
+        if 0 in (M, H, T):
+            return
+        if M * H > len(self.cell):
+            raise ValueError(f"LSTM: {M} sequences x {H} units exceed the gate unit's {len(self.cell)} cells")
+        HT, NT = -(-H // R), -(-4 * H // C)
+        tables = tables_from_entries(cfg, self.pwl)
+        for i in range(HT * M):  # h_0 = 0
+            self.feature[a["h_base"] + i] = 0
+        upw = C // 8  # units per z word
+        for t in range(T):
+            for i in range(XT * M):  # x_t into the activation matrix
+                self.feature[a["act_base"] + i] = self.feature[a["x_base"] + t * XT * M + i]
+            gemm = {"m": M, "n": 4 * H, "kt": XT + HT, "nt": NT, "act_base": a["act_base"], "out_base": a["z_base"]}
+            self._op_gemm(Instr(Op.GEMM, gemm | {"wgt_base": a["wgt_base"], "chan_base": a["chan_base"]}, gate=True))
+            for m in range(M):
+                z = np.zeros((4, H), dtype=np.int64)
+                for j in range(H):
+                    nt, r = divmod(j, C // 4)
+                    word = self.feature[a["z_base"] + 2 * (nt * M + m) + r // upw]
+                    z[:, j] = _lanes16_of(word >> (64 * (r % upw)), 4)
+                c = np.array([0 if t == 0 else self.cell[m * H + j] for j in range(H)], dtype=np.int64)
+                h, c2 = lstm_pointwise(z, c, tables, cfg.cell_frac_bits)
+                self.cell[m * H : (m + 1) * H] = [int(v) for v in c2]
+                for jt in range(HT):
+                    self.feature[a["h_base"] + jt * M + m] = _word_of(h[jt * R : (jt + 1) * R])

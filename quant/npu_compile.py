@@ -13,6 +13,12 @@ padding-1 convs by the on-chip IM2COL3), max-pool 2x2 is MAXPOOL2, flatten is fr
 the following dense layer are re-laid to the feature-map word order), and argmax is ARGMAX. Every
 GEMM goes through :func:`quant.compile.plan_gemm`, so a model that cannot fit is refused here,
 before anything is uploaded, with the resource named.
+
+An LSTM layer (the model's first layer, input ``(T, I)``) becomes ``PWL_LOAD`` + ``LSTM``: its
+gate weights ``[W; U]`` are one GEMM's ``(XT + HT) * rows x 4H`` weight matrix with the gate
+columns interleaved per unit (column ``4j + g``, gates i, f, g, o), its PWL tables a feature-memory
+area the host writes at load time (:attr:`CompiledModel.feature_init`), and its last ``h`` the
+``M x H`` matrix the next dense layer reads (docs/architecture.md, "The LSTM path").
 """
 
 from __future__ import annotations
@@ -24,7 +30,17 @@ import numpy as np
 from . import golden
 from .compile import CompileError, plan_gemm
 from .config import NPUConfig
-from .model import ArgmaxLayer, Conv2dLayer, DenseLayer, FlattenLayer, MaxPool2dLayer, NPUModel, ReluLayer
+from .gate_map import cell_depth, entry_words, lstm_supported, table_entries
+from .model import (
+    ArgmaxLayer,
+    Conv2dLayer,
+    DenseLayer,
+    FlattenLayer,
+    LSTMLayer,
+    MaxPool2dLayer,
+    NPUModel,
+    ReluLayer,
+)
 from .program import Instr, Op, encode_program
 from .tiling import channel_words, feature_words, tiles, unpack_features, weight_words
 
@@ -43,13 +59,15 @@ class CompiledModel:
     feature_words: int  # feature-memory words the program touches
     #: per input group: (base address, first sample, sample count)
     inputs: list[tuple[int, int, int]] = field(default_factory=list)
-    input_mode: str = "matrix"  # "matrix" (dense first) or "im2col" (conv first, host im2col)
+    input_mode: str = "matrix"  # "matrix" (dense first), "im2col" (conv first, host im2col) or "sequence" (LSTM)
     first_conv: Conv2dLayer | None = None
     #: per input group: (logits base, rows, N) of the last GEMM
     logits: list[tuple[int, int, int]] = field(default_factory=list)
     #: per input group: argmax base (one byte per row), or None without an argmax layer
     classes: list[int | None] = field(default_factory=list)
     n_out: int = 0
+    #: feature-memory areas written once at load time (the LSTM's PWL tables): (base, words)
+    feature_init: list[tuple[int, list[int]]] = field(default_factory=list)
 
     def input_images(self, x_int8: np.ndarray) -> list[tuple[int, list[int]]]:
         """Feature-memory writes for a batch of int8 inputs ``[batch, *input_shape]``."""
@@ -59,6 +77,12 @@ class CompiledModel:
         writes = []
         for base, first, count in self.inputs:
             xs = x[first : first + count]
+            if self.input_mode == "sequence":  # step t's K-tiles at base + t * XT * count
+                words = []
+                for t in range(xs.shape[1]):
+                    words += feature_words(xs[:, t, :], self.config.rows)
+                writes.append((base, words))
+                continue
             if self.input_mode == "matrix":
                 A = xs.reshape(count, -1)
             else:
@@ -119,15 +143,20 @@ def compile_model(
             f"got {cfg.rows}x{cfg.cols}"
         )
     model.shapes()  # validates the chain
-    for la in model.layers:
-        if la.kind in ("lstm", "gru"):
-            raise CompileError(f"layer {la.name!r}: recurrent layers ({la.kind}) are not mapped to the NPU yet")
+    for i, la in enumerate(model.layers):
+        if la.kind == "gru":
+            raise CompileError(f"layer {la.name!r}: GRU layers are not mapped to the NPU yet")
+        if isinstance(la, LSTMLayer) and i != 0:
+            raise CompileError(f"layer {la.name!r}: the NPU runs an LSTM only as the model's first layer")
     L = cfg.rows
     layers = list(model.layers)
     is_map = len(model.input.shape) == 3
     if is_map and not isinstance(layers[0], Conv2dLayer):
         raise CompileError("a model with an image input must start with a conv2d layer")
-    gemm_idx = [i for i, la in enumerate(layers) if isinstance(la, (DenseLayer, Conv2dLayer))]
+    is_seq = isinstance(layers[0], LSTMLayer)
+    if is_seq:
+        _check_lstm(cfg, layers[0], batch)
+    gemm_idx = [i for i, la in enumerate(layers) if isinstance(la, (DenseLayer, Conv2dLayer, LSTMLayer))]
     if not gemm_idx:
         raise CompileError("the model has no dense or conv2d layer to run on the array")
     first_gemm = gemm_idx[0]
@@ -181,6 +210,13 @@ def compile_model(
             if len(in_shape) == 3:  # a feature map: the next dense layer reads it in word order
                 flatten_from = in_shape
             continue
+        elif isinstance(layer, LSTMLayer):
+            w, ch = lstm_gemm_params(cfg, layer)
+            wb, cb = len(weights), len(chans)
+            weights += weight_words(w, cfg)
+            chans += ch
+            layer_mem[i] = (wb, cb, w)
+            continue
         else:
             continue
         wb, cb = len(weights), len(chans)
@@ -197,10 +233,13 @@ def compile_model(
         chans,
         [],
         0,
-        input_mode="im2col" if is_map else "matrix",
+        input_mode="im2col" if is_map else ("sequence" if is_seq else "matrix"),
         first_conv=layers[0] if is_map else None,
         n_out=0,
     )
+    if is_seq:  # the PWL tables: written once with the model, copied into the gate unit by PWL_LOAD
+        tw = entry_words(cfg, table_entries(cfg, layers[0].tables))
+        out.feature_init.append((alloc.take(len(tw), f"PWL tables of layer {layers[0].name!r}"), tw))
     groups = [(s, 1) for s in range(batch)] if is_map else [(0, batch)]
     for first, count in groups:
         shape = tuple(model.input.shape)
@@ -209,6 +248,36 @@ def compile_model(
         for i, layer in enumerate(layers):
             in_shape = shape
             shape = tuple(layer.output_shape(shape))
+            if isinstance(layer, LSTMLayer):
+                wb, cb, w = layer_mem[i]
+                T, n_in = model.input.shape
+                H = layer.hidden
+                XT, HT, NT = tiles(n_in, L), tiles(H, L), tiles(4 * H, cfg.cols)
+                x_base = alloc.take(T * XT * count, f"input sequences of layer {layer.name!r}")
+                out.inputs.append((x_base, first, count))
+                act = alloc.take((XT + HT) * count, f"step inputs [x_t | h] of layer {layer.name!r}")
+                z_base = alloc.take(2 * NT * count, f"gate pre-activations of layer {layer.name!r}")
+                # the gate GEMM's shape, checked like any other (accumulator range, memories, fields)
+                plan_gemm(
+                    cfg,
+                    count,
+                    w.shape[0],
+                    4 * H,
+                    act_base=act,
+                    out_base=z_base,
+                    wgt_base=wb,
+                    chan_base=cb,
+                    relu=False,
+                    w_codes=w,
+                    what=f"layer {layer.name!r}",
+                )
+                tbl_base, tbl_words = out.feature_init[0]
+                prog.append(Instr(Op.PWL_LOAD, {"src": tbl_base, "count": len(tbl_words)}))
+                args = {"m": count, "hidden": H, "steps": T, "x_base": x_base, "act_base": act, "z_base": z_base}
+                args |= {"wgt_base": wb, "chan_base": cb, "xt": XT, "h_base": act + XT * count}
+                prog.append(Instr(Op.LSTM, args))
+                cur = (act + XT * count, count)
+                continue
             if isinstance(layer, (DenseLayer, Conv2dLayer)):
                 wb, cb, w = layer_mem[i]
                 if i == first_gemm:
@@ -295,6 +364,44 @@ def compile_model(
         raise CompileError(f"the channel parameters need {len(chans)} words, the channel memory has {cfg.chan_depth}")
     out.feature_words = alloc.next
     return out
+
+
+def _check_lstm(cfg: NPUConfig, layer: LSTMLayer, batch: int) -> None:
+    what = f"layer {layer.name!r} (lstm)"
+    R = cfg.rows
+    if not lstm_supported(cfg):
+        raise CompileError(
+            f"{what}: the LSTM path needs a power-of-two array of at least 8 columns (one feature word holds "
+            f"a unit's four int16 gates), got {R}x{cfg.cols}"
+        )
+    H = layer.hidden
+    if batch * H > cell_depth(cfg):
+        raise CompileError(
+            f"{what}: {batch} sequences x {H} units need {batch * H} cells, the gate unit holds {cell_depth(cfg)}"
+        )
+    try:
+        table_entries(cfg, layer.tables)
+    except ValueError as e:
+        raise CompileError(f"{what}: {e}") from None
+
+
+def lstm_gemm_params(cfg: NPUConfig, layer: LSTMLayer) -> tuple[np.ndarray, list[int]]:
+    """The gate GEMM of an LSTM layer: weight codes ``(XT + HT) * rows x 4H`` and its channel words.
+
+    Rows: ``x`` (``XT`` K-tiles), then ``h`` (``HT`` K-tiles), each padded to whole tiles (codes 0
+    there meet zero activations). Column ``4j + g`` is gate ``g`` (i, f, g, o) of unit ``j``, so the
+    gate GEMM's result row holds each unit's four gates in one feature word.
+    """
+    R = cfg.rows
+    H, n_in = layer.hidden, int(layer.W.shape[1])
+    XT, HT = tiles(n_in, R), tiles(H, R)
+    w = np.zeros(((XT + HT) * R, 4 * H), dtype=np.int64)
+    for g in range(4):
+        cols = 4 * np.arange(H) + g
+        w[:n_in, cols] = np.asarray(layer.W, np.int64)[g * H : (g + 1) * H].T
+        w[XT * R : XT * R + H, cols] = np.asarray(layer.U, np.int64)[g * H : (g + 1) * H].T
+    order = lambda a: np.asarray(a, np.int64).T.reshape(-1)  # noqa: E731 - (4, H) -> column 4j + g
+    return w, channel_words(order(layer.bias), order(layer.M), order(layer.n))
 
 
 def largest_batch(model: NPUModel, config: NPUConfig | None = None, limit: int = 64) -> int:

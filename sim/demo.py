@@ -1,7 +1,8 @@
 """``shiftnpu demo``: the main job, end to end.
 
-1. The model: a shipped, trained 3-bit DenseShift digits model (``examples/``), or one trained now
-   if the file is missing (``--train`` forces it; about a minute on 2 cores).
+1. The model: a shipped, trained 3-bit DenseShift digits model (``examples/``; ``--task lstm``:
+   an integer LSTM reading each digit as 8 steps of 8 pixels), or one trained now if the file is
+   missing (``--train`` forces it; one to two minutes on 2 cores).
 2. The device: the NPU's RTL (hw/npu.py) under Verilator behind a TCP socket -- the same link
    protocol a board speaks over its USB serial port.
 3. The digits test set (360 images) through the host driver: load (config check, upload, read-back
@@ -50,7 +51,9 @@ def main(args: argparse.Namespace) -> int:
     from sw_driver.npu import NPURunner
 
     task = getattr(args, "task", "mlp")
-    path = EXAMPLES / f"digits_{task}_3bit.npu"
+    stem = "seq_digits_lstm_3bit" if task == "lstm" else f"digits_{task}_3bit"
+    train_task = "seq-digits" if task == "lstm" else f"digits-{task}"
+    path = EXAMPLES / f"{stem}.npu"
     model = None
     if path.exists() and not getattr(args, "train", False):
         try:
@@ -60,10 +63,10 @@ def main(args: argparse.Namespace) -> int:
     if model is None:
         from sw_driver.cli import main as cli_main
 
-        out = _REPO / "build" / f"digits_{task}_3bit.npu"
+        out = _REPO / "build" / f"{stem}.npu"
         out.parent.mkdir(parents=True, exist_ok=True)
         print(f"[1/4] training a 3-bit DenseShift digits {task.upper()} (about a minute) ...", flush=True)
-        if cli_main(["train", "--task", f"digits-{task}", "--bits", "3", "-o", str(out)]) != 0:
+        if cli_main(["train", "--task", train_task, "--bits", "3", "-o", str(out)]) != 0:
             print("FAIL: training did not reproduce its accuracy")
             return 1
         model = NPUModel.load(out)
@@ -71,7 +74,7 @@ def main(args: argparse.Namespace) -> int:
     else:
         print(f"[1/4] model {path.relative_to(_REPO)}")
     cfg = model.config
-    gemms = model.gemm_layers()
+    gemms = model.gemm_layers() + [la for la in model.layers if la.kind == "lstm"]  # an LSTM's gates too
     print(
         f"      {len(model.layers)} layers, {len(gemms)} on the array, {cfg.weight_bits}-bit DenseShift weights, "
         f"trained accuracy {model.metadata.get('test_accuracy', float('nan')):.2%}"
@@ -84,7 +87,7 @@ def main(args: argparse.Namespace) -> int:
     xq = model.input.quantize(x)
     from quant.npu_compile import largest_batch
 
-    batch = largest_batch(model, limit=32)
+    batch = largest_batch(model, limit=32)  # an LSTM: bounded by the gate unit's cell memory
 
     print(
         f"[2/4] starting the simulated NPU ({cfg.rows}x{cfg.cols} shift array; Verilator, first build 1-3 min) ...",

@@ -14,11 +14,16 @@ FACTORY = "sim.npu_device:npu_top"
 
 
 def npu_top(params: dict[str, Any]):
-    """Factory of :class:`hw.npu.NPU` from JSON parameters ``config``, ``uart``, ``idle_timeout``."""
+    """Factory of :class:`hw.npu.NPU` from JSON parameters ``config``, ``uart``, ``idle_timeout``, ``rnn``."""
     from hw.npu import NPU
 
     cfg = NPUConfig.from_dict(params.get("config", {}))
-    return NPU(cfg, uart=bool(params.get("uart", False)), idle_timeout=params.get("idle_timeout"))
+    return NPU(
+        cfg,
+        uart=bool(params.get("uart", False)),
+        idle_timeout=params.get("idle_timeout"),
+        rnn=bool(params.get("rnn", True)),
+    )
 
 
 @contextlib.contextmanager

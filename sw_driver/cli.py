@@ -120,7 +120,12 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def _demo_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", choices=("mlp", "cnn"), default="mlp", help="digits model to run (default mlp)")
+    p.add_argument(
+        "--task",
+        choices=("mlp", "cnn", "lstm"),
+        default="mlp",
+        help="digits model to run: mlp, cnn, or lstm (the digits as 8-step sequences; default mlp)",
+    )
     p.add_argument("--train", action="store_true", help="train the model now instead of using the shipped one")
     p.add_argument("--limit", type=int, default=None, help="only the first N test digits (default: all 360)")
 

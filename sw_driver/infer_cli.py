@@ -20,7 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="'sim' (the RTL under Verilator), or a serial port / pyserial URL: /dev/ttyUSB1, socket://host:port",
     )
     p.add_argument("--baud", type=int, default=115200, help="serial baud rate (default 115200)")
-    p.add_argument("--batch", type=int, default=16, help="samples per device run (default 16)")
+    p.add_argument(
+        "--batch", type=int, default=None, help="samples per device run (default: the largest that fits, at most 16)"
+    )
     p.add_argument("--limit", type=int, default=None, help="only the first N test digits")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each reply (default 30)")
     p.add_argument("--no-check", action="store_true", help="do not compare with the golden model")
@@ -53,7 +55,12 @@ def run(args: argparse.Namespace) -> int:
         x, y = x[: args.limit], y[: args.limit]
     xq = model.input.quantize(x)
     with open_device_url(args.device, model.config) as url, Device(url, timeout=args.timeout, baud=args.baud) as dev:
-        runner = NPURunner(dev, batch=args.batch)
+        batch = args.batch
+        if batch is None:  # an LSTM's batch is bounded by the gate unit's cells
+            from quant.npu_compile import largest_batch
+
+            batch = largest_batch(model, limit=16)
+        runner = NPURunner(dev, batch=batch)
         runner.load(model)
         r = runner.infer(xq, progress=True)
     acc = float(np.mean(r.classes == y)) if r.classes is not None else float("nan")

@@ -1,8 +1,8 @@
 """Running a model on a shiftnpu device: load once, infer many times.
 
 ``NPURunner(device).load("model.npu")`` checks the model against the device's reported config,
-compiles it (quant/npu_compile.py), uploads weights, channel parameters and the layer program and
-verifies them by reading them back; ``infer_batch(x)`` uploads inputs, starts the program, waits
+compiles it (quant/npu_compile.py), uploads weights, channel parameters, the layer program and
+(for an LSTM) the PWL tables' feature-memory area, and verifies them by reading them back; ``infer_batch(x)`` uploads inputs, starts the program, waits
 for it and returns exactly the integers the golden model returns, with the device's cycle count.
 """
 
@@ -19,7 +19,7 @@ from quant.memmap import NPU_REGIONS
 from quant.model import NPUModel
 from quant.npu_compile import CompiledModel, compile_model
 
-from .device import ConfigMismatch, Device, LinkError
+from .device import ConfigMismatch, Device, LinkError, NoAnswer
 
 __all__ = ["NPURunner", "InferenceResult", "ModelLoadError"]
 
@@ -76,15 +76,18 @@ class NPURunner:
             compiled = compile_model(model, self.batch, info.config, prog_depth=info.config.prog_depth)
         except CompileError as e:
             raise ModelLoadError(f"the model does not fit this device: {e}") from None
-        images = {"weight": compiled.weight, "channel": compiled.channel, "program": compiled.program}
-        for region, words in images.items():
-            self.device.write_mem(region, 0, words)
+        images = [("weight", 0, compiled.weight), ("channel", 0, compiled.channel), ("program", 0, compiled.program)]
+        images += [("feature", base, words) for base, words in compiled.feature_init]
+        for region, base, words in images:
+            self.device.write_mem(region, base, words)
         if verify:
-            for region, words in images.items():
-                back = self.device.read_mem(region, 0, len(words))
+            for region, base, words in images:
+                back = self.device.read_mem(region, base, len(words))
                 bad = [i for i, (a, b) in enumerate(zip(back, words, strict=True)) if int(a) != int(b)]
                 if bad:
-                    raise ModelLoadError(f"{region} memory read back differs at {len(bad)} words (first {bad[0]})")
+                    raise ModelLoadError(
+                        f"{region} memory read back differs at {len(bad)} words (first {base + bad[0]})"
+                    )
         self.model, self.compiled = model, compiled
         return compiled
 
@@ -101,12 +104,27 @@ class NPURunner:
         for base, words in self.compiled.input_images(xq):
             self.device.write_mem("feature", base, words)
         self.device.start()
-        status, _ = self.device.wait_done(STATUS_DONE, timeout=timeout)
+        status = self._wait_done(timeout)
         if status & STATUS_ERROR:
             raise LinkError(f"the device's sequencer stopped with an error (status 0x{status:08x})")
         reads = [self.device.read_mem("feature", b, n) for b, n in self.compiled.read_plan()]
         logits, classes = self.compiled.decode_outputs(reads)
         return InferenceResult(logits, classes, status >> 3, time.monotonic() - t0)
+
+    def _wait_done(self, timeout: float) -> int:
+        """Poll the status until done, backing off from 0.5 ms to 20 ms between polls: short runs
+        return at once, and a long one (an LSTM batch) is not slowed down by a stream of status
+        requests (on the simulated device every request makes the simulator step clock by clock)."""
+        deadline = time.monotonic() + timeout
+        delay = 0.0005
+        while True:
+            status, _ = self.device.status()
+            if status & STATUS_DONE:
+                return status
+            if time.monotonic() > deadline:
+                raise NoAnswer(f"the device is still not done after {timeout} s (status 0x{status:08x})")
+            time.sleep(delay)
+            delay = min(2 * delay, 0.02)
 
     def infer(self, x, *, raw: bool = False, progress: bool = False) -> InferenceResult:
         """Any number of samples, in batches (the last one padded with zeros and trimmed)."""

@@ -11,6 +11,7 @@ from quant.model import (
     DenseLayer,
     FlattenLayer,
     InputSpec,
+    LSTMLayer,
     MaxPool2dLayer,
     NPUModel,
 )
@@ -53,3 +54,19 @@ def random_mlp(seed: int = 0, config: NPUConfig | None = None, sizes=(64, 20, 10
         layers.append(DenseLayer(f"fc{i + 1}", codes, M, sh, b, relu=i < len(sizes) - 2))
     layers.append(ArgmaxLayer("argmax"))
     return NPUModel(config, InputSpec(shape=(sizes[0],)), layers, {"task": "random"})
+
+
+def random_lstm(
+    seed: int = 0, config: NPUConfig | None = None, steps: int = 8, inputs: int = 8, hidden: int = 16, gain: float = 1.0
+) -> NPUModel:
+    """LSTM (inputs -> hidden, default PWL tables) over ``steps``, dense (hidden -> 10), argmax."""
+    from quant.rnn import random_params
+
+    rng = np.random.default_rng(seed)
+    config = config or NPUConfig()
+    p = random_params("lstm", inputs, hidden, config, rng, gain=gain)
+    M, n, b = _requant(rng, 10)
+    n = (n - 6).astype(np.uint8)  # h is Q0.7 int8: smaller sums than a pixel layer
+    d = rng.integers(0, 1 << config.weight_bits, (hidden, 10)).astype(np.uint8)
+    layers = [LSTMLayer.from_params("lstm", p), DenseLayer("fc", d, M, n, b, relu=False), ArgmaxLayer("argmax")]
+    return NPUModel(config, InputSpec(shape=(steps, inputs)), layers, {"task": "random"})

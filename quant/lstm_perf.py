@@ -1,0 +1,98 @@
+"""Cycle model of the NPU's LSTM path (the sequencer's ``PWL_LOAD`` and ``LSTM`` ops, hw/sequencer.py).
+
+Per time step the ``LSTM`` op copies ``x_t`` (two cycles a word), runs one gate-mode GEMM (its
+cycles from :func:`quant.perf.gemm_cycles`, plus the hand-over), and then sends every (sequence,
+unit) through the one gate unit, :func:`unit_cycles` each: read the z word, hand it over, then the
+gate unit's own ``cycles_per_unit`` (hw/rnn.py, ``z_in`` mode). The GEMM hand-over constant was
+read off the RTL; the rest follows the state machines. :func:`program_cycles` adds up a compiled
+LSTM model's program (PWL_LOAD, LSTM, dense GEMMs, ARGMAX, END); tests/test_npu_lstm_e2e.py holds
+it equal to the cycle count the simulated device reports.
+"""
+
+from __future__ import annotations
+
+from .config import NPUConfig
+from .gate_map import entries_per_word
+from .perf import gemm_cycles
+from .program import INSTR_WORDS
+from .tiling import tiles
+
+__all__ = [
+    "pwl_latency",
+    "unit_cycles",
+    "pwl_load_cycles",
+    "lstm_cycles",
+    "gemm_op_cycles",
+    "argmax_cycles",
+    "program_cycles",
+    "INSTR_OVERHEAD",
+]
+
+#: Cycles the sequencer spends on every instruction before its body: fetch (words + 1) and decode.
+INSTR_OVERHEAD = INSTR_WORDS + 2
+
+#: Sequencer cycles around one engine command: command hand-over and completion.
+_GEMM_HANDOVER = 2
+
+
+def pwl_latency(config: NPUConfig) -> int:
+    """hw.pwl.PWLUnit.latency: register, clamp, log2(N) search stages, read, multiply, round, saturate."""
+    return (config.pwl_pieces.bit_length() - 1) + 7
+
+
+def unit_cycles(config: NPUConfig) -> int:
+    """Cycles per (sequence, unit) of the LSTM op: z read + hand-over + the gate unit's z_in cycles per unit."""
+    L = pwl_latency(config)
+    gate_unit = 1 + 2 + (L + 4) + 4 + (1 + L) + 2 + 1  # hw.rnn.GateUnit(z_in=True).cycles_per_unit
+    return 1 + gate_unit
+
+
+def pwl_load_cycles(config: NPUConfig, words: int) -> int:
+    """Body of ``PWL_LOAD`` over ``words`` feature words: read, latch, one write per entry."""
+    return words * (2 + entries_per_word(config))
+
+
+def lstm_cycles(config: NPUConfig, m: int, inputs: int, hidden: int, steps: int) -> int:
+    """Estimated body cycles of one ``LSTM`` op (``m`` sequences, not counting fetch and decode)."""
+    R = config.rows
+    XT, HT = tiles(inputs, R), tiles(hidden, R)
+    gemm = gemm_cycles(config, m, (XT + HT) * R, 4 * hidden).cycles + _GEMM_HANDOVER
+    per_step = 2 * XT * m + gemm + m * hidden * unit_cycles(config)
+    return 1 + HT * m + steps * per_step
+
+
+def gemm_op_cycles(config: NPUConfig, m: int, k: int, n: int) -> int:
+    """Body of a ``GEMM`` instruction: the engine's cycles plus the hand-over."""
+    return gemm_cycles(config, m, k, n).cycles + _GEMM_HANDOVER
+
+
+def argmax_cycles(config: NPUConfig, m: int, n: int) -> int:
+    """Body of ``ARGMAX`` over an ``m x n`` result: per row and N-tile read, latch, one cycle a lane; one emit."""
+    return m * (tiles(n, config.cols) * (2 + config.cols) + 1)
+
+
+def program_cycles(compiled) -> int:
+    """Cycles of one run of a compiled model's program, from the instructions' fields (LSTM-path models).
+
+    Raises ``ValueError`` for ops this model does not cover (MAXPOOL2, IM2COL3).
+    """
+    from .program import Op, decode_program
+
+    cfg = compiled.config
+    total = 0
+    for ins in decode_program(compiled.program):
+        a = ins.args
+        total += INSTR_OVERHEAD
+        if ins.op == Op.END:
+            break
+        if ins.op == Op.PWL_LOAD:
+            total += pwl_load_cycles(cfg, a["count"])
+        elif ins.op == Op.LSTM:
+            total += lstm_cycles(cfg, a["m"], a["xt"] * cfg.rows, a["hidden"], a["steps"])
+        elif ins.op == Op.GEMM:
+            total += gemm_op_cycles(cfg, a["m"], a["kt"] * cfg.rows, a["n"])
+        elif ins.op == Op.ARGMAX:
+            total += argmax_cycles(cfg, a["m"], a["n"])
+        else:
+            raise ValueError(f"no cycle model for {Op.NAMES[ins.op]}")
+    return total

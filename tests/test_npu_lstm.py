@@ -1,0 +1,164 @@
+"""The LSTM path: gate-mode GEMM + PWL_LOAD + LSTM on the NPU core (cocotb) against the word-level
+device model, and the device model against the golden model (quant.golden / quant.rnn)."""
+
+import numpy as np
+import pytest
+
+from hw.npu import NPUCore
+from hw.rnn import GateUnit
+from quant import golden
+from quant.compile import CompileError
+from quant.config import NPUConfig
+from quant.device_model import DeviceModel
+from quant.gate_map import cell_depth, entry_words, table_entries, tables_from_entries
+from quant.model import NPUModel
+from quant.npu_compile import compile_model
+from quant.program import Instr, Op, decode_program, encode_program
+from quant.rnn import default_tables
+from sim.runner import run_cocotb
+from tests.model_factory import random_lstm
+from tests.test_npu_core import CFG  # the same NPUCore build as tests/test_npu_core.py
+
+SEQ_MODEL = "examples/seq_digits_lstm_3bit.npu"
+
+
+def _images(compiled, x):
+    """Whole memory images (feature from word 0) for a compiled model and its inputs."""
+    feature = [0] * compiled.feature_words
+    for base, words in compiled.feature_init + compiled.input_images(x):
+        feature[base : base + len(words)] = words
+    return {"feature": feature, "weight": compiled.weight, "channel": compiled.channel, "program": compiled.program}
+
+
+def _run_model(cfg, compiled, x) -> DeviceModel:
+    dm = DeviceModel(cfg)
+    for name, words in _images(compiled, x).items():
+        getattr(dm, name)[: len(words)] = words
+    dm.run()
+    return dm
+
+
+def _outputs(compiled, dm):
+    return compiled.decode_outputs([dm.feature[b : b + n] for b, n in compiled.read_plan()])
+
+
+@pytest.mark.parametrize(
+    "kw,batch",
+    [
+        ({"seed": 1}, 4),
+        ({"seed": 2, "inputs": 11, "hidden": 20, "steps": 5}, 3),  # partial x and h tiles, odd H
+        ({"seed": 3, "hidden": 8, "gain": 8.0}, 8),  # saturated gates and cell
+        ({"seed": 4, "inputs": 3, "hidden": 1, "steps": 2}, 1),
+    ],
+)
+def test_device_model_lstm_equals_golden(kw, batch):
+    model = random_lstm(config=CFG, **kw)
+    compiled = compile_model(model, batch, CFG)
+    x = np.random.default_rng(kw["seed"]).integers(-128, 128, size=(batch, *model.input.shape))
+    logits, classes = _outputs(compiled, _run_model(CFG, compiled, x))
+    trace = golden.forward(model, x, intermediates=True)
+    assert np.array_equal(logits, trace[-2][1])
+    assert np.array_equal(classes, trace[-1][1])
+
+
+def test_trained_model_on_device_model():
+    model = NPUModel.load(SEQ_MODEL)
+    cfg = model.config
+    compiled = compile_model(model, 8, cfg)
+    x = np.random.default_rng(0).integers(0, 113, size=(8, 8, 8))
+    logits, classes = _outputs(compiled, _run_model(cfg, compiled, x))
+    trace = golden.forward(model, x, intermediates=True)
+    assert np.array_equal(logits, trace[-2][1]) and np.array_equal(classes, trace[-1][1])
+
+
+def test_table_addresses_match_the_gate_unit():
+    cfg = NPUConfig()
+    tables = default_tables(cfg)
+    gu = GateUnit(cfg, "lstm", hidden=cell_depth(cfg), z_in=True)
+    gu._MustUse__silence = True  # only its address map is read
+    from hw.rnn import REGION_PWL
+
+    hw = [(a & ((1 << gu.offset_width) - 1), v) for a, v in gu.table_writes(tables)]
+    assert all(a >> gu.offset_width == REGION_PWL for a, _ in gu.table_writes(tables))
+    ours = [(a, v & 0xFFFF) for a, v in table_entries(cfg, tables)]
+    assert ours == hw
+    back = tables_from_entries(cfg, dict(table_entries(cfg, tables)))
+    for k, t in tables.items():
+        assert np.array_equal(back[k].knots, t.knots) and np.array_equal(back[k].m, t.m)
+    assert len(entry_words(cfg, ours)) == -(-len(ours) // 2)
+
+
+def test_cycle_model_matches_the_gate_unit():
+    from quant.lstm_perf import pwl_latency, unit_cycles
+
+    for cfg in (NPUConfig(), NPUConfig(pwl_pieces=8), NPUConfig(pwl_pieces=32)):
+        gu = GateUnit(cfg, "lstm", hidden=cell_depth(cfg), z_in=True)
+        gu._MustUse__silence = True  # only its figures are read
+        assert pwl_latency(cfg) == gu.pwl.latency
+        assert unit_cycles(cfg) == gu.cycles_per_unit + 1  # + the sequencer's z read
+
+
+def test_program_format_round_trip_and_flags():
+    prog = [
+        Instr(Op.PWL_LOAD, {"src": 3, "count": 74}),
+        Instr(
+            Op.LSTM,
+            dict(m=2, hidden=32, steps=8, x_base=1, act_base=2, z_base=3, wgt_base=4, chan_base=5, xt=1, h_base=4),
+        ),
+        Instr(Op.GEMM, dict(m=1, n=2, kt=1, nt=1, act_base=0, out_base=1, wgt_base=0, chan_base=0), gate=True),
+    ]
+    assert decode_program(encode_program(prog))[:3] == prog
+    with pytest.raises(ValueError, match="gate"):
+        Instr(
+            Op.GEMM, dict(m=1, n=2, kt=1, nt=1, act_base=0, out_base=1, wgt_base=0, chan_base=0), relu=True, gate=True
+        )
+    with pytest.raises(ValueError, match="flags"):
+        Instr(Op.LSTM, prog[1].args, relu=True)
+
+
+def test_compiler_refuses_what_the_lstm_path_cannot_run():
+    model = random_lstm(1, CFG, hidden=16)
+    with pytest.raises(CompileError, match="cells"):
+        compile_model(model, cell_depth(CFG) // 16 + 1, CFG)
+    small = NPUConfig(rows=4, cols=4)
+    with pytest.raises(CompileError, match="power-of-two array of at least 8"):
+        compile_model(random_lstm(1, small), 1, small)
+    odd = CFG.replace(pwl_pieces=8)
+    with pytest.raises(CompileError, match="pieces"):
+        compile_model(random_lstm(1, CFG), 1, odd)
+
+
+def _scenario(name, cfg, model, batch, seed):
+    compiled = compile_model(model, batch, cfg)
+    x = np.random.default_rng(seed).integers(-128, 128, size=(batch, *model.input.shape))
+    return {"name": name, "images": _images(compiled, x), "check_words": compiled.feature_words}
+
+
+def test_npu_core_runs_lstm_programs():
+    """NPUCore (engine + sequencer + gate unit) leaves the feature memory exactly as the device model does."""
+    scenarios = [
+        _scenario("lstm-h16", CFG, random_lstm(1, CFG), 4, 1),
+        _scenario("lstm-odd", CFG, random_lstm(2, CFG, inputs=11, hidden=20, steps=3), 3, 2),
+        _scenario("lstm-sat", CFG, random_lstm(3, CFG, hidden=8, steps=4, gain=8.0), 5, 3),
+        _scenario("lstm-one", CFG, random_lstm(4, CFG, inputs=3, hidden=4, steps=2), 1, 4),  # one-row GEMMs
+    ]
+    # a gate-mode GEMM on its own (int16 results, two words per row and N-tile)
+    gm = _scenario("lstm-h16", CFG, random_lstm(5, CFG, hidden=12, steps=1), 2, 5)
+    prog = decode_program(gm["images"]["program"])
+    lstm = next(i for i in prog if i.op == Op.LSTM)
+    gemm = Instr(
+        Op.GEMM,
+        {"m": 2, "n": 48, "kt": 3, "nt": 6, "act_base": lstm.args["x_base"], "out_base": lstm.args["z_base"]}
+        | {"wgt_base": lstm.args["wgt_base"], "chan_base": lstm.args["chan_base"]},
+        gate=True,
+    )
+    gm["images"]["program"] = encode_program([gemm])
+    gm["name"] = "gate-gemm"
+    scenarios.append(gm)
+    run_cocotb(
+        "npucore",
+        {"config": CFG.to_dict(), "prog_depth": 256},
+        lambda: NPUCore(CFG, 256),
+        "npu_bench",
+        bench_params={"config": CFG.to_dict(), "prog_depth": 256, "scenarios": scenarios},
+    )
