@@ -5,8 +5,9 @@ returns the words of every memory the model occupies on the device -- the weight
 per-channel requantization words and the layer program -- at the widths of the NPU memory map
 (:func:`quant.memmap.npu_memory_map`). These are the very words the host driver uploads, so an image
 written here and loaded into a bitstream's memories at build time (``$readmemh``) runs exactly like
-an upload. The feature memory is not part of the image: it holds inputs and intermediate results
-written at run time.
+an upload. The feature memory holds inputs and intermediate results written at run time; it is
+part of the image only for a model with an LSTM layer, whose PWL tables (copied into the gate unit
+by the program) live in the feature memory from load time on.
 
 On disk (:meth:`DeviceImage.write`, :func:`read_image`) an image is a directory with one
 ``<region>.memh`` file per memory (one hex word per line, ``$readmemh`` text) and ``image.json``
@@ -188,6 +189,12 @@ def pack_model(model: NPUModel, batch: int = 1, config: NPUConfig | None = None)
     compiled = compile_model(model, batch=batch, config=cfg, prog_depth=cfg.prog_depth)
     regions = {r.name: (i, r) for i, r in enumerate(npu_memory_map(cfg))}
     images = []
+    if compiled.feature_init:  # load-time feature areas (an LSTM's PWL tables), zeros in between
+        index, reg = regions["feature"]
+        words = [0] * max(base + len(ws) for base, ws in compiled.feature_init)
+        for base, ws in compiled.feature_init:
+            words[base : base + len(ws)] = ws
+        images.append(RegionImage("feature", index, reg.width, reg.depth, tuple(int(w) for w in words)))
     for name in _IMAGE_REGIONS:
         index, reg = regions[name]
         images.append(RegionImage(name, index, reg.width, reg.depth, tuple(int(w) for w in getattr(compiled, name))))

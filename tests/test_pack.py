@@ -137,3 +137,18 @@ def test_pack_command_writes_a_readable_image(tmp_path, capsys):
     assert img.batch == 4 and img == pack_model(NPUModel.load(model_path), batch=4)
     with pytest.raises(SystemExit, match="--batch"):
         main(["pack", str(model_path), "-o", str(tmp_path / "x"), "--batch", "0"])
+
+
+def test_lstm_image_carries_the_pwl_tables():
+    from pathlib import Path
+
+    from quant.model import NPUModel
+
+    model = NPUModel.load(Path(__file__).resolve().parent.parent / "examples" / "seq_digits_lstm_3bit.npu")
+    img = pack_model(model, batch=2)
+    compiled = compile_model(model, batch=2)
+    assert compiled.feature_init, "an LSTM model has load-time feature words"
+    feat = img.region("feature").words
+    for base, words in compiled.feature_init:
+        assert list(feat[base : base + len(words)]) == words
+    assert [r.name for r in img.regions] == ["feature", "weight", "channel", "program"]
