@@ -59,6 +59,8 @@ class NPURunner:
         self.batch = batch
         self.model: NPUModel | None = None
         self.compiled: CompiledModel | None = None
+        #: the last load() found the model already in the device's memories (a preloaded bitstream)
+        self.preloaded = False
 
     def load(self, model: NPUModel | str | Path, *, verify: bool = True) -> CompiledModel:
         """Check, compile, upload and (with ``verify``) read back a model."""
@@ -77,6 +79,13 @@ class NPURunner:
         except CompileError as e:
             raise ModelLoadError(f"the model does not fit this device: {e}") from None
         images = {"weight": compiled.weight, "channel": compiled.channel, "program": compiled.program}
+        # A bitstream built with the model (`shiftnpu build --model`) boots with these images in
+        # its memories: then nothing is uploaded (the program is read first: it is short and
+        # differs between models).
+        self.preloaded = self._holds(images)
+        if self.preloaded:
+            self.model, self.compiled = model, compiled
+            return compiled
         for region, words in images.items():
             self.device.write_mem(region, 0, words)
         if verify:
@@ -87,6 +96,14 @@ class NPURunner:
                     raise ModelLoadError(f"{region} memory read back differs at {len(bad)} words (first {bad[0]})")
         self.model, self.compiled = model, compiled
         return compiled
+
+    def _holds(self, images: dict[str, list[int]]) -> bool:
+        """Whether the device's memories already hold these images."""
+        for region in ("program", "channel", "weight"):
+            words = images[region]
+            if words and [int(w) for w in self.device.read_mem(region, 0, len(words))] != [int(w) for w in words]:
+                return False
+        return True
 
     def infer_batch(self, x, *, raw: bool = False, timeout: float = 60.0) -> InferenceResult:
         """Run one batch. ``x``: int8 ``[batch, *input_shape]``, or raw inputs with ``raw=True``."""
