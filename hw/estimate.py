@@ -68,24 +68,24 @@ MODEL: dict = {
     # slowest measured clock.
     "npu": {
         "ice40": {
-            "engine_fixed": 2500.0,
-            "engine_per_acc_bit": 6.0,
-            "sequencer": 600.0,
+            "engine_fixed": 1937.0,
+            "engine_per_acc_bit": 18.8,
+            "sequencer": 2537.0,
             "link": 1400.0,
-            "ffs_fixed": 1800.0,
-            "ffs_per_acc_bit": 2.0,
+            "ffs_fixed": 1727.0,
+            "ffs_per_acc_bit": 7.6,
             "dsp": 0,
-            "fmax": 40.0,
+            "fmax": 20.0,
         },
         "ecp5": {
-            "engine_fixed": 1500.0,
-            "engine_per_acc_bit": 4.0,
-            "sequencer": 400.0,
+            "engine_fixed": 1530.0,
+            "engine_per_acc_bit": 14.85,
+            "sequencer": 2004.0,
             "link": 900.0,
-            "ffs_fixed": 1800.0,
-            "ffs_per_acc_bit": 2.0,
-            "dsp": 2,
-            "fmax": 100.0,
+            "ffs_fixed": 1676.0,
+            "ffs_per_acc_bit": 7.6,
+            "dsp": 5,
+            "fmax": 41.0,
         },
     },
 }
@@ -181,7 +181,7 @@ class Estimate:
         if self.buffers:
             lines.append("  memories:")
             for k, (bits, kind, n) in self.buffers.items():
-                lines.append(f"    {k:<15} {bits / 1024:>6.1f} kbit -> {n} {kind}")
+                lines.append(f"    {k:<15} {bits / 1024:>6.1f} kbit -> " + (f"{n} {kind}" if n else kind))
         lines.append(f"  {'fits' if self.fits else 'DOES NOT FIT: short of ' + ', '.join(self.over)}")
         return "\n".join(lines)
 
@@ -209,7 +209,10 @@ def npu_buffers(config: NPUConfig, family: str) -> dict[str, tuple[int, str, int
         ("link INFO ROM", info_len, 8),
         ("link registers", 32, 32),
     ):
-        out[name] = (depth * width, "bram", memory_blocks(depth, width, family))
+        if family == "ecp5" and depth <= 64:  # Yosys puts a memory this shallow in LUT RAM (DPR16X4)
+            out[name] = (depth * width, "lutram", 0)
+        else:
+            out[name] = (depth * width, "bram", memory_blocks(depth, width, family))
     return out
 
 
