@@ -32,7 +32,6 @@ RUNS: dict[str, tuple[str, str, dict, float]] = {
     "icebreaker-npu4-smallmem": ("icebreaker", "npu", dict(SMALL_MEM, rows=4, cols=4), 40.0),
     "icebreaker-npu2-smallmem": ("icebreaker", "npu", dict(SMALL_MEM, rows=2, cols=2), 40.0),
     "ulx3s-85f-npu8": ("ulx3s-85f", "npu", {}, 100.0),
-    "ulx3s-85f-array16": ("ulx3s-85f", "array", {"rows": 16, "cols": 16}, 100.0),
 }
 
 
@@ -101,6 +100,35 @@ def measure(name: str) -> dict:
     return out
 
 
+NOTES = """
+## What limits the whole NPU today (measured on this branch)
+
+* **iCEBreaker (UP5K, 5280 LC, 30 EBR): no array size fits yet.** The parts that do not scale with
+  the array already exceed the device: the engine's control and requantizer (about 1.9k LC; its
+  33x16 multiplier is LUTs), the sequencer (about 2.5k LC: its im2col/pool address arithmetic has
+  multipliers) and the host link (about 1.4k LC). 2x2 with small memories needs 7.2k LC; 8x8 with
+  the default memories 13.0k LC and 43 EBR (the feature memory alone takes 16, the accumulator 11).
+* **ULX3S-85F: 8x8 at 40.8 MHz** (41.7 MHz in the pin harness). The critical path is in hw/sequencer.py: `i_tap` -> the IM2COL3
+  address `src + ct_off + sy * w + sx` (a MULT18X18D and two carry chains, combinational) ->
+  NPUCore's host/sequencer address mux -> the engine's feature-memory address (about 24 ns). A
+  registered `mem_addr` in the sequencer would remove it. 16x16 does not elaborate: the sequencer's
+  memory port and the engine's host port are 64 bits wide (8 int8 lanes), so `rows` > 8 indexes past
+  them (hw/sequencer.py POOL_ACC: "Cannot create a 0-width signed value").
+* **The estimator** (`shiftnpu estimate`, hw/estimate.py) is calibrated on three of these runs
+  (iCE40 8x8 and 4x4, ECP5 8x8: the engine's constant and per-accumulator-bit cost, the
+  sequencer, the link); the iCE40 2x2 run checks it independently (6927 estimated, 7123 and
+  7203 measured in the harness and on the board top: -3 %). Block RAM is counted by shape and
+  matches every run.
+* **The array alone** (bench/results/area.md, `shiftnpu build --design array`): 8x8 at 60 MHz on the
+  iCEBreaker (4367 LC), 16x16 at 124.8 MHz on the ULX3S (11318 LUT4): the array is not what
+  limits either board.
+* **The host link** (hw/hostif.py + hw/uart.py, alone behind its UART, pin harness): 1614 LC
+  including about 200 LC of harness, Fmax 47.9 MHz on the UP5K (before this change: 3497 LC,
+  24.2 MHz); 1376 LUT4 and 113.1 MHz on the ECP5-85F; error counters and USER registers in block RAM, one CRC for both directions, the
+  request checks registered stage by stage, a one-hot FSM.
+"""
+
+
 def table(results: dict) -> str:
     lines = [
         "# Board builds of the whole NPU",
@@ -111,7 +139,7 @@ def table(results: dict) -> str:
         "Design: the whole NPU of hw/npu.py (UART + host interface + GEMM engine + sequencer + program "
         "memory) behind the board's USB-serial pins, a PLL and status LEDs (`shiftnpu build`); *array* rows "
         "are the systolic array alone in a pin harness. *est.* is `shiftnpu estimate` for the same config. "
-        "Peak MAC/s = rows x cols x clock. Digits MLP: engine cycles of the 64-32-10 MLP of "
+        "Peak MAC/s = rows x cols x clock (the clock that closes, capped at Fmax). Digits MLP: engine cycles of the 64-64-10 MLP of "
         "examples/digits_mlp_3bit.npu at batch 1 by the exact cycle model (quant/perf.py), and that "
         "time at the clock.",
         "",
@@ -119,25 +147,26 @@ def table(results: dict) -> str:
         "timing | peak MMAC/s | digits MLP cycles (us) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    from hw.estimate import estimate
+
     for name, r in results.items():
         cfg = NPUConfig.from_dict(r["config"])
         mem = "default" if cfg.act_depth == NPUConfig.act_depth else f"act {cfg.act_depth}, wgt {cfg.weight_depth}"
         res = r.get("resources", {})
         lg, br = res.get("logic", (0, 0)), res.get("bram", (0, 0))
-        est = r["estimate"]
+        est = estimate(cfg, r["board"], design=r["design"])  # today's model, not the one at build time
         fits = r.get("fits", False)
         timing = ("met" if r.get("timing_met") else "NOT met") if fits else "does not fit"
         fmax = r.get("fmax_mhz", 0.0)
         clock = r["clock_mhz"] if r.get("timing_met") else min(fmax, r["clock_mhz"])
         cyc = digits_mlp_cycles(cfg) if r["design"] == "npu" else None
+        lat = f"{cyc} ({cyc / clock:.1f})" if cyc and fits and clock else (str(cyc) if cyc else "-")
         lines.append(
             f"| {name} | {r['board']} | {r['design']} | {cfg.rows}x{cfg.cols} | {mem} | "
-            f"{lg[0]}/{lg[1]} ({est['logic']}) | {br[0]} ({est['bram']}) | {r['clock_mhz']:g} | "
-            f"{fmax:.1f} | {timing} | {cfg.pe_count * clock:.0f} | "
-            + (f"{cyc} ({cyc / clock:.1f})" if cyc and fits and clock else (str(cyc) if cyc else "-"))
-            + " |"
+            f"{lg[0]}/{lg[1]} ({est.logic}) | {br[0]} ({est.bram}) | {r['clock_mhz']:g} | "
+            f"{f'{fmax:.1f}' if fmax else '-'} | {timing} | {f'{cfg.pe_count * clock:.0f}' if fits else '-'} | {lat} |"
         )
-    lines.append("")
+    lines.append(NOTES)
     return "\n".join(lines)
 
 

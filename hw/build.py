@@ -489,7 +489,8 @@ def build(
     if check_fit and not est.fits:
         short = ", ".join(f"{k} (needs {v}, has {est.available.get(k, 0)})" for k, v in est.shortfall().items())
         raise BuildError(
-            f"the {design_name} with a {config.rows}x{config.cols} {config.pe_kind} array does not fit {b.name}: "
+            f"{'the whole NPU' if design_name == 'npu' else 'the ' + design_name} with a {config.rows}x{config.cols} "
+            f"{config.pe_kind} array does not fit {b.name}: "
             f"short of {short}\n{est.text()}"
         )
     auto = isinstance(freq, str) and freq == "auto"

@@ -1,10 +1,22 @@
 """Pre-synthesis estimate of what a config needs on a board: logic, flip-flops, DSPs, memory, Fmax.
 
-Pure Python (no Amaranth, no tools), so it answers in well under a second and ``shiftnpu build``
-can refuse a config that cannot fit before Yosys runs.
+No tools run (only Python arithmetic), so it answers in well under a second and ``shiftnpu build``
+can refuse a config that cannot fit before Yosys runs. Two designs are modelled:
 
-The model follows the structure of the generated design and is calibrated on measurements
-(``bench/area.py``, ``bench/results/area.json``):
+**The whole NPU** (``design="npu"``, hw/npu.py), block by block, calibrated on whole-NPU nextpnr
+builds (``bench/boards.py``, ``bench/results/boards.json``):
+
+* the systolic array as below (without the harness);
+* the GEMM engine beside its array: a constant plus a cost per accumulator bit of a row
+  (``cols * acc_width``: the read-modify-write adders and the drain path grow with it);
+* the sequencer and the host link (HostInterface + UART) as constants per family;
+* every NPU memory mapped to block RAM by its shape (:func:`npu_buffers`; on ECP5 a memory of at
+  most 64 words goes to LUT RAM, as Yosys does), so a config whose memories do not fit is refused
+  with ``bram`` named as the short resource;
+* the clock as the slowest measured build of the family (a floor, not a model).
+
+**The array alone** in the pin harness (``design="array"``), calibrated on ``bench/area.py``
+(``bench/results/area.json``):
 
 * **Flip-flops** are counted structurally: per PE two weight banks, the activation and bank
   pass-through (not in the last column), the product-term register and the partial sum of its row;
@@ -76,16 +88,18 @@ MODEL: dict = {
             "ffs_per_acc_bit": 7.6,
             "dsp": 0,
             "fmax": 20.0,
+            "fmax_note": "a guess: no whole NPU has placed on the UP5K yet",
         },
         "ecp5": {
             "engine_fixed": 1530.0,
             "engine_per_acc_bit": 14.85,
-            "sequencer": 2004.0,
-            "link": 900.0,
+            "sequencer": 1564.0,
+            "link": 1340.0,
             "ffs_fixed": 1676.0,
             "ffs_per_acc_bit": 7.6,
             "dsp": 5,
             "fmax": 41.0,
+            "fmax_note": "the 8x8 NPU's measured Fmax (sequencer address path)",
         },
     },
 }
@@ -177,7 +191,8 @@ class Estimate:
             lines.append(f"  {k:<8} {v:>7} {have:>7} {pct:>6}{flag}")
         if len(self.blocks) > 1:
             lines.append("  logic by block: " + ", ".join(f"{k} {v}" for k, v in self.blocks.items()))
-        lines.append(f"  Fmax     about {self.fmax_mhz:.0f} MHz (floor of the measured builds)")
+        note = MODEL["npu"][get_board(self.board).family]["fmax_note"] if self.design == "npu" else None
+        lines.append(f"  Fmax     about {self.fmax_mhz:.0f} MHz ({note or 'floor of the measured builds'})")
         if self.buffers:
             lines.append("  memories:")
             for k, (bits, kind, n) in self.buffers.items():

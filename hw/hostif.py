@@ -177,7 +177,8 @@ class HostInterface(wiring.Component):
     status : In(32)
         Design status, readable as register ``STATUS``; bit 0 means busy (the cycle counter runs).
     regs : Out(ArrayLayout(32, 8))
-        The general-purpose registers ``USER .. USER + 7`` (reset to 0).
+        The general-purpose registers ``USER .. USER + 7`` (0 at configuration: they and the error
+        counters live in block RAM, which a design reset does not clear).
     framing_error : In(1)
         Pulse from the UART receiver, counted in the ``FRAMING_ERRORS`` counter.
     """
