@@ -7,11 +7,13 @@ indication, and writes the bitstream and a report (``report.json`` and ``report.
 build directory. A build whose Fmax is below the requested clock fails with :class:`TimingError`
 (after writing its report); ``freq="auto"`` searches for the highest PLL clock that closes.
 
-The inner design is a factory ``design(config) -> wiring.Component``. A component with ``rx``
-(``In(1)``) and ``tx`` (``Out(1)``) members speaks UART and is wired to the pins directly; any other
-component (the bare :class:`~hw.systolic.SystolicArray` for now) is wrapped in
-:class:`~hw.synth.PinHarness`, fed from the RX pin and XOR-reduced to TX, so nothing is optimized
-away.
+The inner design is a factory ``design(config) -> wiring.Component``; :func:`npu_design` (the
+default) is the whole NPU (:class:`~hw.npu.NPU`: host link, UART, GEMM engine, sequencer, program
+memory), optionally with a compiled model in its memories, so the bitstream boots with the model
+loaded. A component with ``uart_rx``/``uart_tx`` (or ``rx``/``tx``) one-bit members speaks UART and
+is wired to the pins directly; any other component (``array_design``: the bare
+:class:`~hw.systolic.SystolicArray`) is wrapped in :class:`~hw.synth.PinHarness`, fed from the RX
+pin and XOR-reduced to TX, so nothing is optimized away.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from amaranth.build import Attrs, Pins, Resource, ResourceError, Subsignal
-from amaranth.hdl import ClockDomain, Module, Signal
+from amaranth.hdl import ClockDomain, Module, Signal, unsigned
 from amaranth.lib import wiring
 
 from quant.config import NPUConfig
@@ -39,7 +41,18 @@ from .estimate import Estimate, estimate
 from .pll import PLLDomain, PLLParams, pll_for
 from .synth import PinHarness, parse_nextpnr_log, yowasp_env
 
-__all__ = ["BuildError", "TimingError", "BuildReport", "BoardTop", "build", "default_design"]
+__all__ = [
+    "BuildError",
+    "TimingError",
+    "BuildReport",
+    "BoardTop",
+    "build",
+    "default_design",
+    "npu_design",
+    "array_design",
+    "model_images",
+    "DESIGNS",
+]
 
 
 class BuildError(ValueError):
@@ -54,16 +67,112 @@ class TimingError(BuildError):
         self.report = report
 
 
-def default_design(config: NPUConfig) -> wiring.Component:
-    """The design built today: the systolic array (the whole NPU replaces it later)."""
+def array_design(config: NPUConfig) -> wiring.Component:
+    """The systolic array alone (in the pin harness): the PE grid's area and speed."""
     from .systolic import SystolicArray
 
     return SystolicArray(config)
 
 
-def _speaks_uart(dut: wiring.Component) -> bool:
+def model_images(model, config: NPUConfig, batch: int = 1) -> dict[str, list[int]]:
+    """Weight, channel and program memory images of ``model`` (an :class:`~quant.model.NPUModel` or
+    a path) compiled for ``config``, as the driver would upload them.
+
+    Raises
+    ------
+    BuildError
+        The model does not match the config or does not fit its memories (the message names what).
+    """
+    from quant.model import NPUModel
+    from quant.pack import pack_model
+
+    if not isinstance(model, NPUModel):
+        model = NPUModel.load(model)
+    try:
+        model.config.check_matches(config, what="build config", against="model")
+    except ValueError as e:
+        raise BuildError(f"the model was trained for another config: {e}") from None
+    try:
+        image = pack_model(model, batch=batch, config=config)
+    except ValueError as e:  # quant.compile.CompileError included
+        raise BuildError(f"the model does not fit this config's memories: {e}") from None
+    # The feature memory is not preloaded: an LSTM's PWL tables there are uploaded by the driver,
+    # which finds the rest already in place.
+    return {r.name: list(r.words) for r in image.regions if r.name != "feature"}
+
+
+def _on_elaborate(obj, hook: Callable) -> None:
+    """Run ``hook(module)`` on the Module ``obj.elaborate`` returns (before its submodules elaborate)."""
+    inner = obj.elaborate
+
+    def elaborate(platform):
+        m = inner(platform)
+        hook(m)
+        return m
+
+    obj.elaborate = elaborate
+
+
+def _set_init(m: Module, name: str, words: list[int]):
+    from amaranth.lib import data
+
+    try:
+        mem = m.submodules[name]
+    except (AttributeError, KeyError, NameError):
+        raise BuildError(f"cannot preload memory {name!r}: the NPU has no such submodule any more") from None
+    if len(words) > mem.depth:
+        raise BuildError(f"memory {name!r} holds {mem.depth} words; the model needs {len(words)}")
+    shape = mem.shape
+    if isinstance(shape, data.Layout):
+        words = [data.Const(shape, int(w)) for w in words]
+    mem.init = [int(w) for w in words] if not isinstance(shape, data.Layout) else words
+    return mem
+
+
+def _preload(top: wiring.Component, images: dict[str, list[int]]) -> None:
+    """Initialize the NPU's weight, channel and program memories with ``images`` at build time."""
+
+    done = top.preloaded_memories = {}  # region -> the Memory it went into (for the tests)
+
+    def core_hook(m):
+        done["program"] = _set_init(m, "pmem", images.get("program", []))
+        _on_elaborate(m.submodules["engine"], engine_hook)
+
+    def engine_hook(m):
+        done["weight"] = _set_init(m, "wmem", images.get("weight", []))
+        done["channel"] = _set_init(m, "cmem", images.get("channel", []))
+
+    _on_elaborate(top, lambda m: _on_elaborate(m.submodules["core"], core_hook))
+
+
+def npu_design(images: dict[str, list[int]] | None = None) -> Callable[[NPUConfig], wiring.Component]:
+    """Factory of the whole NPU with its UART, its memories preloaded with ``images`` if given
+    (see :func:`model_images`)."""
+
+    def factory(config: NPUConfig) -> wiring.Component:
+        from .npu import NPU
+
+        top = NPU(config, uart=True)
+        if images:
+            _preload(top, images)
+        return top
+
+    factory.design_name = "npu"
+    return factory
+
+
+array_design.design_name = "array"
+default_design = npu_design()
+#: ``--design`` choices of ``shiftnpu build``.
+DESIGNS = {"npu": npu_design, "array": lambda: array_design}
+
+
+def _uart_members(dut: wiring.Component) -> tuple[str, str] | None:
     members = dut.signature.members
-    return "rx" in members and "tx" in members
+    for rx, tx in (("uart_rx", "uart_tx"), ("rx", "tx")):
+        if rx in members and tx in members and members[rx].is_port and members[rx].shape == unsigned(1):
+            return rx, tx
+    return None
 
 
 class BoardTop(wiring.Component):
@@ -98,10 +207,12 @@ class BoardTop(wiring.Component):
         m.domains.sync = ClockDomain("sync")
         m.submodules.pll = pll = PLLDomain(self.pll, self.board.clk)
         uart = platform.request("uart", 0)
-        if _speaks_uart(self.inner):
+        pins = _uart_members(self.inner)
+        if pins is not None:
             m.submodules.design = self.inner
-            m.d.comb += [self.inner.rx.eq(uart.rx.i), uart.tx.o.eq(self.inner.tx)]
-            serial_out = self.inner.tx
+            rx, tx = getattr(self.inner, pins[0]), getattr(self.inner, pins[1])
+            m.d.comb += [rx.eq(uart.rx.i), uart.tx.o.eq(tx)]
+            serial_out = tx
         else:
             m.submodules.design = harness = PinHarness(self.inner)
             m.d.comb += [harness.si.eq(uart.rx.i), uart.tx.o.eq(harness.so)]
@@ -137,6 +248,8 @@ class BuildReport:
     build_dir: str = ""
     seconds: float = 0.0
     attempts: list[dict] = field(default_factory=list)
+    design: str = "npu"
+    model: str = ""  # the model file preloaded into the memories, if any
 
     @property
     def fmax(self) -> float:
@@ -156,7 +269,9 @@ class BuildReport:
         cfg = NPUConfig.from_dict(self.config)
         lines = [
             f"shiftnpu build for {self.board} ({self.device})",
-            f"  design     {cfg.rows}x{cfg.cols} array, {cfg.weight_bits}-bit weights ({cfg.pe_kind} PE)",
+            f"  design     {'whole NPU' if self.design == 'npu' else self.design}: {cfg.rows}x{cfg.cols} array, "
+            f"{cfg.weight_bits}-bit weights ({cfg.pe_kind} PE)"
+            + (f", preloaded with {self.model}" if self.model else ""),
             f"  clock      {self.clock_mhz:.3f} MHz from the PLL (requested {self.requested_mhz:g} MHz; "
             + ", ".join(f"{k}={v}" for k, v in self.pll.items())
             + ")",
@@ -334,26 +449,51 @@ def build(
     freq: float | str | None = None,
     build_dir: str | Path = "build/board",
     *,
-    design: Callable[[NPUConfig], wiring.Component] = default_design,
+    design: Callable[[NPUConfig], wiring.Component] | str = default_design,
+    model=None,
     seed: int = 1,
     progress: bool = True,
     max_attempts: int = 3,
+    check_fit: bool = True,
 ) -> BuildReport:
     """Build ``design(config)`` for ``board`` at ``freq`` MHz (``None``: the board's default,
     ``"auto"``: the highest PLL clock that closes timing, within ``max_attempts`` builds).
 
+    ``design`` is a factory or a name of :data:`DESIGNS` (``"npu"``, the default, or ``"array"``);
+    ``model`` (an NPUModel or a ``.npu`` path) is compiled for ``config`` and put into the NPU's
+    weight, channel and program memories, so the bitstream boots with it (the driver finds it
+    there and skips the upload). ``check_fit=False`` skips the refusal (to measure an overfull
+    design: nextpnr then reports what it needed).
+
     Raises
     ------
     BuildError
-        The config cannot fit the board (checked before Yosys runs), or the tools failed.
+        The config or the model cannot fit the board (checked before Yosys runs, naming the
+        resource that is short), or the tools failed.
     TimingError
         Fmax is below the requested clock (the report is written and attached).
     """
     b = board if isinstance(board, Board) else get_board(board)
     build_dir = Path(build_dir)
-    est = estimate(config, b)
-    if not est.fits:
-        raise BuildError(f"{config.rows}x{config.cols} {config.pe_kind} array does not fit {b.name}:\n{est.text()}")
+    if isinstance(design, str):
+        if design not in DESIGNS:
+            raise ValueError(f"unknown design {design!r}; choose one of {', '.join(DESIGNS)}")
+        design = DESIGNS[design]()
+    design_name = getattr(design, "design_name", "custom")
+    model_name = ""
+    if model is not None:
+        if design_name != "npu":
+            raise ValueError("--model needs the whole NPU (--design npu)")
+        model_name = str(model) if isinstance(model, (str, Path)) else "model"
+        design = npu_design(model_images(model, config))
+    est = estimate(config, b, design=design_name if design_name in DESIGNS else "array")
+    if check_fit and not est.fits:
+        short = ", ".join(f"{k} (needs {v}, has {est.available.get(k, 0)})" for k, v in est.shortfall().items())
+        raise BuildError(
+            f"{'the whole NPU' if design_name == 'npu' else 'the ' + design_name} with a {config.rows}x{config.cols} "
+            f"{config.pe_kind} array does not fit {b.name}: "
+            f"short of {short}\n{est.text()}"
+        )
     auto = isinstance(freq, str) and freq == "auto"
     if isinstance(freq, str) and not auto:
         try:
@@ -368,6 +508,7 @@ def build(
     if not auto:
         pll = pll_for(b.family, b.clk_mhz, float(freq))
         rep = _build_once(config, b, pll, build_dir, design, est, seed, progress)
+        rep.design, rep.model = design_name, model_name
         rep.requested_mhz = float(freq)
         rep.attempts = [{"clock_mhz": pll.f_out_mhz, "fmax": rep.fmax, "met": rep.timing_met}]
         _write(rep, build_dir)
@@ -388,6 +529,7 @@ def build(
         if any(abs(a["clock_mhz"] - pll.f_out_mhz) < 1e-6 for a in attempts):
             break
         rep = _build_once(config, b, pll, build_dir / f"try{i}_{pll.f_out_mhz:.2f}MHz", design, est, seed, progress)
+        rep.design, rep.model = design_name, model_name
         attempts.append({"clock_mhz": pll.f_out_mhz, "fmax": rep.fmax, "met": rep.timing_met})
         if rep.timing_met and (best is None or rep.clock_mhz > best.clock_mhz):
             best = rep

@@ -34,6 +34,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--build-dir", default=None, help="where the bitstream and report go (default build/<board>)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress line while the tools run")
+    p.add_argument(
+        "--design",
+        choices=("npu", "array"),
+        default="npu",
+        help="npu: the whole NPU behind the UART (default); array: the systolic array alone, in a pin harness",
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        help="a .npu model file to preload into the NPU's memories (the bitstream boots with it; "
+        "the config comes from the model)",
+    )
     add_config_arguments(p)
 
 
@@ -43,9 +55,25 @@ def run(args: argparse.Namespace) -> int:
     from .build import TimingError, build
 
     cfg = config_from_args(args)
+    model = None
+    if args.model:
+        from quant.model import NPUModel
+
+        model = NPUModel.load(args.model)
+        over = {k: getattr(args, k) for k in ("rows", "cols", "weight_bits", "max_k") if getattr(args, k) is not None}
+        cfg = model.config.replace(**over)  # a mismatch is refused by build() with the fields named
     build_dir = args.build_dir or f"build/{args.board}"
     try:
-        rep = build(cfg, args.board, args.freq, build_dir, seed=args.seed, progress=not args.no_progress)
+        rep = build(
+            cfg,
+            args.board,
+            args.freq,
+            build_dir,
+            design=args.design,
+            model=model,
+            seed=args.seed,
+            progress=not args.no_progress,
+        )
     except TimingError as e:
         print(e.report.text())
         raise

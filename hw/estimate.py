@@ -1,10 +1,22 @@
 """Pre-synthesis estimate of what a config needs on a board: logic, flip-flops, DSPs, memory, Fmax.
 
-Pure Python (no Amaranth, no tools), so it answers in well under a second and ``shiftnpu build``
-can refuse a config that cannot fit before Yosys runs.
+No tools run (only Python arithmetic), so it answers in well under a second and ``shiftnpu build``
+can refuse a config that cannot fit before Yosys runs. Two designs are modelled:
 
-The model follows the structure of the generated design and is calibrated on measurements
-(``bench/area.py``, ``bench/results/area.json``):
+**The whole NPU** (``design="npu"``, hw/npu.py), block by block, calibrated on whole-NPU nextpnr
+builds (``bench/boards.py``, ``bench/results/boards.json``):
+
+* the systolic array as below (without the harness);
+* the GEMM engine beside its array: a constant plus a cost per accumulator bit of a row
+  (``cols * acc_width``: the read-modify-write adders and the drain path grow with it);
+* the sequencer and the host link (HostInterface + UART) as constants per family;
+* every NPU memory mapped to block RAM by its shape (:func:`npu_buffers`; on ECP5 a memory of at
+  most 64 words goes to LUT RAM, as Yosys does), so a config whose memories do not fit is refused
+  with ``bram`` named as the short resource;
+* the clock as the slowest measured build of the family (a floor, not a model).
+
+**The array alone** in the pin harness (``design="array"``), calibrated on ``bench/area.py``
+(``bench/results/area.json``):
 
 * **Flip-flops** are counted structurally: per PE two weight banks, the activation and bank
   pass-through (not in the last column), the product-term register and the partial sum of its row;
@@ -61,6 +73,35 @@ MODEL: dict = {
     },
     "logic": {"ice40": (1.039, 0.302), "ecp5": (0.603, 0.134)},
     "fmax": {"ice40": {"shift": 68.0, "int8": 33.0}, "ecp5": {"shift": 124.0, "int8": 85.0}},
+    # The rest of the NPU (calibrated on whole-NPU nextpnr builds, bench/boards.py): the GEMM
+    # engine beside its array (accumulator read-modify-write, requantizer, drain, control) as a
+    # constant plus a cost per accumulator bit of a row; the sequencer and the host link
+    # (HostInterface + UART) as constants; flip-flops likewise; DSPs of the requantizer; the
+    # slowest measured clock.
+    "npu": {
+        "ice40": {
+            "engine_fixed": 1937.0,
+            "engine_per_acc_bit": 18.8,
+            "sequencer": 2537.0,
+            "link": 1400.0,
+            "ffs_fixed": 1727.0,
+            "ffs_per_acc_bit": 7.6,
+            "dsp": 0,
+            "fmax": 20.0,
+            "fmax_note": "a guess: no whole NPU has placed on the UP5K yet",
+        },
+        "ecp5": {
+            "engine_fixed": 1530.0,
+            "engine_per_acc_bit": 14.85,
+            "sequencer": 1564.0,
+            "link": 1340.0,
+            "ffs_fixed": 1676.0,
+            "ffs_per_acc_bit": 7.6,
+            "dsp": 5,
+            "fmax": 41.0,
+            "fmax_note": "the 8x8 NPU's measured Fmax (sequencer address path)",
+        },
+    },
 }
 
 
@@ -111,6 +152,9 @@ class Estimate:
     #: everything else in block RAM (EBR on iCE40, DP16KD on ECP5)
     buffers: dict[str, tuple[int, str, int]] = field(default_factory=dict)
     available_memory: dict[str, int] = field(default_factory=dict)
+    design: str = "npu"
+    #: device logic per block (the NPU's array, engine, sequencer and link)
+    blocks: dict[str, int] = field(default_factory=dict)
 
     def as_resources(self) -> dict[str, int]:
         d = {"logic": self.logic, "ffs": self.ffs, "bram": self.bram, "dsp": self.dsp}
@@ -127,11 +171,17 @@ class Estimate:
     def fits(self) -> bool:
         return not self.over
 
+    def shortfall(self) -> dict[str, int]:
+        """Resource -> amount needed, for each resource the device has too little of."""
+        d = self.as_resources()
+        return {k: d[k] for k in self.over}
+
     def text(self) -> str:
         cfg = self.config
+        what = "whole NPU" if self.design == "npu" else "array alone, in the pin harness"
         lines = [
             f"estimate for {self.board} ({self.device}): {cfg.rows}x{cfg.cols} array, "
-            f"{cfg.weight_bits}-bit weights ({cfg.pe_kind} PE), in the pin harness",
+            f"{cfg.weight_bits}-bit weights ({cfg.pe_kind} PE), {what}",
             f"  {'resource':<8} {'needs':>7} {'has':>7} {'util':>6}",
         ]
         for k, v in self.as_resources().items():
@@ -139,41 +189,99 @@ class Estimate:
             pct = f"{100 * v / have:.0f}%" if have else ("-" if not v else "n/a")
             flag = "   <-- does not fit" if v > have else ""
             lines.append(f"  {k:<8} {v:>7} {have:>7} {pct:>6}{flag}")
-        lines.append(f"  Fmax     about {self.fmax_mhz:.0f} MHz (floor of the measured arrays)")
+        if len(self.blocks) > 1:
+            lines.append("  logic by block: " + ", ".join(f"{k} {v}" for k, v in self.blocks.items()))
+        note = MODEL["npu"][get_board(self.board).family]["fmax_note"] if self.design == "npu" else None
+        lines.append(f"  Fmax     about {self.fmax_mhz:.0f} MHz ({note or 'floor of the measured builds'})")
         if self.buffers:
-            lines.append("  NPU buffers (not in this array-only build; where the NPU will place them):")
+            lines.append("  memories:")
             for k, (bits, kind, n) in self.buffers.items():
-                lines.append(f"    {k:<12} {bits / 1024:>5.0f} kbit -> {n} {kind} (of {self.available_memory[kind]})")
-        lines.append(f"  {'fits' if self.fits else 'DOES NOT FIT: ' + ', '.join(self.over)}")
+                lines.append(f"    {k:<15} {bits / 1024:>6.1f} kbit -> " + (f"{n} {kind}" if n else kind))
+        lines.append(f"  {'fits' if self.fits else 'DOES NOT FIT: short of ' + ', '.join(self.over)}")
         return "\n".join(lines)
 
 
-def estimate(config: NPUConfig, board: str | Board) -> Estimate:
-    """Logic, FFs, DSPs, memory and Fmax of ``config``'s array on ``board``, without synthesis."""
-    b = board if isinstance(board, Board) else get_board(board)
-    dev = b.resources
-    fam = dev.family
-    ffs = count_ffs(config)
-    luts = pe_luts(config, fam) + ffs / 8  # the output XOR tree: about one LUT4 per three bits
-    alpha, beta = MODEL["logic"][fam]
-    logic = int(round(alpha * luts + beta * ffs))
-    # Yosys maps the int8 multiplier to MULT18X18D on ECP5; Amaranth's iCE40 flow does not use
-    # the UP5K's SB_MAC16 (no -dsp), so there the multiplier is logic.
-    dsp = config.pe_count if (config.pe_kind == "int8" and fam == "ecp5") else 0
-    available = {"logic": dev.logic, "ffs": dev.ffs, "bram": dev.bram, "dsp": dev.dsp}
-    if dev.spram:
-        available["spram"] = dev.spram
-    buffers = {}
-    # The NPU's memories (hw/npu.py): the host-visible regions plus the engine's accumulator.
+def npu_buffers(config: NPUConfig, family: str) -> dict[str, tuple[int, str, int]]:
+    """The NPU's memories (hw/npu.py, hw/gemm.py, hw/hostif.py): name -> (bits, kind, blocks).
+
+    Every NPU memory has a read and a write port on different addresses (host writes while the
+    engine reads), so Yosys maps them all to block RAM, the UP5K's weights included (its SPRAMs are
+    single-ported).
+    """
+    from quant.memmap import npu_memory_map
+
+    from .hostif import info_payload
+
+    info_len = len(info_payload(config, npu_memory_map(config), 0))
+    out = {}
     for name, depth, width in (
+        ("feature", config.act_depth, config.rows * NPUConfig.ACT_BITS),
         ("weights", config.weight_depth, config.cols * config.weight_bits),
-        ("activations", config.act_depth, config.rows * NPUConfig.ACT_BITS),
         ("channel params", config.chan_depth, CHANNEL_WORD_BITS),
         ("program", config.prog_depth, 32),
         ("accumulator", 2 * config.m_block, config.cols * config.acc_width),
+        ("link staging", config.max_payload, 8),
+        ("link INFO ROM", info_len, 8),
+        ("link registers", 32, 32),
     ):
-        kind = "spram" if (name == "weights" and dev.spram) else "bram"
-        buffers[name] = (depth * width, kind, memory_blocks(depth, width, fam, kind))
+        if family == "ecp5" and depth <= 64:  # Yosys puts a memory this shallow in LUT RAM (DPR16X4)
+            out[name] = (depth * width, "lutram", 0)
+        else:
+            out[name] = (depth * width, "bram", memory_blocks(depth, width, family))
+    return out
+
+
+def npu_logic(config: NPUConfig, family: str) -> dict[str, int]:
+    """Device logic (iCE40 LCs or ECP5 LUT4s) of each NPU block: array, engine, sequencer, link."""
+    k = MODEL["npu"][family]
+    array_ffs = count_ffs(config, harness=False)
+    alpha, beta = MODEL["logic"][family]
+    array = alpha * pe_luts(config, family) + beta * array_ffs
+    engine = k["engine_fixed"] + k["engine_per_acc_bit"] * config.cols * config.acc_width
+    return {
+        "array": int(round(array)),
+        "engine": int(round(engine)),
+        "sequencer": int(k["sequencer"]),
+        "link": int(k["link"]),
+    }
+
+
+def estimate(config: NPUConfig, board: str | Board, design: str = "npu") -> Estimate:
+    """Logic, FFs, DSPs, memory and Fmax of ``config`` on ``board``, without synthesis.
+
+    ``design`` is ``"npu"`` (the whole NPU of hw/npu.py, what ``shiftnpu build`` builds) or
+    ``"array"`` (the systolic array alone in the pin harness).
+    """
+    if design not in ("npu", "array"):
+        raise ValueError(f"unknown design {design!r} (npu or array)")
+    b = board if isinstance(board, Board) else get_board(board)
+    dev = b.resources
+    fam = dev.family
+    available = {"logic": dev.logic, "ffs": dev.ffs, "bram": dev.bram, "dsp": dev.dsp}
+    if dev.spram:
+        available["spram"] = dev.spram
+    # Yosys maps the int8 multiplier to MULT18X18D on ECP5; Amaranth's iCE40 flow does not use
+    # the UP5K's SB_MAC16 (no -dsp), so there the multiplier is logic.
+    pe_dsp = config.pe_count if (config.pe_kind == "int8" and fam == "ecp5") else 0
+    if design == "array":
+        ffs = count_ffs(config)
+        luts = pe_luts(config, fam) + ffs / 8  # the output XOR tree: about one LUT4 per three bits
+        alpha, beta = MODEL["logic"][fam]
+        logic = int(round(alpha * luts + beta * ffs))
+        blocks: dict[str, int] = {"array": logic}
+        buffers = {}
+        bram, dsp, fmax = 0, pe_dsp, MODEL["fmax"][fam][config.pe_kind]
+    else:
+        k = MODEL["npu"][fam]
+        blocks = npu_logic(config, fam)
+        logic = sum(blocks.values())
+        ffs = count_ffs(config, harness=False) + int(
+            k["ffs_fixed"] + k["ffs_per_acc_bit"] * config.cols * config.acc_width
+        )
+        buffers = npu_buffers(config, fam)
+        bram = sum(n for _, _, n in buffers.values())
+        dsp = pe_dsp + int(k["dsp"])
+        fmax = min(MODEL["fmax"][fam][config.pe_kind], k["fmax"])
     return Estimate(
         board=b.name,
         device=dev.name,
@@ -181,12 +289,14 @@ def estimate(config: NPUConfig, board: str | Board) -> Estimate:
         logic=logic,
         ffs=ffs,
         dsp=dsp,
-        bram=0,
+        bram=bram,
         spram=0,
-        fmax_mhz=MODEL["fmax"][fam][config.pe_kind],
+        fmax_mhz=fmax,
         available=available,
         buffers=buffers,
         available_memory={"bram": dev.bram, "spram": dev.spram},
+        design=design,
+        blocks=blocks,
     )
 
 

@@ -16,6 +16,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     add_board_argument(p)
     p.add_argument("--json", action="store_true", help="print the estimate as JSON")
+    p.add_argument(
+        "--design", choices=("npu", "array"), default="npu", help="the whole NPU (default) or the array alone"
+    )
     add_config_arguments(p)
 
 
@@ -27,10 +30,11 @@ def run(args: argparse.Namespace) -> int:
 
     from .estimate import estimate
 
-    est = estimate(config_from_args(args), args.board)
+    est = estimate(config_from_args(args), args.board, design=args.design)
     if args.json:
         d = {"board": est.board, "device": est.device, "needs": est.as_resources(), "has": est.available}
-        d.update(fmax_mhz=est.fmax_mhz, fits=est.fits, config=est.config.to_dict())
+        d.update(fmax_mhz=est.fmax_mhz, fits=est.fits, config=est.config.to_dict(), design=est.design)
+        d.update(blocks=est.blocks, short=est.over)
         print(json.dumps(d, indent=1, sort_keys=True))
     else:
         print(est.text())

@@ -141,17 +141,22 @@ class UARTTx(wiring.Component):
         count = Signal(range(d))
         bits = Signal(range(11))  # bits left to send, including the stop bit
         shreg = Signal(10, init=0x3FF)
-        m.d.comb += [self.tx.eq(shreg[0]), self.busy.eq(bits != 0)]
-        m.d.comb += self.i_stream.ready.eq(bits == 0)
-        with m.If(bits == 0):
+        # ``idle`` is a register of its own: ``ready`` fans out to the sender's whole byte path
+        idle = Signal(init=1)
+        m.d.comb += [self.tx.eq(shreg[0]), self.busy.eq(~idle)]
+        m.d.comb += self.i_stream.ready.eq(idle)
+        with m.If(idle):
             with m.If(self.i_stream.valid):
                 m.d.sync += [
                     shreg.eq((1 << 9) | (self.i_stream.payload << 1)),
                     bits.eq(10),
                     count.eq(0),
+                    idle.eq(0),
                 ]
         with m.Else():
             m.d.sync += count.eq(count + 1)
             with m.If(count == d - 1):
                 m.d.sync += [count.eq(0), bits.eq(bits - 1), shreg.eq((1 << 9) | (shreg >> 1))]
+                with m.If(bits == 1):
+                    m.d.sync += idle.eq(1)
         return m

@@ -59,6 +59,8 @@ class NPURunner:
         self.batch = batch
         self.model: NPUModel | None = None
         self.compiled: CompiledModel | None = None
+        #: the last load() found the model already in the device's memories (a preloaded bitstream)
+        self.preloaded = False
 
     def load(self, model: NPUModel | str | Path, *, verify: bool = True) -> CompiledModel:
         """Check, compile, upload and (with ``verify``) read back a model."""
@@ -76,8 +78,15 @@ class NPURunner:
             compiled = compile_model(model, self.batch, info.config, prog_depth=info.config.prog_depth)
         except CompileError as e:
             raise ModelLoadError(f"the model does not fit this device: {e}") from None
-        images = [("weight", 0, compiled.weight), ("channel", 0, compiled.channel), ("program", 0, compiled.program)]
+        images = [("program", 0, compiled.program), ("channel", 0, compiled.channel), ("weight", 0, compiled.weight)]
         images += [("feature", base, words) for base, words in compiled.feature_init]
+        # A bitstream built with the model (`shiftnpu build --model`) boots with these images in
+        # its memories: then nothing is uploaded (the program is read first: it is short and
+        # differs between models).
+        self.preloaded = self._holds(images)
+        if self.preloaded:
+            self.model, self.compiled = model, compiled
+            return compiled
         for region, base, words in images:
             self.device.write_mem(region, base, words)
         if verify:
@@ -90,6 +99,13 @@ class NPURunner:
                     )
         self.model, self.compiled = model, compiled
         return compiled
+
+    def _holds(self, images: list[tuple[str, int, list[int]]]) -> bool:
+        """Whether the device's memories already hold these images (stops at the first difference)."""
+        for region, base, words in images:
+            if words and [int(w) for w in self.device.read_mem(region, base, len(words))] != [int(w) for w in words]:
+                return False
+        return True
 
     def infer_batch(self, x, *, raw: bool = False, timeout: float = 60.0) -> InferenceResult:
         """Run one batch. ``x``: int8 ``[batch, *input_shape]``, or raw inputs with ``raw=True``."""

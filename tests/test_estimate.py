@@ -21,37 +21,44 @@ def test_ff_count_matches_the_structure():
 
 
 def test_fit_decisions():
-    assert estimate(NPUConfig(), "icebreaker").fits
+    assert estimate(NPUConfig(), "icebreaker", design="array").fits
     assert estimate(NPUConfig(rows=16, cols=16), "ulx3s-85f").fits
-    e = estimate(NPUConfig(weight_bits=8), "icebreaker")  # int8 8x8 needs ~3x the UP5K's logic
+    e = estimate(NPUConfig(weight_bits=8), "icebreaker", design="array")  # int8 8x8: ~3x the UP5K's logic
     assert not e.fits and e.over == ["logic"] and "does not fit" in e.text()
-    e = estimate(NPUConfig(rows=16, cols=16, weight_bits=8), "ulx3s-85f")  # 256 multipliers > 156 DSPs
+    e = estimate(NPUConfig(rows=16, cols=16, weight_bits=8), "ulx3s-85f", design="array")  # 256 mults > 156 DSPs
     assert not e.fits and "dsp" in e.over and e.dsp == 256
-    assert estimate(NPUConfig(weight_bits=8), "ulx3s-85f").dsp == 64
+    assert estimate(NPUConfig(weight_bits=8), "ulx3s-85f", design="array").dsp == 64
+    # the whole NPU's default memories alone need more block RAM than the UP5K has
+    e = estimate(NPUConfig(), "icebreaker")
+    assert not e.fits and "bram" in e.over and e.shortfall()["bram"] == e.bram > 30
+    assert e.blocks.keys() == {"array", "engine", "sequencer", "link"} and sum(e.blocks.values()) == e.logic
 
 
 def test_shift_needs_far_less_logic_than_int8():
-    s = estimate(NPUConfig(rows=4, cols=4), "icebreaker").logic
-    i = estimate(NPUConfig(rows=4, cols=4, weight_bits=8), "icebreaker").logic
+    s = estimate(NPUConfig(rows=4, cols=4), "icebreaker", design="array").logic
+    i = estimate(NPUConfig(rows=4, cols=4, weight_bits=8), "icebreaker", design="array").logic
     assert 2 * s < i  # no DSP used on iCE40: the multiplier is logic
     # on ECP5 the multiplier goes to a DSP per PE instead
-    s, i = (estimate(NPUConfig(rows=4, cols=4, weight_bits=b), "ulx3s-85f") for b in (3, 8))
-    assert s.dsp == 0 and i.dsp == 16
+    s, i = (estimate(NPUConfig(rows=4, cols=4, weight_bits=b), "ulx3s-85f", design="array") for b in (3, 8))
+    assert i.dsp - s.dsp == 16
 
 
 def test_estimate_is_fast():
     t0 = time.monotonic()
     for n in (4, 8, 16, 32):
         for bits in (2, 3, 4, 8):
-            estimate(NPUConfig(rows=n, cols=n, weight_bits=bits), "ulx3s-85f")
+            for design in ("npu", "array"):
+                estimate(NPUConfig(rows=n, cols=n, weight_bits=bits), "ulx3s-85f", design=design)
     assert time.monotonic() - t0 < 1.0
 
 
 def test_estimate_cli(capsys):
-    assert main(["estimate", "--board", "icebreaker"]) == 0
+    assert main(["estimate", "--board", "icebreaker", "--design", "array"]) == 0
     assert "fits" in capsys.readouterr().out
-    assert main(["estimate", "--board", "icebreaker", "--bits", "8"]) == 1
+    assert main(["estimate", "--board", "icebreaker", "--design", "array", "--bits", "8"]) == 1
     assert "DOES NOT FIT" in capsys.readouterr().out
+    assert main(["estimate", "--board", "ulx3s-85f", "--rows", "16", "--cols", "16"]) == 0
+    assert "whole NPU" in capsys.readouterr().out
 
 
 def test_build_refuses_before_yosys(tmp_path, capsys):
@@ -75,8 +82,9 @@ def test_memory_blocks():
     assert memory_blocks(2048, 32, "ecp5") == 4  # 512x36 DP16KDs
     assert memory_blocks(16384, 1, "ecp5") == 1
     e = estimate(NPUConfig(), "icebreaker")
-    assert e.buffers["weights"][1:] == ("spram", 2) and e.buffers["activations"][1] == "bram"
-    assert estimate(NPUConfig(), "ulx3s-85f").buffers["weights"][1] == "bram"  # no SPRAM on ECP5
+    # 1024 words of 8 int8 lanes: 16 of the 512x8 EBRs; 1024 x 24-bit weights: 6 of the 1024x4
+    assert e.buffers["feature"][1:] == ("bram", 16) and e.buffers["weights"][1:] == ("bram", 6)
+    assert estimate(NPUConfig(), "ulx3s-85f").buffers["feature"][1:] == ("bram", 4)  # 512x36 DP16KDs
 
 
 def test_model_matches_the_committed_measurements():

@@ -1,0 +1,86 @@
+"""`shiftnpu build` of the whole NPU: memories preloaded with a model, the driver finding it there,
+and the fit refusal before any tool runs."""
+
+import time
+from types import SimpleNamespace
+
+import pytest
+from amaranth.hdl import Fragment
+from amaranth.lib import data
+
+from hw.build import BuildError, build, model_images, npu_design
+from quant.config import NPUConfig
+from quant.memmap import npu_memory_map
+from sw_driver.cli import main
+from sw_driver.npu import NPURunner
+from tests.model_factory import random_mlp
+
+CFG = NPUConfig()
+
+
+def test_model_images_go_into_the_npu_memories():
+    images = model_images(random_mlp(1, CFG, sizes=(64, 32, 10)), CFG)
+    assert images["weight"] and images["channel"] and images["program"]
+    top = npu_design(images)(CFG)
+    Fragment.get(top, None)  # elaborates the whole hierarchy, running the preload hooks
+    mems = top.preloaded_memories
+    assert set(mems) == {"weight", "channel", "program"}
+    for region, words in images.items():
+        init = [v.as_value().value if isinstance(v, data.Const) else int(v or 0) for v in mems[region].init]
+        mask = (1 << next(r.width for r in npu_memory_map(CFG) if r.name == region)) - 1
+        assert [w & mask for w in init[: len(words)]] == [w & mask for w in words], region
+        assert not any(init[len(words) :])
+
+
+class _StubNPU:
+    """The driver's view of a device: INFO and word reads/writes, counted."""
+
+    def __init__(self, preload=None):
+        self.mem = {r.name: [0] * r.depth for r in npu_memory_map(CFG)}
+        for region, words in (preload or {}).items():
+            self.mem[region][: len(words)] = words
+        self.writes = 0
+
+    def info(self):
+        return SimpleNamespace(config=CFG, regions=npu_memory_map(CFG))
+
+    def read_mem(self, region, addr, n):
+        return self.mem[region][addr : addr + n]
+
+    def write_mem(self, region, addr, words):
+        self.writes += 1
+        self.mem[region][addr : addr + len(words)] = [int(w) for w in words]
+
+
+def test_driver_finds_a_preloaded_model_and_skips_the_upload():
+    model = random_mlp(2, CFG, sizes=(64, 16, 10))
+    dev = _StubNPU(preload=model_images(model, CFG))
+    runner = NPURunner(dev)
+    runner.load(model)
+    assert runner.preloaded and dev.writes == 0
+    # another model on the same bitstream is uploaded as usual
+    other = random_mlp(3, CFG, sizes=(64, 16, 10))
+    runner.load(other)
+    assert not runner.preloaded and dev.writes == 3
+    runner.load(other)  # and is then found there
+    assert runner.preloaded and dev.writes == 3
+
+
+def test_the_npu_that_does_not_fit_is_refused_before_yosys(tmp_path, capsys):
+    t0 = time.monotonic()
+    with pytest.raises(BuildError, match=r"short of .*bram \(needs \d+, has 30\)"):
+        build(CFG, "icebreaker", build_dir=tmp_path, progress=False)
+    assert time.monotonic() - t0 < 5 and not any(tmp_path.iterdir())
+    assert main(["build", "--board", "icebreaker", "--build-dir", str(tmp_path)]) == 1
+    assert "does not fit" in capsys.readouterr().err
+
+
+def test_a_model_that_does_not_fit_is_refused_before_yosys(tmp_path):
+    small = NPUConfig(weight_depth=16)
+    with pytest.raises(BuildError, match="does not fit this config's memories"):
+        build(small, "ulx3s-85f", build_dir=tmp_path, model=random_mlp(1, small, sizes=(64, 32, 10)), progress=False)
+    with pytest.raises(BuildError, match="another config"):
+        build(small, "ulx3s-85f", build_dir=tmp_path, model=random_mlp(1, CFG, sizes=(64, 10)), progress=False)
+    with pytest.raises(ValueError, match="whole NPU"):
+        build(CFG, "ulx3s-85f", build_dir=tmp_path, design="array", model=random_mlp(1, CFG), progress=False)
+    assert not any(tmp_path.iterdir())
