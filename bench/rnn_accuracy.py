@@ -58,8 +58,10 @@ def _plan(reduced: bool) -> list[tuple[str, str, dict, int]]:
         return [("seq-digits", lab, o, s) for lab, o in SEQ_VARIANTS for s in SEEDS] + [
             ("charlm", lab, o, s) for lab, o in CHAR_VARIANTS for s in SEEDS
         ]
-    runs = [("seq-digits", lab, o, s) for lab, o in main3 for s in SEEDS]
-    runs += [("charlm", lab, o, 0) for lab, o in CHAR_VARIANTS[:3]]
+    runs = [("seq-digits", "FP32", main3[0][1], s) for s in SEEDS]
+    runs += [("charlm", lab, o, 0) for lab, o in (CHAR_VARIANTS[0], CHAR_VARIANTS[2])]
+    runs += [("seq-digits", lab, o, s) for lab, o in main3[1:] for s in SEEDS]
+    runs += [("charlm", "int8", CHAR_VARIANTS[1][1], 0)]
     runs += [("seq-digits", lab, o, 0) for lab, o in SEQ_VARIANTS[3:]]
     runs += [("charlm", lab, o, 0) for lab, o in CHAR_VARIANTS[3:]]
     runs += [("seq-digits", "DenseShift 3-bit", SEQ_VARIANTS[3][1], s) for s in SEEDS[1:]]
