@@ -188,6 +188,35 @@ def write_markdown(rows: dict[str, dict], out: Path, note: str) -> None:
         )
     if cfp:
         lines += ["", f"Text SHA-256 (CPython's `pydoc_data.topics`): `{cfp[0]['text_sha256']}`."]
+    lines += ["", "## Acceptance (issue 6)", ""]
+    mean = {k: statistics.mean(r["accuracy"] for r in v) for k, v in by.items() if k[0] == "seq-digits"}
+    f = mean.get(("seq-digits", "FP32"))
+    for lab, lim in (("int8", 1.0), ("DenseShift 4-bit", 1.5)):
+        m = mean.get(("seq-digits", lab))
+        if f is not None and m is not None:
+            n = len(by[("seq-digits", lab)])
+            ok = "meets" if f - m <= lim else "MISSES"
+            lines.append(f"- seq-digits {lab}: FP32 - {lab} = {f - m:+.2f} points over {n} seed(s) (limit {lim}): {ok}")
+    if cfp:
+        for lab in ("int8", "DenseShift 4-bit", "DenseShift 3-bit"):
+            rs = by.get(("charlm", lab))
+            if rs:
+                q = statistics.mean(r["test_bpc"] for r in rs) / statistics.mean(r["test_bpc"] for r in cfp)
+                lines.append(
+                    f"- char-LM {lab}: test bpc = {q:.3f} x FP32 (limit 1.05): {'meets' if q <= 1.05 else 'MISSES'}"
+                )
+    for task in ("seq-digits", "charlm"):
+        ref = by.get((task, "FP32"))
+        for lab, lim in (("int8", 4.0), ("DenseShift 4-bit", 7.0)):
+            rs = by.get((task, lab))
+            if ref and rs:
+                rp = ref[0]["param_bytes"] / rs[0]["param_bytes"]
+                rw = ref[0]["weight_bytes"] / rs[0]["weight_bytes"]
+                verdict = "meets" if rp >= lim else ("meets on weights only" if rw >= lim else "MISSES")
+                lines.append(
+                    f"- {task} {lab} size: {rp:.2f}x smaller (all parameters), {rw:.2f}x (weights) "
+                    f"(limit {lim:.0f}x): {verdict}"
+                )
     lines += [
         "",
         "Sizes: FP32 counts 4 bytes per parameter (weights, biases, layer-norm gains; BatchNorm folded).",
