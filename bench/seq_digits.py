@@ -1,6 +1,6 @@
 """Sequential-digits test accuracy of the integer-only LSTM: FP32, int8, DenseShift 3/4-bit.
 
-One seed per variant (``--seeds`` for more). Quantized results are the accuracy of the integer network
+One seed per variant (``--seeds`` for more). Superseded by ``bench/rnn_accuracy.py`` (all variants, 3 seeds). Quantized results are the accuracy of the integer network
 (exact phase, the network the golden model runs on the exported file). Writes
 ``bench/results/seq_digits.md``.
 

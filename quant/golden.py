@@ -21,6 +21,7 @@ from .model import (
     Conv2dLayer,
     DenseLayer,
     FlattenLayer,
+    GRULayer,
     LSTMLayer,
     MaxPool2dLayer,
     NPUModel,
@@ -156,6 +157,7 @@ LAYER_FORWARD: dict[str, Callable] = {
     FlattenLayer.kind: lambda x, la, m: flatten(x),
     ArgmaxLayer.kind: lambda x, la, m: argmax(x),
     LSTMLayer.kind: lambda x, la, m: lstm(x, la, m.config),
+    GRULayer.kind: lambda x, la, m: lstm(x, la, m.config),  # the same call: la.params() carries the cell kind
 }
 
 

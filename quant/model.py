@@ -45,6 +45,7 @@ __all__ = [
     "FlattenLayer",
     "ArgmaxLayer",
     "LSTMLayer",
+    "GRULayer",
     "LAYER_KINDS",
     "register_layer_kind",
     "NPUModel",
@@ -399,18 +400,13 @@ class ArgmaxLayer(_ShapeLayer):
 
 
 @dataclass(eq=False)
-class LSTMLayer:
-    """An integer-only LSTM (SPEC §4) over an input sequence ``(T, I)``; outputs the last h ``(H,)`` (Q0.7).
+class _RecurrentLayer:
+    """Shared file layout, validation and golden parameters of :class:`LSTMLayer` and :class:`GRULayer`."""
 
-    Arrays: ``W`` ``(4H, I)`` and ``U`` ``(4H, H)`` weight codes (uint8; rows ``g*H + j`` for gates
-    i, f, g, o), ``bias`` ``(4, H)`` int32 in accumulator units, ``M`` ``(4, H)`` uint16 and ``n``
-    ``(4, H)`` uint8 (accumulator -> Q3.12), and for each PWL table ``t`` in ``sigmoid``, ``tanh``
-    (Q3.12 in) and ``tanh_cell`` (cell format in) the int16 arrays ``t_knots``, ``t_y``, ``t_m``; the
-    tables' slope shifts are in the manifest. :func:`quant.rnn.rnn_layer` is its exact semantics.
-    """
-
-    kind: ClassVar[str] = "lstm"
-    TABLES: ClassVar[tuple[str, ...]] = ("sigmoid", "tanh", "tanh_cell")
+    kind: ClassVar[str] = ""
+    TABLES: ClassVar[tuple[str, ...]] = ()
+    #: weight rows per hidden unit
+    ROWS: ClassVar[int] = 0
 
     name: str
     W: np.ndarray
@@ -419,16 +415,25 @@ class LSTMLayer:
     M: np.ndarray
     n: np.ndarray
     tables: dict = field(default_factory=dict)
+    ln_gamma: np.ndarray | None = None
+    ln_beta: np.ndarray | None = None
 
     @property
     def hidden(self) -> int:
         return int(self.U.shape[1]) if self.U.ndim == 2 else 0
 
+    @property
+    def layer_norm(self) -> bool:
+        return self.ln_gamma is not None
+
     @classmethod
-    def from_params(cls, name: str, p) -> LSTMLayer:
-        """From a :class:`quant.rnn.RNNParams` of kind ``lstm`` (without layer norm)."""
-        if p.kind != "lstm" or p.ln_gamma is not None:
-            raise ValueError("LSTMLayer.from_params needs an LSTM without layer norm")
+    def from_params(cls, name: str, p) -> _RecurrentLayer:
+        """From a :class:`quant.rnn.RNNParams` of this layer's kind (with or without layer norm)."""
+        if p.kind != cls.kind:
+            raise ValueError(f"{cls.__name__}.from_params needs RNNParams of kind {cls.kind!r}, got {p.kind!r}")
+        ln = {}
+        if p.ln_gamma is not None:
+            ln = {"ln_gamma": p.ln_gamma.astype(np.int16), "ln_beta": p.ln_beta.astype(np.int16)}
         return cls(
             name=name,
             W=p.W.astype(np.uint8),
@@ -437,13 +442,25 @@ class LSTMLayer:
             M=p.M.astype(np.uint16),
             n=p.n.astype(np.uint8),
             tables={k: p.tables[k] for k in cls.TABLES},
+            **ln,
         )
 
     def params(self, config: NPUConfig):
         """The layer as :class:`quant.rnn.RNNParams` for the golden model."""
         from .rnn import RNNParams
 
-        return RNNParams("lstm", self.W, self.U, self.bias, self.M, self.n, config.weight_bits, dict(self.tables))
+        return RNNParams(
+            self.kind,
+            self.W,
+            self.U,
+            self.bias,
+            self.M,
+            self.n,
+            config.weight_bits,
+            dict(self.tables),
+            ln_gamma=None if self.ln_gamma is None else self.ln_gamma.astype(np.int64),
+            ln_beta=None if self.ln_beta is None else self.ln_beta.astype(np.int64),
+        )
 
     def arrays(self) -> dict[str, np.ndarray]:
         out = {"W": self.W, "U": self.U, "bias": self.bias, "M": self.M, "n": self.n}
@@ -454,10 +471,12 @@ class LSTMLayer:
                 f"{k}_y": t.y.astype(np.int16),
                 f"{k}_m": t.m.astype(np.int16),
             }
+        if self.layer_norm:
+            out |= {"ln_gamma": self.ln_gamma, "ln_beta": self.ln_beta}
         return out
 
     def to_manifest(self) -> dict:
-        return {
+        d = {
             "name": self.name,
             "kind": self.kind,
             "inputs": int(self.W.shape[1]),
@@ -468,12 +487,15 @@ class LSTMLayer:
                 for k, t in self.tables.items()
             },
         }
+        if self.layer_norm:
+            d["layer_norm"] = True
+        return d
 
     @classmethod
-    def from_manifest(cls, d: dict, arrays: dict[str, np.ndarray]) -> LSTMLayer:
+    def from_manifest(cls, d: dict, arrays: dict[str, np.ndarray]) -> _RecurrentLayer:
         from .pwl import PWLTable
 
-        w = f"layer {d.get('name')!r} (lstm)"
+        w = f"layer {d.get('name')!r} ({cls.kind})"
         if _field(d, "return", str, w) != "last":
             _fail(f"{w}: only 'return': 'last' is supported, got {d['return']!r}")
         pwl = _field(d, "pwl", dict, w)
@@ -493,28 +515,41 @@ class LSTMLayer:
                 _fail(f"{w}: missing array {e.args[0]!r}")
             except ValueError as e:
                 _fail(f"{w}: bad PWL table {k!r}: {e}")
+        ln = d.get("layer_norm", False)
+        if not isinstance(ln, bool):
+            _fail(f"{w}: field 'layer_norm' must be true or false, got {ln!r}")
+        if ln != ("ln_gamma" in arrays or "ln_beta" in arrays):
+            _fail(
+                f"{w}: 'layer_norm' is {str(ln).lower()} but the arrays ln_gamma/ln_beta are {'missing' if ln else 'present'}"
+            )
         layer = cls(name=_field(d, "name", str, w), tables=tables, **arrays)
         n_in, H = _field(d, "inputs", int, w), _field(d, "hidden", int, w)
-        if layer.W.shape != (4 * H, n_in) or layer.U.shape != (4 * H, H):
+        R = cls.ROWS
+        if layer.W.shape != (R * H, n_in) or layer.U.shape != (R * H, H):
             _fail(f"{w}: W {layer.W.shape} / U {layer.U.shape} do not match inputs={n_in}, hidden={H}")
         return layer
 
     def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         n_in = int(self.W.shape[1])
         if len(in_shape) != 2 or in_shape[1] != n_in:
-            _fail(f"layer {self.name!r} (lstm): input must be a sequence (T, {n_in}), got shape {in_shape}")
+            _fail(f"layer {self.name!r} ({self.kind}): input must be a sequence (T, {n_in}), got shape {in_shape}")
         return (self.hidden,)
 
     def validate(self, config: NPUConfig) -> None:
-        w = f"layer {self.name!r} (lstm)"
+        w = f"layer {self.name!r} ({self.kind})"
         if self.W.ndim != 2 or self.U.ndim != 2:
             _fail(f"{w}: W and U must be 2-D")
-        H, n_in = self.hidden, int(self.W.shape[1])
-        _check_array(w, "W", self.W, np.uint8, (4 * H, n_in))
-        _check_array(w, "U", self.U, np.uint8, (4 * H, H))
+        H, n_in, R = self.hidden, int(self.W.shape[1]), self.ROWS
+        _check_array(w, "W", self.W, np.uint8, (R * H, n_in))
+        _check_array(w, "U", self.U, np.uint8, (R * H, H))
         _check_array(w, "bias", self.bias, np.int32, (4, H))
         _check_array(w, "M", self.M, np.uint16, (4, H))
         _check_array(w, "n", self.n, np.uint8, (4, H))
+        if (self.ln_gamma is None) != (self.ln_beta is None):
+            _fail(f"{w}: layer norm needs both ln_gamma and ln_beta")
+        if self.layer_norm:
+            _check_array(w, "ln_gamma", self.ln_gamma, np.int16, (4, H))
+            _check_array(w, "ln_beta", self.ln_beta, np.int16, (4, H))
         bits = config.weight_bits
         for name, a in (("W", self.W), ("U", self.U)):
             if a.size and int(a.max()) >= 1 << bits:
@@ -524,7 +559,7 @@ class LSTMLayer:
         missing = [k for k in self.TABLES if k not in self.tables]
         if missing:
             _fail(f"{w}: missing PWL table(s) {missing}")
-        if self.tables["tanh_cell"].in_frac_bits != config.cell_frac_bits:
+        if "tanh_cell" in self.TABLES and self.tables["tanh_cell"].in_frac_bits != config.cell_frac_bits:
             _fail(
                 f"{w}: the tanh_cell table reads Q.{self.tables['tanh_cell'].in_frac_bits}, "
                 f"but the config's cell has {config.cell_frac_bits} fraction bits"
@@ -538,6 +573,41 @@ class LSTMLayer:
             _fail(f"{w}: acc + bias can reach {worst}, beyond the 33-bit requantizer input")
 
 
+@dataclass(eq=False)
+class LSTMLayer(_RecurrentLayer):
+    """An integer-only LSTM (SPEC §4) over an input sequence ``(T, I)``; outputs the last h ``(H,)`` (Q0.7).
+
+    Arrays: ``W`` ``(4H, I)`` and ``U`` ``(4H, H)`` weight codes (uint8; rows ``g*H + j`` for gates
+    i, f, g, o), ``bias`` ``(4, H)`` int32 in accumulator units, ``M`` ``(4, H)`` uint16 and ``n``
+    ``(4, H)`` uint8 (accumulator -> Q3.12), and for each PWL table ``t`` in ``sigmoid``, ``tanh``
+    (Q3.12 in) and ``tanh_cell`` (cell format in) the int16 arrays ``t_knots``, ``t_y``, ``t_m``; the
+    tables' slope shifts are in the manifest. :func:`quant.rnn.rnn_layer` is its exact semantics.
+
+    Optional integer layer norm (:func:`quant.rnn.layer_norm`): int16 Q3.12 arrays ``ln_gamma`` and
+    ``ln_beta`` ``(4, H)`` and ``"layer_norm": true`` in the manifest. A layer without it is written
+    exactly as before the field existed.
+    """
+
+    kind: ClassVar[str] = "lstm"
+    TABLES: ClassVar[tuple[str, ...]] = ("sigmoid", "tanh", "tanh_cell")
+    #: weight rows per hidden unit (gates i, f, g, o)
+    ROWS: ClassVar[int] = 4
+
+
+@dataclass(eq=False)
+class GRULayer(_RecurrentLayer):
+    """An integer-only GRU (SPEC §4) over ``(T, I)``; outputs the last h ``(H,)`` (Q0.7).
+
+    Same file layout as :class:`LSTMLayer` with ``W`` ``(3H, I)`` and ``U`` ``(3H, H)`` (rows z, r, n),
+    four bias/requant slots per unit (z, r, nx, nh: ``W_n x`` and ``U_n h`` are requantized apart)
+    and two tables, ``sigmoid`` and ``tanh`` (both Q3.12 in).
+    """
+
+    kind: ClassVar[str] = "gru"
+    TABLES: ClassVar[tuple[str, ...]] = ("sigmoid", "tanh")
+    ROWS: ClassVar[int] = 3
+
+
 #: kind -> layer class
 LAYER_KINDS: dict[str, type] = {}
 
@@ -548,7 +618,7 @@ def register_layer_kind(cls: type) -> type:
     return cls
 
 
-for _cls in (DenseLayer, Conv2dLayer, ReluLayer, MaxPool2dLayer, FlattenLayer, ArgmaxLayer, LSTMLayer):
+for _cls in (DenseLayer, Conv2dLayer, ReluLayer, MaxPool2dLayer, FlattenLayer, ArgmaxLayer, LSTMLayer, GRULayer):
     register_layer_kind(_cls)
 
 

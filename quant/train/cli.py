@@ -3,24 +3,39 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 __all__ = ["HELP", "add_arguments", "run"]
 
-HELP = "train a digits MLP/CNN or sequential-digits LSTM with DenseShift (or int8) weights and export the model file"
+HELP = (
+    "train a digits MLP/CNN, a sequential-digits LSTM/GRU or a char-LM with DenseShift (or int8) weights and export it"
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--task", choices=("digits-mlp", "digits-cnn", "seq-digits"), default="digits-mlp", help="model and data set"
+        "--task",
+        choices=("digits-mlp", "digits-cnn", "seq-digits", "charlm"),
+        default="digits-mlp",
+        help="model and data set",
     )
     p.add_argument(
         "--bits", type=int, default=3, choices=(2, 3, 4, 8), help="weight bits: 2, 3, 4 (DenseShift) or 8 (int8)"
     )
-    p.add_argument("-o", "--output", required=True, help="model file to write (e.g. model.npu)")
+    p.add_argument(
+        "-o", "--output", required=True, help="model file to write (e.g. model.npu; charlm: integer arrays, .npz)"
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--epochs", type=int, help="epochs of quantization-aware training (default: per task)")
     p.add_argument("--exact-epochs", type=int, help="epochs with the integer forward pass (default: per task)")
-    p.add_argument("--hidden", type=int, default=32, help="seq-digits: LSTM hidden units (default 32)")
+    p.add_argument("--hidden", type=int, help="seq-digits / charlm: RNN hidden units (default 32 / 128)")
+    r = p.add_argument_group("recurrent tasks (seq-digits, charlm)")
+    r.add_argument("--cell", choices=("lstm", "gru"), default="lstm", help="recurrent cell (default lstm)")
+    r.add_argument("--layer-norm", action="store_true", help="integer layer norm on the gate pre-activations")
+    r.add_argument("--pwl-pieces", type=int, default=16, help="pieces per PWL table (default 16)")
+    r.add_argument("--adaptive-pwl", action="store_true", help="seq-digits: refit the PWL knots from histograms")
+    r.add_argument("--fixed-pwl", action="store_true", help="charlm: keep the non-adaptive tables")
+    r.add_argument("--steps", type=int, help="charlm: training steps (default 600)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = p.add_argument_group("generator config the model is built for (default: the standard config)")
@@ -44,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
     config = NPUConfig(weight_bits=args.bits, **over)
     if args.task == "seq-digits":
         return _run_seq(args, config)
+    if args.task == "charlm":
+        return _run_charlm(args)
     kind = "int8" if args.bits == 8 else "denseshift"
     tc = TrainConfig(
         task=args.task,
@@ -102,7 +119,18 @@ def _run_seq(args: argparse.Namespace, config) -> int:
     from .seq_digits import SeqTrainConfig, export_seq_model, train_seq
 
     kind = "int8" if args.bits == 8 else "denseshift"
-    tc = SeqTrainConfig(kind=kind, bits=args.bits, hidden=args.hidden, seed=args.seed, threads=args.threads)
+    tc = SeqTrainConfig(
+        kind=kind,
+        bits=args.bits,
+        hidden=args.hidden or 32,
+        cell=args.cell,
+        layer_norm=args.layer_norm,
+        pwl_pieces=args.pwl_pieces,
+        adaptive_pwl=args.adaptive_pwl,
+        seed=args.seed,
+        threads=args.threads,
+    )
+    config = dataclasses.replace(config, pwl_pieces=args.pwl_pieces)
     if args.epochs is not None:
         tc.epochs = args.epochs
     if args.exact_epochs is not None:
@@ -116,6 +144,9 @@ def _run_seq(args: argparse.Namespace, config) -> int:
         "weights": kind if kind == "int8" else f"denseshift-{c.bits}bit",
         "seed": c.seed,
         "hidden": c.hidden,
+        "cell": c.cell,
+        "layer_norm": c.layer_norm,
+        "pwl": {"pieces": c.pwl_pieces, "adaptive": c.adaptive_pwl},
         "input_map": "q = 7 * pixel as Q0.7, image rows are the 8 time steps",
         "recipe": {
             "optimizer": "Adam",
@@ -135,7 +166,7 @@ def _run_seq(args: argparse.Namespace, config) -> int:
     model.save(args.output)
     acc = golden.accuracy(NPUModel.load(args.output), data.x_test, data.y_test)
     print(
-        f"seq-digits, {meta['weights']}, H={c.hidden}, seed {c.seed}: {c.epochs} + {c.exact_epochs} epochs in {r.seconds:.1f} s"
+        f"seq-digits {c.cell}, {meta['weights']}, H={c.hidden}, seed {c.seed}: {c.epochs} + {c.exact_epochs} epochs in {r.seconds:.1f} s"
     )
     print(f"  test accuracy before freezing BatchNorm:        {100 * r.qat_accuracy:.2f}%")
     print(
@@ -144,5 +175,58 @@ def _run_seq(args: argparse.Namespace, config) -> int:
     print(f"  wrote {args.output}; golden model on the file:    {100 * acc:.2f}%")
     if acc != r.test_accuracy:
         print("  ERROR: the exported model does not reproduce the training accuracy")
+        return 1
+    return 0
+
+
+def _run_charlm(args: argparse.Namespace) -> int:
+    """``--task charlm``: the integer-only char-LM of :mod:`quant.train.charlm`; writes its integer arrays (.npz)."""
+    import json
+
+    import numpy as np
+    import torch
+
+    from .charlm import CharTrainConfig, export_charlm, golden_bpc, load_charlm, train_charlm
+
+    kind = "int8" if args.bits == 8 else "denseshift"
+    tc = CharTrainConfig(
+        kind=kind,
+        bits=args.bits,
+        cell=args.cell,
+        hidden=args.hidden or CharTrainConfig.hidden,
+        layer_norm=args.layer_norm,
+        pwl_pieces=args.pwl_pieces,
+        adaptive_pwl=not args.fixed_pwl,
+        seed=args.seed,
+        threads=args.threads,
+    )
+    if args.steps is not None:
+        tc.steps = args.steps
+        tc.warmup_steps = min(tc.warmup_steps, args.steps // 2)
+    data = load_charlm()
+    r = train_charlm(tc, data, progress=not args.no_progress)
+    arrays = export_charlm(r.net)
+    meta = {
+        "task": "charlm",
+        "weights": kind if kind == "int8" else f"denseshift-{args.bits}bit",
+        "config": {k: v for k, v in vars(r.config).items()},
+        "text_sha256": data.sha256,
+        "split": "pydoc_data.topics in sorted key order joined by newlines; 90 / 5 / 5 % by position",
+        "valid_bpc": r.valid_bpc,
+        "test_bpc": r.test_bpc,
+        "torch": torch.__version__,
+    }
+    np.savez(args.output, metadata=np.array(json.dumps(meta)), **arrays)
+    with np.load(args.output) as f:
+        loaded = {k: f[k] for k in f.files}
+    g = golden_bpc(loaded, data.test, tc.seq_len)
+    print(
+        f"charlm {tc.cell}, {meta['weights']}, E={tc.embed} H={tc.hidden}, seed {tc.seed}: {tc.steps} steps "
+        f"in {r.seconds:.0f} s ({r.cpu_seconds:.0f} s CPU)"
+    )
+    print(f"  integer model: valid {r.valid_bpc:.4f} bpc, test {r.test_bpc:.4f} bpc")
+    print(f"  wrote {args.output}; golden model on the file: test {g:.4f} bpc")
+    if abs(g - r.test_bpc) > 1e-4:
+        print("  ERROR: the exported arrays do not reproduce the training bpc")
         return 1
     return 0

@@ -35,10 +35,10 @@ from torch import nn
 
 from ..config import NPUConfig
 from ..digits import DigitsSplit, load_split
-from ..model import ArgmaxLayer, DenseLayer, InputSpec, LSTMLayer, NPUModel
+from ..model import ArgmaxLayer, DenseLayer, GRULayer, InputSpec, LSTMLayer, NPUModel
 from .layers import QuantLinear
 from .network import QuantBlock
-from .rnn import X_SCALE, QuantLSTM
+from .rnn import X_SCALE, QuantRNN
 
 __all__ = ["SeqDigitsNet", "SeqTrainConfig", "SeqTrainResult", "train_seq", "export_seq_model", "to_sequence"]
 
@@ -53,15 +53,24 @@ def to_sequence(pixels: np.ndarray) -> torch.Tensor:
 
 
 class SeqDigitsNet(nn.Module):
-    """``QuantLSTM(8, hidden) -> last h -> QuantBlock(dense hidden -> 10)``."""
+    """``QuantRNN(cell, 8, hidden) -> last h -> QuantBlock(dense hidden -> 10)`` (the RNN is ``self.lstm`` for either cell)."""
 
     task = "seq-digits"
 
-    def __init__(self, kind: str = "denseshift", bits: int = 4, hidden: int = 32, config: NPUConfig | None = None):
+    def __init__(
+        self,
+        kind: str = "denseshift",
+        bits: int = 4,
+        hidden: int = 32,
+        config: NPUConfig | None = None,
+        *,
+        cell: str = "lstm",
+        layer_norm: bool = False,
+    ):
         super().__init__()
         self.kind, self.bits, self.hidden = kind, (8 if kind == "int8" else bits), hidden
         q = kind != "fp32"
-        self.lstm = QuantLSTM(WIDTH, hidden, kind=kind, bits=bits, config=config)
+        self.lstm = QuantRNN(cell, WIDTH, hidden, kind=kind, bits=bits, config=config, layer_norm=layer_norm)
         self.head = QuantBlock("fc", QuantLinear(hidden, 10, kind=kind, bits=bits), relu=False, quantized=q)
         self.phase = "qat" if q else "float"
 
@@ -106,6 +115,11 @@ class SeqTrainConfig:
     kind: str = "denseshift"
     bits: int = 4
     hidden: int = 32
+    cell: str = "lstm"
+    layer_norm: bool = False
+    pwl_pieces: int = 16
+    adaptive_pwl: bool = False  # refit the PWL tables from the running histograms (exact epochs)
+    refit_every: int = 10  # epochs between refits
     seed: int = 0
     epochs: int = 80
     exact_epochs: int = 20
@@ -141,7 +155,8 @@ def train_seq(cfg: SeqTrainConfig, data: DigitsSplit | None = None, *, progress:
     torch.set_num_threads(cfg.threads)
     torch.use_deterministic_algorithms(True)
     data = data or load_split()
-    net = SeqDigitsNet(cfg.kind, cfg.bits, cfg.hidden)
+    config = NPUConfig(weight_bits={"int8": 8, "denseshift": cfg.bits}.get(cfg.kind, 4), pwl_pieces=cfg.pwl_pieces)
+    net = SeqDigitsNet(cfg.kind, cfg.bits, cfg.hidden, config, cell=cfg.cell, layer_norm=cfg.layer_norm)
     xtr, ytr = to_sequence(data.x_train), torch.tensor(data.y_train)
     xte, yte = to_sequence(data.x_test), torch.tensor(data.y_test)
     latents = [p for n, p in net.named_parameters() if ".weight." in n and cfg.kind == "denseshift"]
@@ -163,6 +178,11 @@ def train_seq(cfg: SeqTrainConfig, data: DigitsSplit | None = None, *, progress:
         if cfg.kind != "fp32":
             # the warm-up never reaches into the exact epochs: the folded head trains on the integer LSTM
             net.lstm.phase = "float" if epoch < min(cfg.warmup_epochs, cfg.epochs) else "exact"
+            exact = net.lstm.phase == "exact"
+            net.lstm.collect = exact and cfg.adaptive_pwl
+            e0 = min(cfg.warmup_epochs, cfg.epochs)
+            if net.lstm.collect and epoch > e0 and (epoch - e0) % cfg.refit_every == 0:
+                net.lstm.refit_tables(cfg.pwl_pieces)
         net.train()
         perm = torch.randperm(len(xtr), generator=gen)
         total_loss = 0.0
@@ -180,6 +200,7 @@ def train_seq(cfg: SeqTrainConfig, data: DigitsSplit | None = None, *, progress:
         bar.set_postfix(phase=net.phase, loss=f"{total_loss / len(xtr):.3f}")
     if cfg.kind != "fp32":
         net.lstm.phase = "exact"  # what is evaluated and exported is always the integer LSTM
+        net.lstm.collect = False
     acc = _accuracy(net, xte, yte)
     if not cfg.exact_epochs:
         qat_acc = acc
@@ -187,18 +208,18 @@ def train_seq(cfg: SeqTrainConfig, data: DigitsSplit | None = None, *, progress:
 
 
 def export_seq_model(net: SeqDigitsNet, config: NPUConfig | None = None, metadata: dict | None = None) -> NPUModel:
-    """The integer model ``lstm -> dense -> argmax`` of an exact-phase ``net``."""
+    """The integer model ``lstm|gru -> dense -> argmax`` of an exact-phase ``net``."""
     if net.kind not in ("denseshift", "int8"):
         raise ValueError(f"cannot export a {net.kind} network: only DenseShift and int8 weights have hardware codes")
     config = config or net.lstm.config
     if config.weight_bits != net.bits:
         raise ValueError(f"the network has {net.bits}-bit weights but the config has weight_bits={config.weight_bits}")
-    if config.cell_frac_bits != net.lstm.config.cell_frac_bits:
+    if config.cell_frac_bits != net.lstm.config.cell_frac_bits and net.lstm.cell == "lstm":
         raise ValueError("the config's cell format differs from the one the LSTM was trained with")
     from ..codes import decode, encode
 
     p = net.lstm.rnn_params()
-    lstm = LSTMLayer.from_params("lstm", p)
+    lstm = (LSTMLayer if p.kind == "lstm" else GRULayer).from_params(p.kind, p)
     f = net.head.fold(X_SCALE)
     v = f.v.round().to(torch.int64).numpy().T
     codes = encode(v, net.bits).astype(np.uint8)
