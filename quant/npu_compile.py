@@ -146,6 +146,10 @@ def compile_model(
     for i, la in enumerate(model.layers):
         if la.kind == "gru":
             raise CompileError(f"layer {la.name!r}: GRU layers are not mapped to the NPU yet")
+        if isinstance(la, LSTMLayer) and la.layer_norm:
+            raise CompileError(
+                f"layer {la.name!r}: integer layer norm runs in the golden model only, not on the NPU yet"
+            )
         if isinstance(la, LSTMLayer) and i != 0:
             raise CompileError(f"layer {la.name!r}: the NPU runs an LSTM only as the model's first layer")
     L = cfg.rows

@@ -1,6 +1,8 @@
 """The LSTM path: gate-mode GEMM + PWL_LOAD + LSTM on the NPU core (cocotb) against the word-level
 device model, and the device model against the golden model (quant.golden / quant.rnn)."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -126,6 +128,13 @@ def test_compiler_refuses_what_the_lstm_path_cannot_run():
     odd = CFG.replace(pwl_pieces=8)
     with pytest.raises(CompileError, match="pieces"):
         compile_model(random_lstm(1, CFG), 1, odd)
+    ln = random_lstm(1, CFG, hidden=16)
+    H = ln.layers[0].hidden
+    ln.layers[0] = dataclasses.replace(
+        ln.layers[0], ln_gamma=np.ones((4, H), np.int64) << 12, ln_beta=np.zeros((4, H), np.int64)
+    )
+    with pytest.raises(CompileError, match="layer norm"):
+        compile_model(ln, 1, CFG)
 
 
 def _scenario(name, cfg, model, batch, seed):
