@@ -6,9 +6,8 @@ can refuse a config that cannot fit before Yosys runs.
 The model follows the structure of the generated design and is calibrated on measurements
 (``bench/area.py``, ``bench/results/area.json``):
 
-* **Flip-flops** are counted structurally: per PE two weight banks, the activation and bank
-  pass-through (not in the last column), the product-term register and the partial sum of its row;
-  the skew/deskew and valid delay lines; the pin harness' input shift register and output
+* **Flip-flops** are counted structurally: per PE two weight banks, the product-term register
+  and the partial sum of its row; the input skew and valid delay lines; the pin harness' input shift register and output
   registers. This matches Yosys' count to within a few flip-flops.
 * **LUT4s per PE** are a line in the partial-sum width, fitted per family and PE flavour on the
   single-PE Yosys runs.
@@ -77,10 +76,9 @@ def count_ffs(config: NPUConfig, *, harness: bool = True) -> int:
     per_pe_fixed = 2 * wb + config.product_width
     ffs = 0
     for w in _row_widths(config):
-        ffs += C * (per_pe_fixed + w) + (C - 1) * 9  # the last column's a/bank outputs go nowhere
-    ffs += 9 * R * (R - 1) // 2  # input skew (activation and bank tag)
-    ffs += config.array_sum_width * C * (C - 1) // 2  # output deskew
-    ffs += R + C  # valid delay line (the array's latency)
+        ffs += C * (per_pe_fixed + w)  # activations are broadcast along a row: no pass-through
+    ffs += 9 * R * (R - 1) // 2  # input skew (activation and bank tag); no output deskew
+    ffs += R + 1  # valid delay line (the array's latency)
     if harness:
         ffs += 5 + 8 * R + wb * C  # input shift register: every input bit
         ffs += config.array_sum_width * C + 2  # registered outputs, out_valid and the XOR

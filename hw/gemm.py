@@ -30,15 +30,16 @@ The engine needs ``rows == cols`` so that results and activations share one word
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from quant.config import NPUConfig
-from quant.perf import DRAIN_BUFFER_ROWS
+from quant.perf import DRAIN_BUFFER_ROWS, weight_cooldown
 
 from .requant import Requantizer
+from .spram import SinglePortRAM, has_spram, spram_blocks
 from .systolic import SystolicArray
 
 __all__ = ["GemmCommand", "ChannelParams", "GemmEngine", "REGION_FEATURE", "REGION_WEIGHT", "REGION_CHANNEL"]
@@ -63,6 +64,8 @@ GemmCommand = data.StructLayout(
 )
 
 ChannelParams = data.StructLayout({"bias": signed(32), "mult": unsigned(16), "shift": unsigned(6)})
+#: The part of :data:`ChannelParams` kept in the dual-port channel memory (the bias has its own).
+ChannelScale = data.StructLayout({"mult": unsigned(16), "shift": unsigned(6)})
 
 
 class GemmEngine(wiring.Component):
@@ -134,7 +137,7 @@ class GemmEngine(wiring.Component):
     @property
     def cooldown(self) -> int:
         """Cycles after a pass's last vector issues before its weight bank may be reloaded."""
-        return self.config.rows + self.config.cols
+        return weight_cooldown(self.config)
 
     def elaborate(self, platform):
         m = Module()
@@ -144,26 +147,55 @@ class GemmEngine(wiring.Component):
         L = self.pipeline_latency
 
         m.submodules.array = array = self.array
-        m.submodules.requant = rq = Requantizer(cfg, tag_width=ADDR_BITS + (C - 1).bit_length() + 2)
+        # Internal widths: addresses as wide as the memory they address (the low bits of a sum
+        # depend only on the low bits of its terms, so this is exact), counts as wide as the
+        # largest value a command that fits the memories can hold (the compiler refuses others).
+        FA = max(1, (cfg.act_depth - 1).bit_length())  # feature address
+        WA = max(1, (cfg.weight_depth - 1).bit_length())  # weight address
+        CA = max(1, (cfg.chan_depth - 1).bit_length())  # channel address
+        MW = min(DIM_BITS, cfg.act_depth.bit_length())  # m <= act_depth (A has m rows)
+        TW = min(DIM_BITS, (-(-cfg.weight_depth // R)).bit_length())  # kt * nt tiles of R words fit
+        NW = min(DIM_BITS, cfg.chan_depth.bit_length())  # n channels have parameters
+        MOW = (cfg.act_depth + Mb).bit_length()  # M-block offsets run up to m rounded up to Mb
+        COW = (cfg.chan_depth + C).bit_length()  # output column offsets run up to n rounded up to C
+        narrow = {"m": MW, "kt": TW, "nt": TW, "n": NW, "act_base": FA, "out_base": FA, "wgt_base": WA, "chan_base": CA}
+        CmdRegs = data.StructLayout(
+            {name: unsigned(narrow.get(name, shape.width)) for name, shape in ((k, v.shape) for k, v in GemmCommand)}
+        )
+        lane_bits = (C - 1).bit_length()
+        m.submodules.requant = rq = Requantizer(cfg, tag_width=FA + lane_bits + 2)
 
+        # Feature and accumulator memories need a read and a write port in one cycle (EBR). The
+        # weight memory and the channel biases are read while busy and written only while idle:
+        # single-port, so on an iCE40UP they go to the SPRAM blocks (hw/spram.py), which leaves
+        # enough EBRs for the rest. The multiplier/shift half of the channel memory stays in EBR.
+        spram_left = 4 if has_spram(platform) else 0
+        use_w = spram_blocks(self.weight_width) <= spram_left
+        spram_left -= spram_blocks(self.weight_width) if use_w else 0
+        use_b = spram_blocks(ChannelParams.members["bias"].width) <= spram_left
         fmem = m.submodules.fmem = Memory(shape=unsigned(self.feature_width), depth=cfg.act_depth, init=[])
-        wmem = m.submodules.wmem = Memory(shape=unsigned(self.weight_width), depth=cfg.weight_depth, init=[])
-        cmem = m.submodules.cmem = Memory(shape=ChannelParams, depth=cfg.chan_depth, init=[])
+        wmem = m.submodules.wmem = SinglePortRAM(self.weight_width, cfg.weight_depth, spram=use_w)
+        bmem = m.submodules.bmem = SinglePortRAM(ChannelParams.members["bias"].width, cfg.chan_depth, spram=use_b)
+        cmem = m.submodules.cmem = Memory(shape=ChannelScale, depth=cfg.chan_depth, init=[])
         amem = m.submodules.amem = Memory(shape=unsigned(self.acc_row_width), depth=2 * Mb, init=[])
 
         en = Signal()
         m.d.comb += en.eq(~self.stall)
 
         f_rd, f_wr = fmem.read_port(), fmem.write_port()
-        w_rd, w_wr = wmem.read_port(), wmem.write_port()
         c_rd, c_wr = cmem.read_port(), cmem.write_port()
         a_rd, a_wr = amem.read_port(), amem.write_port()
+        chan_rdata = Signal(ChannelParams)
+        m.d.comb += [
+            chan_rdata.bias.eq(bmem.rdata),
+            chan_rdata.mult.eq(c_rd.data.mult),
+            chan_rdata.shift.eq(c_rd.data.shift),
+        ]
 
         # ---- command registers ------------------------------------------------------------------
         busy = Signal()
-        cmd = Signal(GemmCommand)
-        KT = Signal(DIM_BITS)
-        NT = Signal(DIM_BITS)
+        cmd = Signal(CmdRegs)
+        KT, NT = cmd.kt, cmd.nt
         cycles = Signal(32)
         m.d.comb += self.busy.eq(busy)
 
@@ -171,19 +203,21 @@ class GemmEngine(wiring.Component):
         host_sel = Signal(2)
         m.d.sync += host_sel.eq(self.host_region)
         m.d.comb += self.host_rdata.eq(
-            Mux(host_sel == REGION_FEATURE, f_rd.data, Mux(host_sel == REGION_WEIGHT, w_rd.data, c_rd.data.as_value()))
+            Mux(
+                host_sel == REGION_FEATURE, f_rd.data, Mux(host_sel == REGION_WEIGHT, wmem.rdata, chan_rdata.as_value())
+            )
         )
 
         # ---- issuer state -----------------------------------------------------------------------
         running = Signal()  # passes remain to issue
-        i_kt, i_nt = Signal(DIM_BITS), Signal(DIM_BITS)
-        i_kt_off = Signal(ADDR_BITS + DIM_BITS)  # kt * M
-        i_mb_off = Signal(DIM_BITS + 1)  # mb * Mb
+        i_kt, i_nt = Signal(TW), Signal(TW)
+        i_kt_off = Signal(FA)  # kt * M
+        i_mb_off = Signal(MOW)  # mb * Mb
         i_row = Signal(range(Mb + 1))
         i_bank = Signal()  # weight bank of the current pass (pass parity)
         i_accbank = Signal()  # accumulator bank of the current block (block parity)
         i_in_pass = Signal()
-        rows_left = Signal(DIM_BITS + 1)
+        rows_left = Signal(MOW + 1)
         i_rows = Signal(range(Mb + 1))
         m.d.comb += [rows_left.eq(cmd.m - i_mb_off), i_rows.eq(Mux(rows_left < Mb, rows_left, Mb))]
         last_kt = Signal()
@@ -194,33 +228,33 @@ class GemmEngine(wiring.Component):
 
         tile_ready = Signal(2)
         acc_busy = Signal(2)  # bank holds a block not yet fully read by the drain
-        cooldown = Signal(range(self.cooldown + 1))
+        cooldown = Signal(range(max(self.cooldown, 1) + 1))
 
         # ---- loader state -----------------------------------------------------------------------
         ld_todo = Signal()  # tiles remain to load
         ld_active = Signal()
         ld_step = Signal(range(R + 1))
         ld_bank = Signal()
-        ld_kt, ld_nt = Signal(DIM_BITS), Signal(DIM_BITS)
-        ld_tile_off = Signal(ADDR_BITS + DIM_BITS)  # (nt*KT + kt) * R
-        ld_mb_left = Signal(DIM_BITS + 1)  # rows of A not yet covered by loaded blocks
+        ld_kt, ld_nt = Signal(TW), Signal(TW)
+        ld_tile_off = Signal(WA)  # (nt*KT + kt) * R
+        ld_mb_left = Signal(MW)  # rows of A not yet covered by loaded blocks
         ld_shift = Signal()
         ld_shift_last = Signal()
 
         # ---- drain state ------------------------------------------------------------------------
         d_todo = Signal()  # blocks remain to drain
         d_bank = Signal()
-        d_nt = Signal(DIM_BITS)
-        d_nt_off = Signal(ADDR_BITS + DIM_BITS)  # nt * M
-        d_chan_off = Signal(ADDR_BITS + DIM_BITS)  # nt * C
-        d_mb_off = Signal(DIM_BITS + 1)
+        d_nt = Signal(TW)
+        d_nt_off = Signal(FA)  # nt * M
+        d_chan_off = Signal(COW)  # nt * C: the first output column of the N-tile
+        d_mb_off = Signal(MOW)
         d_rows = Signal(range(Mb + 1))
         d_req = Signal(range(Mb + 1))  # next row to request
         D = DRAIN_BUFFER_ROWS
         d_inflight = Signal(range(D + 1))  # drain slots in the pipeline (issued, row not yet captured)
         block_ready = Signal(2)  # bank's block fully accumulated
         d_last_block = Signal()
-        d_rows_left = Signal(DIM_BITS + 1)
+        d_rows_left = Signal(MOW + 1)
         m.d.comb += [
             d_rows_left.eq(cmd.m - d_mb_off),
             d_rows.eq(Mux(d_rows_left < Mb, d_rows_left, Mb)),
@@ -231,8 +265,8 @@ class GemmEngine(wiring.Component):
         # < D, so every capture (pipeline_latency cycles after its slot) finds a free entry even
         # when out_stall holds the lanes back.
         q_data = [Signal(unsigned(self.acc_row_width), name=f"q{i}_data") for i in range(D)]
-        q_waddr = [Signal(ADDR_BITS, name=f"q{i}_waddr") for i in range(D)]
-        q_chan = [Signal(ADDR_BITS + DIM_BITS, name=f"q{i}_chan") for i in range(D)]
+        q_waddr = [Signal(FA, name=f"q{i}_waddr") for i in range(D)]
+        q_chan = [Signal(COW, name=f"q{i}_col") for i in range(D)]  # first output column of the row
         q_final = [Signal(name=f"q{i}_final") for i in range(D)]  # last row of the last block
         q_count = Signal(range(D + 1))
         buf_valid = Signal()
@@ -265,9 +299,7 @@ class GemmEngine(wiring.Component):
             c = self.cmd.payload
             m.d.sync += [
                 busy.eq(1),
-                cmd.eq(c),
-                KT.eq(c.kt),
-                NT.eq(c.nt),
+                *(cmd[name].eq(c[name]) for name in CmdRegs.members),
                 cycles.eq(1),
                 running.eq(1),
                 i_kt.eq(0),
@@ -307,7 +339,7 @@ class GemmEngine(wiring.Component):
         m.d.comb += ld_start.eq(
             busy & ld_todo & ~ld_active & ~ld_shift & ~tile_ready.bit_select(ld_bank, 1) & (cooldown == 0)
         )
-        ld_addr = Signal(ADDR_BITS)
+        ld_addr = Signal(WA)
         m.d.comb += ld_addr.eq(cmd.wgt_base + ld_tile_off + (R - 1) - ld_step)
         with m.If(en):
             m.d.sync += [ld_shift.eq(0), ld_shift_last.eq(0)]
@@ -333,9 +365,9 @@ class GemmEngine(wiring.Component):
         ld_rd_addr = Signal(ADDR_BITS)
         m.d.comb += [
             ld_rd_addr.eq(Mux(busy, ld_addr, self.host_addr)),
-            w_rd.addr.eq(ld_rd_addr),
-            w_rd.en.eq(~busy | en),
-            array.w_in.eq(w_rd.data),
+            wmem.addr.eq(ld_rd_addr),
+            wmem.re.eq(~busy | en),
+            array.w_in.eq(wmem.rdata),
             array.w_shift.eq(ld_shift & en),
             array.w_bank.eq(ld_bank),
         ]
@@ -357,7 +389,7 @@ class GemmEngine(wiring.Component):
         )
         issue_vec = Signal()
         m.d.comb += issue_vec.eq(~drain_slot & (i_in_pass | can_start))
-        act_addr = Signal(ADDR_BITS)
+        act_addr = Signal(FA)
         m.d.comb += act_addr.eq(cmd.act_base + i_kt_off + i_mb_off + i_row)
 
         m.d.comb += [
@@ -455,7 +487,7 @@ class GemmEngine(wiring.Component):
                 m.d.sync += [
                     q_data[i].eq(a_rd.data),
                     q_waddr[i].eq(cmd.out_base + d_nt_off + d_mb_off + tap_w.row),
-                    q_chan[i].eq(cmd.chan_base + d_chan_off),
+                    q_chan[i].eq(d_chan_off),
                     q_final[i].eq(d_last_block & (tap_w.row == d_rows - 1)),
                 ]
         with m.If(capture):
@@ -476,48 +508,55 @@ class GemmEngine(wiring.Component):
 
         # Lane l of the buffered row goes to the requantizer with channel chan + l. The channel
         # memory is read one cycle ahead, so a lane is presented from a one-entry stage.
-        lanes = Array(q_data[0][c * aw : (c + 1) * aw].as_signed() for c in range(C))
         st_valid = Signal()
         st_acc = Signal(signed(aw))
         st_tag = Signal(len(rq.i_tag))
         take = Signal()  # move a lane from the buffer into the stage
         m.d.comb += take.eq(buf_valid & (~st_valid | rq.i_stream.ready))
-        chan_addr = Signal(ADDR_BITS)
-        m.d.comb += chan_addr.eq(q_chan[0] + buf_lane)
+        col = Signal(COW)  # output column of the lane
+        chan_addr = Signal(CA)
+        m.d.comb += [col.eq(q_chan[0] + buf_lane), chan_addr.eq(cmd.chan_base + col)]
         n_mask = Signal()  # lane is past N: its result is written as 0
-        m.d.comb += n_mask.eq((chan_addr - cmd.chan_base) >= cmd.n)
+        m.d.comb += n_mask.eq(col >= cmd.n)
         m.d.comb += [
             c_rd.addr.eq(Mux(busy, chan_addr, self.host_addr)),
             c_rd.en.eq(~busy | take),
+            bmem.addr.eq(Mux(busy, chan_addr, self.host_addr)),
+            bmem.re.eq(~busy | take),
         ]
         with m.If(rq.i_stream.ready):
             m.d.sync += st_valid.eq(0)
         with m.If(take):
             m.d.sync += [
                 st_valid.eq(1),
-                st_acc.eq(lanes[buf_lane]),
+                st_acc.eq(q_data[0][:aw].as_signed()),
                 st_tag.eq(Cat(q_waddr[0], buf_lane, n_mask, q_final[0] & (buf_lane == C - 1))),
                 buf_lane.eq(buf_lane + 1),
             ]
             with m.If(buf_lane == C - 1):
                 m.d.sync += buf_lane.eq(0)
         m.d.comb += pop.eq(take & (buf_lane == C - 1))
+        # The head row shifts down by one lane per lane taken, so the lane sent is always its
+        # lowest one: no C-way multiplexer. (A capture into entry 0 only happens when the buffer
+        # is empty, when nothing is taken.)
+        with m.If(take & ~pop):
+            m.d.sync += q_data[0].eq(q_data[0] >> aw)
         m.d.comb += [
             rq.i_stream.valid.eq(st_valid),
             rq.i_stream.payload.acc.eq(st_acc),
-            rq.i_stream.payload.bias.eq(c_rd.data.bias),
-            rq.i_stream.payload.mult.eq(c_rd.data.mult),
-            rq.i_stream.payload.shift.eq(c_rd.data.shift),
+            rq.i_stream.payload.bias.eq(chan_rdata.bias),
+            rq.i_stream.payload.mult.eq(chan_rdata.mult),
+            rq.i_stream.payload.shift.eq(chan_rdata.shift),
             rq.i_stream.payload.relu.eq(cmd.relu),
             rq.i_tag.eq(st_tag),
         ]
 
         # Collector: assemble a row of int8 results and write it to the feature memory.
         word = Signal(unsigned(self.feature_width))
-        o_waddr = rq.o_tag[:ADDR_BITS]
-        o_lane = rq.o_tag[ADDR_BITS : ADDR_BITS + (C - 1).bit_length()] if C > 1 else 0
-        o_mask = rq.o_tag[ADDR_BITS + (C - 1).bit_length()]
-        o_final = rq.o_tag[ADDR_BITS + (C - 1).bit_length() + 1]
+        o_waddr = rq.o_tag[:FA]
+        o_lane = rq.o_tag[FA : FA + lane_bits] if C > 1 else 0
+        o_mask = rq.o_tag[FA + lane_bits]
+        o_final = rq.o_tag[FA + lane_bits + 1]
         value = Signal(signed(8))
         m.d.comb += [value.eq(Mux(o_mask, 0, rq.o_stream.payload)), rq.o_stream.ready.eq(~self.out_stall)]
         full_word = Signal(unsigned(self.feature_width))
@@ -536,12 +575,16 @@ class GemmEngine(wiring.Component):
             m.d.sync += [busy.eq(0), done_valid.eq(1), done_cycles.eq(cycles)]
 
         # ---- host writes to weight and channel memories ----------------------------------------------
+        host_params = Signal(ChannelParams)
         m.d.comb += [
-            w_wr.addr.eq(self.host_addr),
-            w_wr.data.eq(self.host_wdata),
-            w_wr.en.eq(~busy & self.host_we & (self.host_region == REGION_WEIGHT)),
+            host_params.eq(self.host_wdata),
+            wmem.wdata.eq(self.host_wdata),
+            wmem.we.eq(~busy & self.host_we & (self.host_region == REGION_WEIGHT)),
             c_wr.addr.eq(self.host_addr),
-            c_wr.data.eq(self.host_wdata),
+            c_wr.data.mult.eq(host_params.mult),
+            c_wr.data.shift.eq(host_params.shift),
             c_wr.en.eq(~busy & self.host_we & (self.host_region == REGION_CHANNEL)),
+            bmem.wdata.eq(host_params.bias),
+            bmem.we.eq(~busy & self.host_we & (self.host_region == REGION_CHANNEL)),
         ]
         return m

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from .config import NPUConfig
 from .tiling import tiles
 
-__all__ = ["GemmTiming", "gemm_cycles", "REQUANT_LATENCY", "DRAIN_BUFFER_ROWS"]
+__all__ = ["GemmTiming", "gemm_cycles", "weight_cooldown", "array_latency", "REQUANT_LATENCY", "DRAIN_BUFFER_ROWS"]
 
 #: Pipeline stages of hw.requant.Requantizer.
-REQUANT_LATENCY = 4
+REQUANT_LATENCY = 5
 
 #: Entries of the engine's drain row FIFO (hw/gemm.py imports it from here, so the two agree):
 #: drain slots issued but not yet captured plus rows buffered never exceed it.
@@ -47,7 +47,17 @@ class GemmTiming:
 
 def array_latency(config: NPUConfig) -> int:
     """hw.systolic.SystolicArray.latency."""
-    return config.rows - 1 + config.cols - 1 + 2
+    return config.rows - 1 + 2
+
+
+def weight_cooldown(config: NPUConfig) -> int:
+    """hw.gemm.GemmEngine.cooldown: cycles after a pass's last vector before its bank may reload.
+
+    The last vector issues at cycle ``T`` and its bottom row reads the bank in cycle ``T + rows``;
+    a load that starts when the cooldown reaches 0 shifts its first row at the end of cycle
+    ``T + cooldown + 3``, so ``rows - 3`` is the shortest safe wait (the model asserts it).
+    """
+    return max(config.rows - 3, 0)
 
 
 def gemm_cycles(config: NPUConfig, m: int, k: int, n: int, *, max_cycles: int = 50_000_000) -> GemmTiming:
@@ -59,7 +69,7 @@ def gemm_cycles(config: NPUConfig, m: int, k: int, n: int, *, max_cycles: int = 
     if M < 1:
         raise ValueError("M must be >= 1")
     L = 1 + array_latency(config)  # slot issue -> accumulator write
-    cooldown_len = R + C
+    cooldown_len = weight_cooldown(config)
 
     # issuer
     running, i_kt, i_nt, i_mb_off, i_row, i_bank, i_accbank, i_in_pass = True, 0, 0, 0, 0, 0, 0, False
@@ -153,8 +163,8 @@ def gemm_cycles(config: NPUConfig, m: int, k: int, n: int, *, max_cycles: int = 
         if issue_vec:
             block_end = last_kt and i_row == i_rows - 1
             slot = (True, False, block_end, i_accbank, i_row, i_bank)
-            # the vector enters the array next cycle and meets PE(r, c) up to rows+cols-1 later
-            bank_in_use_until[i_bank] = cycle + 1 + R + C - 2
+            # the vector enters the array next cycle and meets row r's PEs r cycles later
+            bank_in_use_until[i_bank] = cycle + 1 + R - 1
             n_i_in_pass, n_i_row = True, i_row + 1
             if i_row == 0:
                 n_acc_busy[i_accbank] = True

@@ -20,6 +20,18 @@ def _cases(cfg: NPUConfig, n: int, seed: int):
             for mult, shift in ((0, 0), (65535, 0), (65535, 63), (1, 1), (32768, 15), (40000, 30)):
                 out.append((acc, bias, mult, shift, int(rng.integers(0, 2))))
     out += [(-3, 0, 1, 1, 0), (3, 0, 1, 1, 0), (-5, 0, 1, 1, 0), (255, 0, 1, 1, 0), (-257, 0, 1, 1, 1)]
+    # results on either side of the saturation points and of the shifter's internal window (the
+    # rounded value at +-127/128, +-255/256, +-511/512, +-1023/1024), for shifts across every stage
+    for n in (0, 1, 2, 3, 7, 8, 15, 16, 17, 31, 32, 33, 47, 48, 49, 50, 51, 62, 63):
+        for target in (126, 127, 128, 255, 256, 511, 512, 1023, 1024, 4096):
+            for sgn in (1, -1):
+                for d in (-1, 0, 1):
+                    x = sgn * (target << n) + d * (1 << max(n - 1, 0))
+                    for mult in (1, 3):
+                        if abs(x) < 2**31:
+                            out.append((0, x, mult, n, int(rng.integers(0, 2))))
+                        if abs(x * mult) < 2**46:  # (acc + bias) * M reaching past 2**32
+                            out.append((amax, x * mult // 65535 - amax, 65535, n, 0))
     for _ in range(n):
         out.append(
             (
