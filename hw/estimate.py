@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from quant.config import NPUConfig
+from quant.perf import ROWS_PER_STAGE, array_latency
 from quant.tiling import CHANNEL_WORD_BITS
 
 from .boards import Board, get_board
@@ -75,10 +76,13 @@ def count_ffs(config: NPUConfig, *, harness: bool = True) -> int:
     # carry-in beside it; the int8 product uses every bit and its carry-in is constant.
     per_pe_fixed = 2 * wb + config.product_width
     ffs = 0
-    for w in _row_widths(config):
-        ffs += C * (per_pe_fixed + w)  # activations are broadcast along a row: no pass-through
-    ffs += 9 * R * (R - 1) // 2  # input skew (activation and bank tag); no output deskew
-    ffs += R + 1  # valid delay line (the array's latency)
+    G = ROWS_PER_STAGE
+    for r, w in enumerate(_row_widths(config)):
+        # activations are broadcast along a row (no pass-through); the partial sum is registered
+        # once per group of G rows
+        ffs += C * (per_pe_fixed + (w if r % G == G - 1 or r == R - 1 else 0))
+    ffs += 9 * sum(r // G for r in range(R))  # input skew (activation and bank tag); no output deskew
+    ffs += array_latency(config)  # valid delay line
     if harness:
         ffs += 5 + 8 * R + wb * C  # input shift register: every input bit
         ffs += config.array_sum_width * C + 2  # registered outputs, out_valid and the XOR

@@ -30,7 +30,7 @@ The engine needs ``rows == cols`` so that results and activations share one word
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -38,6 +38,7 @@ from amaranth.lib.wiring import In, Out
 from quant.config import NPUConfig
 from quant.perf import DRAIN_BUFFER_ROWS, weight_cooldown
 
+from .ebr import CollisionFreeRAM
 from .requant import Requantizer
 from .spram import SinglePortRAM, has_spram, spram_blocks
 from .systolic import SystolicArray
@@ -90,9 +91,20 @@ class GemmEngine(wiring.Component):
         Verification hook: freezes the whole compute pipeline for a cycle. Tie to 0.
     out_stall : In(1)
         Verification hook: backpressure on the requantizer's output stream. Tie to 0.
+
+    Parameters
+    ----------
+    config : NPUConfig
+    drain_rows : int
+        Entries of the drain row buffer (``quant.perf.DRAIN_BUFFER_ROWS`` by default; pass the
+        same value to ``quant.perf.gemm_cycles``). Each entry is ``cols * acc_width`` flip-flops;
+        one entry saves them at the cost of drain-bound GEMMs (few K tiles) taking longer.
     """
 
-    def __init__(self, config: NPUConfig):
+    def __init__(self, config: NPUConfig, drain_rows: int = DRAIN_BUFFER_ROWS):
+        if drain_rows < 1:
+            raise ValueError(f"the drain row buffer needs at least one entry, got {drain_rows}")
+        self.drain_rows = drain_rows
         if config.rows != config.cols:
             raise ValueError(
                 f"the GEMM engine needs a square array (results are the next layer's activations), "
@@ -176,20 +188,25 @@ class GemmEngine(wiring.Component):
         fmem = m.submodules.fmem = Memory(shape=unsigned(self.feature_width), depth=cfg.act_depth, init=[])
         wmem = m.submodules.wmem = SinglePortRAM(self.weight_width, cfg.weight_depth, spram=use_w)
         bmem = m.submodules.bmem = SinglePortRAM(ChannelParams.members["bias"].width, cfg.chan_depth, spram=use_b)
-        cmem = m.submodules.cmem = Memory(shape=ChannelScale, depth=cfg.chan_depth, init=[])
-        amem = m.submodules.amem = Memory(shape=unsigned(self.acc_row_width), depth=2 * Mb, init=[])
+        # (a host write does not read, as in the SinglePortRAMs, so it never collides with a read)
+        cmem = m.submodules.cmem = CollisionFreeRAM(ChannelScale.size, cfg.chan_depth)
+        # The engine never reads an accumulator row in the cycle it writes it (the cycle model
+        # asserts this), so the memory need not emulate read-before-write (hw/ebr.py: on the
+        # iCE40 that emulation would cost ~550 LCs for this 176-bit-wide memory).
+        amem = m.submodules.amem = CollisionFreeRAM(self.acc_row_width, 2 * Mb)
 
         en = Signal()
         m.d.comb += en.eq(~self.stall)
 
         f_rd, f_wr = fmem.read_port(), fmem.write_port()
-        c_rd, c_wr = cmem.read_port(), cmem.write_port()
-        a_rd, a_wr = amem.read_port(), amem.write_port()
+        c_we = Signal()
+        cmem_rdata = Signal(ChannelScale)
+        m.d.comb += cmem_rdata.eq(cmem.rdata)
         chan_rdata = Signal(ChannelParams)
         m.d.comb += [
             chan_rdata.bias.eq(bmem.rdata),
-            chan_rdata.mult.eq(c_rd.data.mult),
-            chan_rdata.shift.eq(c_rd.data.shift),
+            chan_rdata.mult.eq(cmem_rdata.mult),
+            chan_rdata.shift.eq(cmem_rdata.shift),
         ]
 
         # ---- command registers ------------------------------------------------------------------
@@ -250,7 +267,7 @@ class GemmEngine(wiring.Component):
         d_mb_off = Signal(MOW)
         d_rows = Signal(range(Mb + 1))
         d_req = Signal(range(Mb + 1))  # next row to request
-        D = DRAIN_BUFFER_ROWS
+        D = self.drain_rows
         d_inflight = Signal(range(D + 1))  # drain slots in the pipeline (issued, row not yet captured)
         block_ready = Signal(2)  # bank's block fully accumulated
         d_last_block = Signal()
@@ -260,15 +277,17 @@ class GemmEngine(wiring.Component):
             d_rows.eq(Mux(d_rows_left < Mb, d_rows_left, Mb)),
             d_last_block.eq((d_nt == NT - 1) & (d_rows_left <= Mb)),
         ]
-        # Row FIFO between the accumulator read and the lane sequencer; entry 0 is the row whose
-        # lanes are being sent. A drain slot is issued only while in-flight slots + buffered rows
-        # < D, so every capture (pipeline_latency cycles after its slot) finds a free entry even
-        # when out_stall holds the lanes back.
+        # Row FIFO between the accumulator read and the lane sequencer: a ring of D entries whose
+        # head (q_head) is the row whose lanes are being sent. A drain slot is issued only while
+        # in-flight slots + buffered rows < D, so every capture (pipeline_latency cycles after its
+        # slot) finds a free entry even when out_stall holds the lanes back. Rows stay in their
+        # entry (no entry-to-entry moves), so each entry bit is one LUT and its flip-flop.
         q_data = [Signal(unsigned(self.acc_row_width), name=f"q{i}_data") for i in range(D)]
         q_waddr = [Signal(FA, name=f"q{i}_waddr") for i in range(D)]
         q_chan = [Signal(COW, name=f"q{i}_col") for i in range(D)]  # first output column of the row
         q_final = [Signal(name=f"q{i}_final") for i in range(D)]  # last row of the last block
         q_count = Signal(range(D + 1))
+        q_head = Signal(range(D)) if D > 1 else Const(0, 1)
         buf_valid = Signal()
         m.d.comb += buf_valid.eq(q_count != 0)
         buf_lane = Signal(range(C))
@@ -446,19 +465,19 @@ class GemmEngine(wiring.Component):
         # ---- accumulator read-modify-write ----------------------------------------------------------
         tap_r, tap_w = meta[L - 1], meta[L]
         m.d.comb += [
-            a_rd.addr.eq(Cat(tap_r.row, tap_r.accbank) if (Mb & (Mb - 1)) == 0 else tap_r.accbank * Mb + tap_r.row),
-            a_rd.en.eq(en),
+            amem.raddr.eq(Cat(tap_r.row, tap_r.accbank) if (Mb & (Mb - 1)) == 0 else tap_r.accbank * Mb + tap_r.row),
+            amem.re.eq(en),
         ]
         new_row = Signal(unsigned(self.acc_row_width))
         aw = cfg.acc_width
         for c in range(C):
-            old = a_rd.data[c * aw : (c + 1) * aw].as_signed()
+            old = amem.rdata[c * aw : (c + 1) * aw].as_signed()
             add = array.out[c]
             m.d.comb += new_row[c * aw : (c + 1) * aw].eq(Mux(tap_w.first, add, old + add))
         m.d.comb += [
-            a_wr.addr.eq(Cat(tap_w.row, tap_w.accbank) if (Mb & (Mb - 1)) == 0 else tap_w.accbank * Mb + tap_w.row),
-            a_wr.data.eq(new_row),
-            a_wr.en.eq(en & tap_w.vec),
+            amem.waddr.eq(Cat(tap_w.row, tap_w.accbank) if (Mb & (Mb - 1)) == 0 else tap_w.accbank * Mb + tap_w.row),
+            amem.wdata.eq(new_row),
+            amem.we.eq(en & tap_w.vec),
         ]
         with m.If(en & tap_w.vec & tap_w.block_end):
             m.d.sync += block_ready.bit_select(tap_w.accbank, 1).eq(1)
@@ -472,20 +491,17 @@ class GemmEngine(wiring.Component):
         m.d.comb += [d_issue.eq(en & drain_slot), capture.eq(en & tap_w.drain)]
         with m.If(busy):
             m.d.sync += [d_inflight.eq(d_inflight + d_issue - capture), q_count.eq(q_count + capture - pop)]
-        wpos = Signal(range(D + 1))
-        m.d.comb += wpos.eq(q_count - pop)
+        wpos = Signal(range(2 * D))
+        m.d.comb += wpos.eq(q_head + q_count)  # the free entry after the buffered rows (mod D)
+        if D > 1:
+            with m.If(pop):
+                m.d.sync += q_head.eq(Mux(q_head == D - 1, 0, q_head + 1))
+            with m.If(self.cmd.valid & ~busy):
+                m.d.sync += q_head.eq(0)
         for i in range(D):
-            if i + 1 < D:
-                with m.If(pop):
-                    m.d.sync += [
-                        q_data[i].eq(q_data[i + 1]),
-                        q_waddr[i].eq(q_waddr[i + 1]),
-                        q_chan[i].eq(q_chan[i + 1]),
-                        q_final[i].eq(q_final[i + 1]),
-                    ]
-            with m.If(capture & (wpos == i)):
+            with m.If(capture & ((wpos == i) | (wpos == i + D))):
                 m.d.sync += [
-                    q_data[i].eq(a_rd.data),
+                    q_data[i].eq(amem.rdata),
                     q_waddr[i].eq(cmd.out_base + d_nt_off + d_mb_off + tap_w.row),
                     q_chan[i].eq(d_chan_off),
                     q_final[i].eq(d_last_block & (tap_w.row == d_rows - 1)),
@@ -515,12 +531,15 @@ class GemmEngine(wiring.Component):
         m.d.comb += take.eq(buf_valid & (~st_valid | rq.i_stream.ready))
         col = Signal(COW)  # output column of the lane
         chan_addr = Signal(CA)
-        m.d.comb += [col.eq(q_chan[0] + buf_lane), chan_addr.eq(cmd.chan_base + col)]
+        head_lane = Array(q[:aw] for q in q_data)[q_head].as_signed()
+        head_waddr, head_col = Array(q_waddr)[q_head], Array(q_chan)[q_head]
+        head_final = Array(q_final)[q_head]
+        m.d.comb += [col.eq(head_col + buf_lane), chan_addr.eq(cmd.chan_base + col)]
         n_mask = Signal()  # lane is past N: its result is written as 0
         m.d.comb += n_mask.eq(col >= cmd.n)
         m.d.comb += [
-            c_rd.addr.eq(Mux(busy, chan_addr, self.host_addr)),
-            c_rd.en.eq(~busy | take),
+            cmem.raddr.eq(Mux(busy, chan_addr, self.host_addr)),
+            cmem.re.eq((~busy | take) & ~c_we),
             bmem.addr.eq(Mux(busy, chan_addr, self.host_addr)),
             bmem.re.eq(~busy | take),
         ]
@@ -529,18 +548,19 @@ class GemmEngine(wiring.Component):
         with m.If(take):
             m.d.sync += [
                 st_valid.eq(1),
-                st_acc.eq(q_data[0][:aw].as_signed()),
-                st_tag.eq(Cat(q_waddr[0], buf_lane, n_mask, q_final[0] & (buf_lane == C - 1))),
+                st_acc.eq(head_lane),
+                st_tag.eq(Cat(head_waddr, buf_lane, n_mask, head_final & (buf_lane == C - 1))),
                 buf_lane.eq(buf_lane + 1),
             ]
             with m.If(buf_lane == C - 1):
                 m.d.sync += buf_lane.eq(0)
         m.d.comb += pop.eq(take & (buf_lane == C - 1))
         # The head row shifts down by one lane per lane taken, so the lane sent is always its
-        # lowest one: no C-way multiplexer. (A capture into entry 0 only happens when the buffer
-        # is empty, when nothing is taken.)
-        with m.If(take & ~pop):
-            m.d.sync += q_data[0].eq(q_data[0] >> aw)
+        # lowest one: no C-way multiplexer. (A capture never goes to the head while it is being
+        # taken from: the buffer then holds at least the head row, so the free entry is another.)
+        for i in range(D):
+            with m.If(take & ~pop & (q_head == i)):
+                m.d.sync += q_data[i].eq(q_data[i] >> aw)
         m.d.comb += [
             rq.i_stream.valid.eq(st_valid),
             rq.i_stream.payload.acc.eq(st_acc),
@@ -580,10 +600,10 @@ class GemmEngine(wiring.Component):
             host_params.eq(self.host_wdata),
             wmem.wdata.eq(self.host_wdata),
             wmem.we.eq(~busy & self.host_we & (self.host_region == REGION_WEIGHT)),
-            c_wr.addr.eq(self.host_addr),
-            c_wr.data.mult.eq(host_params.mult),
-            c_wr.data.shift.eq(host_params.shift),
-            c_wr.en.eq(~busy & self.host_we & (self.host_region == REGION_CHANNEL)),
+            c_we.eq(~busy & self.host_we & (self.host_region == REGION_CHANNEL)),
+            cmem.waddr.eq(self.host_addr),
+            cmem.wdata.eq(Cat(host_params.mult, host_params.shift)),
+            cmem.we.eq(c_we),
             bmem.wdata.eq(host_params.bias),
             bmem.we.eq(~busy & self.host_we & (self.host_region == REGION_CHANNEL)),
         ]

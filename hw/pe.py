@@ -43,6 +43,9 @@ class PE(wiring.Component):
         Row of the PE in the array. The partial sum entering row ``r`` holds ``r`` products and
         the one leaving it ``r + 1``, so each row is only as wide as it must be; the full
         accumulator lives once per column, outside the array.
+    registered : bool
+        Register ``psum_out`` (the default). Without the register the PE adds its product to
+        ``psum_in`` combinationally, for the array to chain two rows' adders in one cycle.
     psum_width : int, optional
         Width of both ``psum_in`` and ``psum_out``, overriding the per-row widths. For area
         comparisons of PE flavours at one accumulator width (``bench/area.py``); it must hold
@@ -74,12 +77,14 @@ class PE(wiring.Component):
         iCE40 such a multiplexer would cost a logic cell per weight bit).
     """
 
-    #: Cycles from ``a_in`` to the ``psum_out`` that includes its product.
-    latency = 2
-
-    def __init__(self, config: NPUConfig, row: int | None = None, psum_width: int | None = None):
+    def __init__(
+        self, config: NPUConfig, row: int | None = None, psum_width: int | None = None, *, registered: bool = True
+    ):
         _require_config(config)
         self.config = config
+        self.registered = registered
+        #: Cycles from ``a_in`` to the ``psum_out`` that includes its product.
+        self.latency = 2 if registered else 1
         self.row = config.rows - 1 if row is None else row
         if not 0 <= self.row < config.max_k:
             raise ValueError(f"PE row {self.row} out of range")
@@ -127,21 +132,22 @@ class PE(wiring.Component):
         t_q = Signal(signed(len(t)))
         cin_q = Signal()
         with m.If(self.en):
-            m.d.sync += [
-                t_q.eq(t),
-                cin_q.eq(cin),
-                self.psum_out.eq(self.psum_in + t_q + cin_q),
-            ]
+            m.d.sync += [t_q.eq(t), cin_q.eq(cin)]
+        if self.registered:
+            with m.If(self.en):
+                m.d.sync += self.psum_out.eq(self.psum_in + t_q + cin_q)
+        else:
+            m.d.comb += self.psum_out.eq(self.psum_in + t_q + cin_q)
         return m
 
 
 class ShiftPE(PE):
     """DenseShift PE: ``psum + (sign ? -(a << k) : (a << k))`` with no multiplier (SPEC §2)."""
 
-    def __init__(self, config: NPUConfig, row: int | None = None, psum_width: int | None = None):
+    def __init__(self, config: NPUConfig, row: int | None = None, psum_width: int | None = None, **kw):
         if _require_config(config).pe_kind != "shift":
             raise ValueError(f"ShiftPE needs 2-, 3- or 4-bit weights, got {config.weight_bits}-bit")
-        super().__init__(config, row, psum_width)
+        super().__init__(config, row, psum_width, **kw)
 
     def term(self, m: Module, a, code):
         wb = self.config.weight_bits
@@ -157,10 +163,10 @@ class ShiftPE(PE):
 class IntMacPE(PE):
     """int8 baseline PE: ``psum + a * w`` with a multiplier."""
 
-    def __init__(self, config: NPUConfig, row: int | None = None, psum_width: int | None = None):
+    def __init__(self, config: NPUConfig, row: int | None = None, psum_width: int | None = None, **kw):
         if _require_config(config).pe_kind != "int8":
             raise ValueError(f"IntMacPE needs 8-bit weights, got {config.weight_bits}-bit")
-        super().__init__(config, row, psum_width)
+        super().__init__(config, row, psum_width, **kw)
 
     def term(self, m: Module, a, code):
         p = Signal(signed(self.config.product_width))
@@ -168,7 +174,7 @@ class IntMacPE(PE):
         return p, 0
 
 
-def make_pe(config: NPUConfig, row: int | None = None, psum_width: int | None = None) -> PE:
+def make_pe(config: NPUConfig, row: int | None = None, psum_width: int | None = None, *, registered: bool = True) -> PE:
     """The PE flavour that ``config`` asks for."""
     cls = ShiftPE if config.pe_kind == "shift" else IntMacPE
-    return cls(config, row, psum_width)
+    return cls(config, row, psum_width, registered=registered)

@@ -55,7 +55,7 @@ class Requantizer(wiring.Component):
         Side information (e.g. a destination address) that travels with each value.
     """
 
-    #: Pipeline stages: add bias; partial products; sum them; windowed shift; round and saturate.
+    #: Pipeline stages: add bias; multiply; windowed shift (two stages); round and saturate.
     latency = 5
 
     #: Operand width of one partial product (the SB_MAC16's 16 x 16).
@@ -89,21 +89,21 @@ class Requantizer(wiring.Component):
         v = [Signal(name=f"valid{i}") for i in range(L)]
         tags = [Signal(len(self.i_tag), name=f"tag{i}") for i in range(L)]
         relu = [Signal(name=f"relu{i}") for i in range(L - 1)]
-        shift = [Signal(range(N_MAX + 1), name=f"shift{i}") for i in range(L - 2)]
+        shift = [Signal(range(N_MAX + 1), name=f"shift{i}") for i in range(3)]
 
         i = self.i_stream.payload
         x = Signal(signed(x_w))
         mult = Signal(unsigned(cfg.M_BITS))
 
-        # Stage 2: unsigned 16 x M partial products of the low parts of x; the sign bit of x
-        # (weight -2**(x_w-1)) is one more partial product, -M, handled in stage 3.
+        # Stage 2: the product, as unsigned 16 x M partial products of the low parts of x (one
+        # SB_MAC16 each) and -M for the sign bit of x (weight -2**(x_w-1)), added in LUTs.
         n_parts = (x_w - 1 + P - 1) // P
         parts = [Signal(unsigned(P + cfg.M_BITS), name=f"pp{k}") for k in range(n_parts)]
-        x_neg = Signal()
-        mult2 = Signal(unsigned(cfg.M_BITS))
-        # Stage 3: the product.
+        for k in range(n_parts):
+            m.d.comb += parts[k].eq(x[k * P : min((k + 1) * P, x_w - 1)] * mult)
         p = Signal(signed(p_w))
-        # Stage 4: t = (2p) >> n, as a low window of W bits plus "the bits above differ from the sign".
+        # Stages 3 and 4: t = (2p) >> n, as a low window of W bits plus "the bits above differ from
+        # the sign"; the shifter is split after its first SPLIT (largest) steps for the clock.
         W = ob + 2
         t_lo = Signal(unsigned(W))
         t_ovf = Signal()
@@ -119,22 +119,30 @@ class Requantizer(wiring.Component):
             need.append(need[-1] + (1 << s))
         need = need[::-1]  # need[k]: width needed before stage k (stage k shifts by 2**(n_stages-1-k))
 
-        def bit(vec, j):
-            return vec[j] if j < len(vec) else sign
+        SPLIT = 2
+        mid = Signal(need[SPLIT])
+        mid_ovf, mid_sign = Signal(), Signal()
 
-        cur = val
-        ovf = Const(0, 1)
-        for k in range(n_stages):
-            amount = 1 << (n_stages - 1 - k)
-            sel = shift[2][n_stages - 1 - k]
-            w_out = need[k + 1]
-            nxt = Signal(w_out, name=f"sh{amount}")
-            m.d.comb += nxt.eq(Cat(Mux(sel, bit(cur, j + amount), bit(cur, j)) for j in range(w_out)))
-            # without the shift, bits [w_out, w_out + amount) leave the window at the top
-            above = [bit(cur, j) ^ sign for j in range(w_out, min(w_out + amount, max(len(cur), w_out)))]
-            if above:
-                ovf = ovf | (~sel & Cat(*above).any())
-            cur = nxt
+        def shifter(cur, sign, ovf, steps, n_bits):
+            for k in steps:
+                amount = 1 << (n_stages - 1 - k)
+                sel = n_bits[n_stages - 1 - k]
+                w_out = need[k + 1]
+
+                def bit(j, cur=cur):
+                    return cur[j] if j < len(cur) else sign
+
+                nxt = Signal(w_out, name=f"sh{amount}")
+                m.d.comb += nxt.eq(Cat(Mux(sel, bit(j + amount), bit(j)) for j in range(w_out)))
+                # without the shift, bits [w_out, w_out + amount) leave the window at the top
+                above = [bit(j) ^ sign for j in range(w_out, min(w_out + amount, max(len(cur), w_out)))]
+                if above:
+                    ovf = ovf | (~sel & Cat(*above).any())
+                cur = nxt
+            return cur, ovf
+
+        mid_next, mid_ovf_next = shifter(val, sign, Const(0, 1), range(SPLIT), shift[1])
+        cur, ovf = shifter(mid, mid_sign, mid_ovf, range(SPLIT, n_stages), shift[2])
 
         with m.If(advance):
             m.d.sync += [
@@ -144,30 +152,27 @@ class Requantizer(wiring.Component):
                 mult.eq(i.mult),
                 shift[0].eq(i.shift),
                 relu[0].eq(i.relu),
-                # 2: partial products
+                # 2: product
                 v[1].eq(v[0]),
-                x_neg.eq(x[-1]),
-                mult2.eq(mult),
+                p.eq(sum(parts[k] << (k * P) for k in range(n_parts)) - Mux(x[-1], mult << (x_w - 1), 0)),
                 shift[1].eq(shift[0]),
                 relu[1].eq(relu[0]),
-                # 3: product
+                # 3: windowed shift, large steps
                 v[2].eq(v[1]),
+                mid.eq(mid_next),
+                mid_ovf.eq(mid_ovf_next),
+                mid_sign.eq(sign),
                 shift[2].eq(shift[1]),
                 relu[2].eq(relu[1]),
-                # 4: windowed shift
+                # 4: windowed shift, small steps
                 v[3].eq(v[2]),
                 t_lo.eq(cur),
                 t_ovf.eq(ovf),
-                t_sign.eq(sign),
+                t_sign.eq(mid_sign),
                 relu[3].eq(relu[2]),
                 # 5: round and saturate
                 v[4].eq(v[3]),
             ]
-            for k in range(n_parts):
-                lo, hi = k * P, min((k + 1) * P, x_w - 1)
-                m.d.sync += parts[k].eq(x[lo:hi] * mult)
-            total = sum((parts[k] << (k * P)) for k in range(n_parts))
-            m.d.sync += p.eq(total - Mux(x_neg, mult2 << (x_w - 1), 0))
 
             # t is W-bit signed (its bits above the window all equal the sign) unless t_ovf.
             t = Signal(signed(W + 1))

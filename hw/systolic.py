@@ -5,18 +5,22 @@ Dataflow (rows = reduction dimension K of one pass, cols = output channels)::
         w_in[0]   w_in[1]   ...           weights shift down the columns (double-buffered)
           |         |
     a[0] ---+-------+--- ...              activation of row r broadcast to the whole row,
-          PE(0,0)  PE(0,1)                delayed r cycles (input skew)
+          PE(0,0)  PE(0,1)                delayed r // 2 cycles (input skew)
     a[1] ---+-------+--- ...
-          PE(1,0)  PE(1,1)
-          |         |                     partial sums flow down the columns, systolically
+          PE(1,0)  PE(1,1)                partial sums flow down the columns, registered
+          |         |                     after every second row
         out[0]    out[1]                  every column in lock-step: no output deskew
 
 One activation vector ``a`` (``rows`` int8 values) entering at cycle ``t`` leaves as the output
-vector ``out[c] = sum_r a[r] * w[r][c]`` at cycle ``t + latency``, with ``latency = rows + 1``.
+vector ``out[c] = sum_r a[r] * w[r][c]`` at cycle ``t + latency``, with
+``latency = (rows - 1) // 2 + 2`` (``quant.perf.array_latency``).
+
 Broadcasting the activation along a row instead of passing it PE to PE removes the 9 pass-through
 flip-flops of every PE and the whole output deskew (a triangle of partial-sum registers); on the
 iCE40 each such register is a logic cell of its own. A fan-out of ``cols`` is nothing at these
-clocks. Only the input skew remains (``rows * (rows - 1) / 2`` activation registers).
+clocks. Only the input skew remains, and since a partial sum passes two rows' adders per cycle
+(``ROWS_PER_STAGE``; two short carry chains fit a 40 MHz iCE40 cycle easily) it is one cycle
+per pair of rows: ``9 * sum(r // 2)`` flip-flops.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from quant.config import NPUConfig
+from quant.perf import ROWS_PER_STAGE, array_latency
 
 from .pe import make_pe
 
@@ -83,8 +88,7 @@ class SystolicArray(wiring.Component):
     @property
     def latency(self) -> int:
         """Enabled cycles from a vector at ``a_in`` to its result at ``out``."""
-        # row skew (rows-1) + the PE's two stages; every column is in step
-        return self.config.rows - 1 + 2
+        return array_latency(self.config)
 
     @property
     def weight_load_cycles(self) -> int:
@@ -96,11 +100,14 @@ class SystolicArray(wiring.Component):
         cfg = self.config
         R, C = cfg.rows, cfg.cols
 
-        pes = [[make_pe(cfg, r) for _ in range(C)] for r in range(R)]
+        G = ROWS_PER_STAGE
+        # Rows go in groups of G: the partial sum passes the group's adders in one cycle and is
+        # registered once, by its last row.
+        pes = [[make_pe(cfg, r, registered=(r % G == G - 1 or r == R - 1)) for _ in range(C)] for r in range(R)]
         for r in range(R):
-            # Input skew: row r sees its activation (and the bank tag with it) r cycles late.
+            # Input skew: row r sees its activation (and the bank tag with it) r // G cycles late.
             a, bank = self.a_in[r], self.in_bank
-            for i in range(r):
+            for i in range(r // G):
                 a_d = Signal(signed(8), name=f"skew_a_{r}_{i}")
                 b_d = Signal(name=f"skew_b_{r}_{i}")
                 with m.If(self.en):
