@@ -339,6 +339,9 @@ def _summary(cache: dict) -> list[str]:
         "its row and registers the partial sum every second row, which leaves little besides the LUTs.",
         "- ECP5 LUT counts of single PEs are noisy: ABC maps the small shift multiplexers through PFUMX/L6MUX "
         "differently from one width to the next (the 2-bit PE: 80 LUT4s at 13 bits, 41 at 26).",
+        "- After the array's dataflow change (activations broadcast along rows, partial sums registered every "
+        "second row) the shift arrays were re-measured; the int8 arrays were not yet: `python bench/area.py` "
+        "measures whatever the cache lacks.",
         "- The transistor figure is a relative measure: Yosys' `abc -g cmos` counts combinational gates only; "
         f"the flip-flops (most of a PE at these widths) are added at an assumed {T_PER_FF} transistors each.",
         "",
@@ -355,7 +358,7 @@ def write_markdown(cache: dict, command: str) -> str:
         "## One PE (Yosys only, no harness)",
         "",
         f"A PE at the bottom of an 8-row column (row {PE_ROW}, partial sum of {PE_ROW + 1} products): two weight banks, "
-        "activation and bank pass-through registers, the product-term register and the partial-sum adder. "
+        "the product-term register and the partial-sum adder. "
         "`psum` is the partial-sum width; *natural* is what the generator builds for that row, the other widths are "
         "forced with `make_pe(..., psum_width=W)` so both flavours have the same adder. iCE40: `synth_ice40` "
         "(no DSP; `-dsp` in its own column), ECP5: `synth_ecp5` LUT4 count with each CCU2C carry cell counted as "

@@ -56,11 +56,11 @@ def memory_blocks(depth: int, width: int, family: str, kind: str = "bram") -> in
 #: fmax[family][pe kind]: MHz, the slowest array measured (whole array in the pin harness).
 MODEL: dict = {
     "pe_lut": {
-        "ice40": {2: (16.0, 1.0), 3: (31.9, 0.84), 4: (54.1, 0.57), 8: (195.0, 1.0)},
-        "ecp5": {2: (15.0, 1.0), 3: (40.0, 1.0), 4: (46.0, 1.0), 8: (18.0, 1.0)},
+        "ice40": {2: (14.0, 1.0), 3: (28.9, 0.84), 4: (50.1, 0.57), 8: (187.0, 1.0)},
+        "ecp5": {2: (13.0, 1.0), 3: (37.0, 1.0), 4: (43.0, 1.0), 8: (10.0, 1.0)},
     },
-    "logic": {"ice40": (1.039, 0.302), "ecp5": (0.603, 0.134)},
-    "fmax": {"ice40": {"shift": 68.0, "int8": 33.0}, "ecp5": {"shift": 124.0, "int8": 85.0}},
+    "logic": {"ice40": (0.528, 0.921), "ecp5": (0.973, -0.341)},
+    "fmax": {"ice40": {"shift": 63.0, "int8": 33.0}, "ecp5": {"shift": 122.0, "int8": 85.0}},
 }
 
 
