@@ -30,7 +30,7 @@ The engine needs ``rows == cols`` so that results and activations share one word
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -531,9 +531,15 @@ class GemmEngine(wiring.Component):
         m.d.comb += take.eq(buf_valid & (~st_valid | rq.i_stream.ready))
         col = Signal(COW)  # output column of the lane
         chan_addr = Signal(CA)
-        head_lane = Array(q[:aw] for q in q_data)[q_head].as_signed()
-        head_waddr, head_col = Array(q_waddr)[q_head], Array(q_chan)[q_head]
-        head_final = Array(q_final)[q_head]
+
+        def at_head(entries):
+            out = entries[0]
+            for i in range(1, D):
+                out = Mux(q_head == i, entries[i], out)
+            return out
+
+        head_lane = at_head([q[:aw] for q in q_data]).as_signed()
+        head_waddr, head_col, head_final = at_head(q_waddr), at_head(q_chan), at_head(q_final)
         m.d.comb += [col.eq(head_col + buf_lane), chan_addr.eq(cmd.chan_base + col)]
         n_mask = Signal()  # lane is past N: its result is written as 0
         m.d.comb += n_mask.eq(col >= cmd.n)
