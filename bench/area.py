@@ -10,6 +10,8 @@ Two measurements:
 * **Whole arrays** (``SystolicArray`` inside :class:`hw.synth.PinHarness`), through Yosys and
   nextpnr on iCE40UP5K (iCEBreaker) and ECP5-85F (ULX3S): logic, FFs, DSPs, block RAM, Fmax.
   A design that does not fit reports nextpnr's utilisation.
+* **The GEMM engine** (``GemmEngine``: array, memories, requantizer, control) and its
+  requantizer alone on the iCE40UP5K at 40 MHz with ``synth_ice40 -dsp``.
 
 Results are cached in ``bench/results/area.json`` (delete an entry, or pass ``--force``, to
 measure again) and written to ``bench/results/area.md`` and ``bench/results/area.png``.
@@ -18,6 +20,7 @@ Run::
 
     PYTHONPATH=. python bench/area.py            # everything (about 30-40 min on 2 cores)
     PYTHONPATH=. python bench/area.py --pe-only  # the per-PE table only (about 3 min)
+    PYTHONPATH=. python bench/area.py --engine-only  # the engine builds only (about 5 min)
 """
 
 from __future__ import annotations
@@ -187,6 +190,91 @@ def synth_array(board: str, n: int, weight_bits: int, mhz: float, synth_opts: st
     }
 
 
+#: Engine builds: (block, board, target MHz, synth options, drain row buffer entries).
+ENGINE_RUNS = [
+    ("engine", "icebreaker", 40, "-dsp", 2),
+    ("engine", "icebreaker", 40, "-dsp", 1),
+    ("requant", "icebreaker", 40, "-dsp", 2),
+]
+
+#: The engine before this generator's area work (commit 8368ad6: activations passed PE to PE
+#: with an output deskew, a 50-bit rounding adder and barrel shifter in LUTs, every memory in
+#: EBR), measured the same way: GemmEngine(NPUConfig()) in the pin harness, iCEBreaker, 40 MHz.
+ENGINE_BEFORE = {
+    "engine": "9708 LC (184 %), 37/30 EBR: does not fit",
+    "requant": "2311 LC, 20.4 MHz without -dsp; 960 LC + 2 DSP, 19.8 MHz with -dsp",
+}
+
+
+def synth_engine(block: str, board: str, mhz: float, synth_opts: str, drain_rows: int) -> dict:
+    from hw.gemm import GemmEngine
+    from hw.requant import Requantizer
+    from hw.synth import synthesize
+
+    cfg = NPUConfig()
+    tag = f"{block}_{board}_d{drain_rows}{synth_opts.replace(' ', '')}"
+    bdir = ROOT / "build" / "area" / tag
+    if block == "engine":
+
+        def factory():
+            return GemmEngine(cfg, drain_rows)
+    else:
+
+        def factory():
+            return Requantizer(cfg, tag_width=15)
+
+    rep = synthesize(factory, board, freq_mhz=mhz, build_dir=bdir, synth_opts=synth_opts)
+    return {
+        "block": block,
+        "board": board,
+        "synth_opts": synth_opts,
+        "drain_rows": drain_rows,
+        "target_mhz": mhz,
+        "device": rep.device,
+        "cells": {k: list(v) for k, v in rep.cells.items()},
+        "fmax_mhz": rep.fmax if rep.fits else None,
+        "logic": rep.logic,
+        "logic_percent": rep.logic_percent,
+        "fits": rep.fits,
+        "error": rep.error,
+        "seconds": rep.seconds,
+    }
+
+
+def _engine_section(cache: dict) -> list[str]:
+    runs = cache.get("engine", {})
+    if not runs:
+        return []
+    out = [
+        "## The GEMM engine on the iCE40UP5K",
+        "",
+        "`GemmEngine(NPUConfig())` (8x8, 3-bit weights, 1024-word feature and weight memories, 256 channels, "
+        "two 128-row accumulator banks) and its requantizer alone, in the pin harness, iCEBreaker, 40 MHz target, "
+        "`synth_ice40 -dsp`. The harness itself costs about 350 LCs here (a 216-bit input shift register and "
+        "the registered outputs). Before: " + "; ".join(f"{k}: {v}" for k, v in ENGINE_BEFORE.items()) + ".",
+        "",
+        "| block | drain rows | LC | util. | EBR | SPRAM | DSP | Fmax MHz (target) | result |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for _k, e in sorted(runs.items()):
+        c = e["cells"]
+
+        def used(name, c=c):
+            return f"{c[name][0]}/{c[name][1]}" if name in c else "0"
+
+        res = "fits, timing " + ("met" if (e["fmax_mhz"] or 0) >= e["target_mhz"] else "**not met**")
+        if not e["fits"]:
+            res = f"**does not fit** ({e['logic_percent']:.0f}% of the logic)"
+        fm = f"{e['fmax_mhz']:.1f} ({e['target_mhz']})" if e["fmax_mhz"] else f"- ({e['target_mhz']})"
+        out.append(
+            f"| {e['block']} | {e['drain_rows'] if e['block'] == 'engine' else '-'} | {e['logic']} | "
+            f"{e['logic_percent']:.0f}% | {used('ICESTORM_RAM')} | {used('ICESTORM_SPRAM')} | "
+            f"{used('ICESTORM_DSP')} | {fm} | {res} |"
+        )
+    out += ["", 'Where the logic goes, and what was changed: docs/architecture.md, "Area and timing status".', ""]
+    return out
+
+
 # -- report --------------------------------------------------------------------------------------
 
 
@@ -245,11 +333,15 @@ def _summary(cache: dict) -> list[str]:
         "multiplier, built from LUTs, is what costs 4-5x the logic; with a DSP per PE (ECP5's default Yosys "
         "flow) the int8 array needs fewer LUT4s than the shift array, but it runs at about half the clock "
         "(the MULT18X18D sits in the product stage) and a 16x16 array needs 256 of the 85F's 156 DSPs.",
-        "- On iCE40 the logic-cell count follows the flip-flops more than the LUTs: a cell holds one LUT and "
-        "one FF, and the activation/bank pass-through and weight-bank registers have no LUT in front of them. "
-        "The shift PE is about 68 LCs in an array (45 LUT4s + 42 FFs alone, at its natural 15-bit partial sum).",
+        "- On iCE40 a logic cell holds one LUT and one FF, so a register with no LUT in front of it (the "
+        "weight banks, the input skew) costs a cell of its own, while the product-term and partial-sum "
+        "registers share the cells of the LUTs that compute them. The array broadcasts each activation along "
+        "its row and registers the partial sum every second row, which leaves little besides the LUTs.",
         "- ECP5 LUT counts of single PEs are noisy: ABC maps the small shift multiplexers through PFUMX/L6MUX "
         "differently from one width to the next (the 2-bit PE: 80 LUT4s at 13 bits, 41 at 26).",
+        "- After the array's dataflow change (activations broadcast along rows, partial sums registered every "
+        "second row) the shift arrays were re-measured; the int8 arrays were not yet: `python bench/area.py` "
+        "measures whatever the cache lacks.",
         "- The transistor figure is a relative measure: Yosys' `abc -g cmos` counts combinational gates only; "
         f"the flip-flops (most of a PE at these widths) are added at an assumed {T_PER_FF} transistors each.",
         "",
@@ -261,11 +353,12 @@ def write_markdown(cache: dict, command: str) -> str:
     lines = ["# Area and Fmax: shift PE vs int8-MAC PE", ""]
     lines += [f"Reproduce: `{command}` (results cached in `bench/results/area.json`).", ""]
     lines += _summary(cache)
+    lines += _engine_section(cache)
     lines += [
         "## One PE (Yosys only, no harness)",
         "",
         f"A PE at the bottom of an 8-row column (row {PE_ROW}, partial sum of {PE_ROW + 1} products): two weight banks, "
-        "activation and bank pass-through registers, the product-term register and the partial-sum adder. "
+        "the product-term register and the partial-sum adder. "
         "`psum` is the partial-sum width; *natural* is what the generator builds for that row, the other widths are "
         "forced with `make_pe(..., psum_width=W)` so both flavours have the same adder. iCE40: `synth_ice40` "
         "(no DSP; `-dsp` in its own column), ECP5: `synth_ecp5` LUT4 count with each CCU2C carry cell counted as "
@@ -403,6 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pe-only", action="store_true", help="measure single PEs only, no array builds")
     ap.add_argument("--force", action="store_true", help="measure again even when cached")
     ap.add_argument("--report-only", action="store_true", help="rewrite area.md and area.png from the cache")
+    ap.add_argument("--engine-only", action="store_true", help="measure the GEMM engine builds only")
     args = ap.parse_args(argv)
     from tqdm import tqdm
 
@@ -410,11 +504,19 @@ def main(argv: list[str] | None = None) -> int:
     cache = json.loads(CACHE.read_text()) if CACHE.exists() and not args.force else {}
     cache.setdefault("pe", {})
     cache.setdefault("arrays", {})
+    cache.setdefault("engine", {})
 
     def save():
         CACHE.write_text(json.dumps(cache, indent=1, sort_keys=True))
 
     if not args.report_only:
+        for block, board, mhz, opts, d in tqdm(ENGINE_RUNS, desc="engine (Yosys + nextpnr)"):
+            key = f"{block}_{board}_{mhz}_{opts}_{d}"
+            if key not in cache["engine"]:
+                cache["engine"][key] = e = synth_engine(block, board, mhz, opts, d)
+                save()
+                tqdm.write(f"{key}: logic {e['logic']} ({e['logic_percent']:.0f}%), fmax {e['fmax_mhz']}")
+    if not args.report_only and not args.engine_only:
         jobs = [(wb, w) for w in [None, *COMMON_WIDTHS] for wb in PE_BITS]
         for wb, w in tqdm(jobs, desc="single PEs (Yosys)"):
             key = f"{wb}_{w or 'natural'}"
@@ -434,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
                 tqdm.write(
                     f"{key}: logic {a['logic']} ({a['logic_percent']:.0f}%), {fm}, {time.monotonic() - t0:.0f} s"
                 )
-    cmd = "PYTHONPATH=. python bench/area.py" + (" --pe-only" if args.pe_only else "")
+    cmd = "PYTHONPATH=. python bench/area.py"
     md = write_markdown(cache, cmd)
     (RESULTS / "area.md").write_text(md)
     if cache["arrays"]:

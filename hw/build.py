@@ -115,6 +115,7 @@ def _on_elaborate(obj, hook: Callable) -> None:
 
 def _set_init(m: Module, name: str, words: list[int]):
     from amaranth.lib import data
+    from amaranth.lib.memory import Memory
 
     try:
         mem = m.submodules[name]
@@ -122,6 +123,9 @@ def _set_init(m: Module, name: str, words: list[int]):
         raise BuildError(f"cannot preload memory {name!r}: the NPU has no such submodule any more") from None
     if len(words) > mem.depth:
         raise BuildError(f"memory {name!r} holds {mem.depth} words; the model needs {len(words)}")
+    if not isinstance(mem, Memory):  # the engine's RAM wrappers (hw/spram.py, hw/ebr.py)
+        mem.init = tuple(int(w) for w in words)
+        return mem
     shape = mem.shape
     if isinstance(shape, data.Layout):
         words = [data.Const(shape, int(w)) for w in words]
@@ -132,7 +136,7 @@ def _set_init(m: Module, name: str, words: list[int]):
 def _preload(top: wiring.Component, images: dict[str, list[int]]) -> None:
     """Initialize the NPU's weight, channel and program memories with ``images`` at build time."""
 
-    done = top.preloaded_memories = {}  # region -> the Memory it went into (for the tests)
+    done = top.preloaded_memories = {}  # region -> the memory it went into (for the tests)
 
     def core_hook(m):
         done["program"] = _set_init(m, "pmem", images.get("program", []))
@@ -140,7 +144,10 @@ def _preload(top: wiring.Component, images: dict[str, list[int]]) -> None:
 
     def engine_hook(m):
         done["weight"] = _set_init(m, "wmem", images.get("weight", []))
-        done["channel"] = _set_init(m, "cmem", images.get("channel", []))
+        # a channel word is bias | M << 32 | n << 48: the engine keeps the bias and (M, n) apart
+        channel = [int(w) for w in images.get("channel", [])]
+        done["channel"] = _set_init(m, "bmem", [w & 0xFFFFFFFF for w in channel])
+        done["channel_scale"] = _set_init(m, "cmem", [w >> 32 for w in channel])
 
     _on_elaborate(top, lambda m: _on_elaborate(m.submodules["core"], core_hook))
 
@@ -484,6 +491,12 @@ def build(
     if model is not None:
         if design_name != "npu":
             raise ValueError("--model needs the whole NPU (--design npu)")
+        if b.family == "ice40":
+            raise BuildError(
+                "--model cannot preload an iCE40UP5K build: the engine keeps weights and biases in SPRAM, "
+                "which a bitstream cannot initialize; build without --model and load the model with the driver "
+                "(shiftnpu infer --model ...)"
+            )
         model_name = str(model) if isinstance(model, (str, Path)) else "model"
         design = npu_design(model_images(model, config))
     est = estimate(config, b, design=design_name if design_name in DESIGNS else "array")

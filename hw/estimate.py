@@ -18,9 +18,8 @@ builds (``bench/boards.py``, ``bench/results/boards.json``):
 **The array alone** in the pin harness (``design="array"``), calibrated on ``bench/area.py``
 (``bench/results/area.json``):
 
-* **Flip-flops** are counted structurally: per PE two weight banks, the activation and bank
-  pass-through (not in the last column), the product-term register and the partial sum of its row;
-  the skew/deskew and valid delay lines; the pin harness' input shift register and output
+* **Flip-flops** are counted structurally: per PE two weight banks, the product-term register
+  and the partial sum of its row; the input skew and valid delay lines; the pin harness' input shift register and output
   registers. This matches Yosys' count to within a few flip-flops.
 * **LUT4s per PE** are a line in the partial-sum width, fitted per family and PE flavour on the
   single-PE Yosys runs.
@@ -37,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from quant.config import NPUConfig
+from quant.perf import ROWS_PER_STAGE, array_latency
 from quant.tiling import CHANNEL_WORD_BITS
 
 from .boards import Board, get_board
@@ -68,11 +68,11 @@ def memory_blocks(depth: int, width: int, family: str, kind: str = "bram") -> in
 #: fmax[family][pe kind]: MHz, the slowest array measured (whole array in the pin harness).
 MODEL: dict = {
     "pe_lut": {
-        "ice40": {2: (16.0, 1.0), 3: (31.9, 0.84), 4: (54.1, 0.57), 8: (195.0, 1.0)},
-        "ecp5": {2: (15.0, 1.0), 3: (40.0, 1.0), 4: (46.0, 1.0), 8: (18.0, 1.0)},
+        "ice40": {2: (14.0, 1.0), 3: (28.9, 0.84), 4: (50.1, 0.57), 8: (187.0, 1.0)},
+        "ecp5": {2: (13.0, 1.0), 3: (37.0, 1.0), 4: (43.0, 1.0), 8: (10.0, 1.0)},
     },
-    "logic": {"ice40": (1.039, 0.302), "ecp5": (0.603, 0.134)},
-    "fmax": {"ice40": {"shift": 68.0, "int8": 33.0}, "ecp5": {"shift": 124.0, "int8": 85.0}},
+    "logic": {"ice40": (0.528, 0.921), "ecp5": (0.973, -0.341)},
+    "fmax": {"ice40": {"shift": 63.0, "int8": 33.0}, "ecp5": {"shift": 122.0, "int8": 85.0}},
     # The rest of the NPU (calibrated on whole-NPU nextpnr builds, bench/boards.py): the GEMM
     # engine beside its array (accumulator read-modify-write, requantizer, drain, control) as a
     # constant plus a cost per accumulator bit of a row; the sequencer and the host link
@@ -117,11 +117,13 @@ def count_ffs(config: NPUConfig, *, harness: bool = True) -> int:
     # carry-in beside it; the int8 product uses every bit and its carry-in is constant.
     per_pe_fixed = 2 * wb + config.product_width
     ffs = 0
-    for w in _row_widths(config):
-        ffs += C * (per_pe_fixed + w) + (C - 1) * 9  # the last column's a/bank outputs go nowhere
-    ffs += 9 * R * (R - 1) // 2  # input skew (activation and bank tag)
-    ffs += config.array_sum_width * C * (C - 1) // 2  # output deskew
-    ffs += R + C  # valid delay line (the array's latency)
+    G = ROWS_PER_STAGE
+    for r, w in enumerate(_row_widths(config)):
+        # activations are broadcast along a row (no pass-through); the partial sum is registered
+        # once per group of G rows
+        ffs += C * (per_pe_fixed + (w if r % G == G - 1 or r == R - 1 else 0))
+    ffs += 9 * sum(r // G for r in range(R))  # input skew (activation and bank tag); no output deskew
+    ffs += array_latency(config)  # valid delay line
     if harness:
         ffs += 5 + 8 * R + wb * C  # input shift register: every input bit
         ffs += config.array_sum_width * C + 2  # registered outputs, out_valid and the XOR

@@ -35,15 +35,17 @@ lanes each: ``C[m, nt*cols + c]`` at ``out_base + 2*(nt*M + m) + c // (cols/2)``
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from quant.config import NPUConfig
-from quant.perf import DRAIN_BUFFER_ROWS
+from quant.perf import DRAIN_BUFFER_ROWS, weight_cooldown
 
+from .ebr import CollisionFreeRAM
 from .requant import Requantizer
+from .spram import SinglePortRAM, has_spram, spram_blocks
 from .systolic import SystolicArray
 
 __all__ = ["GemmCommand", "ChannelParams", "GemmEngine", "REGION_FEATURE", "REGION_WEIGHT", "REGION_CHANNEL"]
@@ -69,6 +71,8 @@ GemmCommand = data.StructLayout(
 )
 
 ChannelParams = data.StructLayout({"bias": signed(32), "mult": unsigned(16), "shift": unsigned(6)})
+#: The part of :data:`ChannelParams` kept in the dual-port channel memory (the bias has its own).
+ChannelScale = data.StructLayout({"mult": unsigned(16), "shift": unsigned(6)})
 
 
 class GemmEngine(wiring.Component):
@@ -93,9 +97,20 @@ class GemmEngine(wiring.Component):
         Verification hook: freezes the whole compute pipeline for a cycle. Tie to 0.
     out_stall : In(1)
         Verification hook: backpressure on the requantizer's output stream. Tie to 0.
+
+    Parameters
+    ----------
+    config : NPUConfig
+    drain_rows : int
+        Entries of the drain row buffer (``quant.perf.DRAIN_BUFFER_ROWS`` by default; pass the
+        same value to ``quant.perf.gemm_cycles``). Each entry is ``cols * acc_width`` flip-flops;
+        one entry saves them at the cost of drain-bound GEMMs (few K tiles) taking longer.
     """
 
-    def __init__(self, config: NPUConfig):
+    def __init__(self, config: NPUConfig, drain_rows: int = DRAIN_BUFFER_ROWS):
+        if drain_rows < 1:
+            raise ValueError(f"the drain row buffer needs at least one entry, got {drain_rows}")
+        self.drain_rows = drain_rows
         if config.rows != config.cols:
             raise ValueError(
                 f"the GEMM engine needs a square array (results are the next layer's activations), "
@@ -140,7 +155,7 @@ class GemmEngine(wiring.Component):
     @property
     def cooldown(self) -> int:
         """Cycles after a pass's last vector issues before its weight bank may be reloaded."""
-        return self.config.rows + self.config.cols
+        return weight_cooldown(self.config)
 
     def elaborate(self, platform):
         m = Module()
@@ -150,26 +165,60 @@ class GemmEngine(wiring.Component):
         L = self.pipeline_latency
 
         m.submodules.array = array = self.array
-        m.submodules.requant = rq = Requantizer(cfg, tag_width=ADDR_BITS + (C - 1).bit_length() + 2)
+        # Internal widths: addresses as wide as the memory they address (the low bits of a sum
+        # depend only on the low bits of its terms, so this is exact), counts as wide as the
+        # largest value a command that fits the memories can hold (the compiler refuses others).
+        FA = max(1, (cfg.act_depth - 1).bit_length())  # feature address
+        WA = max(1, (cfg.weight_depth - 1).bit_length())  # weight address
+        CA = max(1, (cfg.chan_depth - 1).bit_length())  # channel address
+        MW = min(DIM_BITS, cfg.act_depth.bit_length())  # m <= act_depth (A has m rows)
+        TW = min(DIM_BITS, (-(-cfg.weight_depth // R)).bit_length())  # kt * nt tiles of R words fit
+        NW = min(DIM_BITS, cfg.chan_depth.bit_length())  # n channels have parameters
+        MOW = (cfg.act_depth + Mb).bit_length()  # M-block offsets run up to m rounded up to Mb
+        COW = (cfg.chan_depth + C).bit_length()  # output column offsets run up to n rounded up to C
+        narrow = {"m": MW, "kt": TW, "nt": TW, "n": NW, "act_base": FA, "out_base": FA, "wgt_base": WA, "chan_base": CA}
+        CmdRegs = data.StructLayout(
+            {name: unsigned(narrow.get(name, shape.width)) for name, shape in ((k, v.shape) for k, v in GemmCommand)}
+        )
+        lane_bits = (C - 1).bit_length()
+        m.submodules.requant = rq = Requantizer(cfg, tag_width=FA + lane_bits + 2, gate=True)
 
+        # Feature and accumulator memories need a read and a write port in one cycle (EBR). The
+        # weight memory and the channel biases are read while busy and written only while idle:
+        # single-port, so on an iCE40UP they go to the SPRAM blocks (hw/spram.py), which leaves
+        # enough EBRs for the rest. The multiplier/shift half of the channel memory stays in EBR.
+        spram_left = 4 if has_spram(platform) else 0
+        use_w = spram_blocks(self.weight_width) <= spram_left
+        spram_left -= spram_blocks(self.weight_width) if use_w else 0
+        use_b = spram_blocks(ChannelParams.members["bias"].width) <= spram_left
         fmem = m.submodules.fmem = Memory(shape=unsigned(self.feature_width), depth=cfg.act_depth, init=[])
-        wmem = m.submodules.wmem = Memory(shape=unsigned(self.weight_width), depth=cfg.weight_depth, init=[])
-        cmem = m.submodules.cmem = Memory(shape=ChannelParams, depth=cfg.chan_depth, init=[])
-        amem = m.submodules.amem = Memory(shape=unsigned(self.acc_row_width), depth=2 * Mb, init=[])
+        wmem = m.submodules.wmem = SinglePortRAM(self.weight_width, cfg.weight_depth, spram=use_w)
+        bmem = m.submodules.bmem = SinglePortRAM(ChannelParams.members["bias"].width, cfg.chan_depth, spram=use_b)
+        # (a host write does not read, as in the SinglePortRAMs, so it never collides with a read)
+        cmem = m.submodules.cmem = CollisionFreeRAM(ChannelScale.size, cfg.chan_depth)
+        # The engine never reads an accumulator row in the cycle it writes it (the cycle model
+        # asserts this), so the memory need not emulate read-before-write (hw/ebr.py: on the
+        # iCE40 that emulation would cost ~550 LCs for this 176-bit-wide memory).
+        amem = m.submodules.amem = CollisionFreeRAM(self.acc_row_width, 2 * Mb)
 
         en = Signal()
         m.d.comb += en.eq(~self.stall)
 
         f_rd, f_wr = fmem.read_port(), fmem.write_port()
-        w_rd, w_wr = wmem.read_port(), wmem.write_port()
-        c_rd, c_wr = cmem.read_port(), cmem.write_port()
-        a_rd, a_wr = amem.read_port(), amem.write_port()
+        c_we = Signal()
+        cmem_rdata = Signal(ChannelScale)
+        m.d.comb += cmem_rdata.eq(cmem.rdata)
+        chan_rdata = Signal(ChannelParams)
+        m.d.comb += [
+            chan_rdata.bias.eq(bmem.rdata),
+            chan_rdata.mult.eq(cmem_rdata.mult),
+            chan_rdata.shift.eq(cmem_rdata.shift),
+        ]
 
         # ---- command registers ------------------------------------------------------------------
         busy = Signal()
-        cmd = Signal(GemmCommand)
-        KT = Signal(DIM_BITS)
-        NT = Signal(DIM_BITS)
+        cmd = Signal(CmdRegs)
+        KT, NT = cmd.kt, cmd.nt
         cycles = Signal(32)
         m.d.comb += self.busy.eq(busy)
 
@@ -177,19 +226,21 @@ class GemmEngine(wiring.Component):
         host_sel = Signal(2)
         m.d.sync += host_sel.eq(self.host_region)
         m.d.comb += self.host_rdata.eq(
-            Mux(host_sel == REGION_FEATURE, f_rd.data, Mux(host_sel == REGION_WEIGHT, w_rd.data, c_rd.data.as_value()))
+            Mux(
+                host_sel == REGION_FEATURE, f_rd.data, Mux(host_sel == REGION_WEIGHT, wmem.rdata, chan_rdata.as_value())
+            )
         )
 
         # ---- issuer state -----------------------------------------------------------------------
         running = Signal()  # passes remain to issue
-        i_kt, i_nt = Signal(DIM_BITS), Signal(DIM_BITS)
-        i_kt_off = Signal(ADDR_BITS + DIM_BITS)  # kt * M
-        i_mb_off = Signal(DIM_BITS + 1)  # mb * Mb
+        i_kt, i_nt = Signal(TW), Signal(TW)
+        i_kt_off = Signal(FA)  # kt * M
+        i_mb_off = Signal(MOW)  # mb * Mb
         i_row = Signal(range(Mb + 1))
         i_bank = Signal()  # weight bank of the current pass (pass parity)
         i_accbank = Signal()  # accumulator bank of the current block (block parity)
         i_in_pass = Signal()
-        rows_left = Signal(DIM_BITS + 1)
+        rows_left = Signal(MOW + 1)
         i_rows = Signal(range(Mb + 1))
         m.d.comb += [rows_left.eq(cmd.m - i_mb_off), i_rows.eq(Mux(rows_left < Mb, rows_left, Mb))]
         last_kt = Signal()
@@ -200,47 +251,49 @@ class GemmEngine(wiring.Component):
 
         tile_ready = Signal(2)
         acc_busy = Signal(2)  # bank holds a block not yet fully read by the drain
-        cooldown = Signal(range(self.cooldown + 1))
+        cooldown = Signal(range(max(self.cooldown, 1) + 1))
 
         # ---- loader state -----------------------------------------------------------------------
         ld_todo = Signal()  # tiles remain to load
         ld_active = Signal()
         ld_step = Signal(range(R + 1))
         ld_bank = Signal()
-        ld_kt, ld_nt = Signal(DIM_BITS), Signal(DIM_BITS)
-        ld_tile_off = Signal(ADDR_BITS + DIM_BITS)  # (nt*KT + kt) * R
-        ld_mb_left = Signal(DIM_BITS + 1)  # rows of A not yet covered by loaded blocks
+        ld_kt, ld_nt = Signal(TW), Signal(TW)
+        ld_tile_off = Signal(WA)  # (nt*KT + kt) * R
+        ld_mb_left = Signal(MW)  # rows of A not yet covered by loaded blocks
         ld_shift = Signal()
         ld_shift_last = Signal()
 
         # ---- drain state ------------------------------------------------------------------------
         d_todo = Signal()  # blocks remain to drain
         d_bank = Signal()
-        d_nt = Signal(DIM_BITS)
-        d_nt_off = Signal(ADDR_BITS + DIM_BITS)  # nt * M
-        d_chan_off = Signal(ADDR_BITS + DIM_BITS)  # nt * C
-        d_mb_off = Signal(DIM_BITS + 1)
+        d_nt = Signal(TW)
+        d_nt_off = Signal(FA)  # nt * M
+        d_chan_off = Signal(COW)  # nt * C: the first output column of the N-tile
+        d_mb_off = Signal(MOW)
         d_rows = Signal(range(Mb + 1))
         d_req = Signal(range(Mb + 1))  # next row to request
-        D = DRAIN_BUFFER_ROWS
+        D = self.drain_rows
         d_inflight = Signal(range(D + 1))  # drain slots in the pipeline (issued, row not yet captured)
         block_ready = Signal(2)  # bank's block fully accumulated
         d_last_block = Signal()
-        d_rows_left = Signal(DIM_BITS + 1)
+        d_rows_left = Signal(MOW + 1)
         m.d.comb += [
             d_rows_left.eq(cmd.m - d_mb_off),
             d_rows.eq(Mux(d_rows_left < Mb, d_rows_left, Mb)),
             d_last_block.eq((d_nt == NT - 1) & (d_rows_left <= Mb)),
         ]
-        # Row FIFO between the accumulator read and the lane sequencer; entry 0 is the row whose
-        # lanes are being sent. A drain slot is issued only while in-flight slots + buffered rows
-        # < D, so every capture (pipeline_latency cycles after its slot) finds a free entry even
-        # when out_stall holds the lanes back.
+        # Row FIFO between the accumulator read and the lane sequencer: a ring of D entries whose
+        # head (q_head) is the row whose lanes are being sent. A drain slot is issued only while
+        # in-flight slots + buffered rows < D, so every capture (pipeline_latency cycles after its
+        # slot) finds a free entry even when out_stall holds the lanes back. Rows stay in their
+        # entry (no entry-to-entry moves), so each entry bit is one LUT and its flip-flop.
         q_data = [Signal(unsigned(self.acc_row_width), name=f"q{i}_data") for i in range(D)]
-        q_waddr = [Signal(ADDR_BITS, name=f"q{i}_waddr") for i in range(D)]
-        q_chan = [Signal(ADDR_BITS + DIM_BITS, name=f"q{i}_chan") for i in range(D)]
+        q_waddr = [Signal(FA, name=f"q{i}_waddr") for i in range(D)]
+        q_chan = [Signal(COW, name=f"q{i}_col") for i in range(D)]  # first output column of the row
         q_final = [Signal(name=f"q{i}_final") for i in range(D)]  # last row of the last block
         q_count = Signal(range(D + 1))
+        q_head = Signal(range(D)) if D > 1 else Const(0, 1)
         buf_valid = Signal()
         m.d.comb += buf_valid.eq(q_count != 0)
         buf_lane = Signal(range(C))
@@ -271,9 +324,7 @@ class GemmEngine(wiring.Component):
             c = self.cmd.payload
             m.d.sync += [
                 busy.eq(1),
-                cmd.eq(c),
-                KT.eq(c.kt),
-                NT.eq(c.nt),
+                *(cmd[name].eq(c[name]) for name in CmdRegs.members),
                 cycles.eq(1),
                 running.eq(1),
                 i_kt.eq(0),
@@ -313,7 +364,7 @@ class GemmEngine(wiring.Component):
         m.d.comb += ld_start.eq(
             busy & ld_todo & ~ld_active & ~ld_shift & ~tile_ready.bit_select(ld_bank, 1) & (cooldown == 0)
         )
-        ld_addr = Signal(ADDR_BITS)
+        ld_addr = Signal(WA)
         m.d.comb += ld_addr.eq(cmd.wgt_base + ld_tile_off + (R - 1) - ld_step)
         with m.If(en):
             m.d.sync += [ld_shift.eq(0), ld_shift_last.eq(0)]
@@ -339,9 +390,9 @@ class GemmEngine(wiring.Component):
         ld_rd_addr = Signal(ADDR_BITS)
         m.d.comb += [
             ld_rd_addr.eq(Mux(busy, ld_addr, self.host_addr)),
-            w_rd.addr.eq(ld_rd_addr),
-            w_rd.en.eq(~busy | en),
-            array.w_in.eq(w_rd.data),
+            wmem.addr.eq(ld_rd_addr),
+            wmem.re.eq(~busy | en),
+            array.w_in.eq(wmem.rdata),
             array.w_shift.eq(ld_shift & en),
             array.w_bank.eq(ld_bank),
         ]
@@ -363,7 +414,7 @@ class GemmEngine(wiring.Component):
         )
         issue_vec = Signal()
         m.d.comb += issue_vec.eq(~drain_slot & (i_in_pass | can_start))
-        act_addr = Signal(ADDR_BITS)
+        act_addr = Signal(FA)
         m.d.comb += act_addr.eq(cmd.act_base + i_kt_off + i_mb_off + i_row)
 
         m.d.comb += [
@@ -420,19 +471,19 @@ class GemmEngine(wiring.Component):
         # ---- accumulator read-modify-write ----------------------------------------------------------
         tap_r, tap_w = meta[L - 1], meta[L]
         m.d.comb += [
-            a_rd.addr.eq(Cat(tap_r.row, tap_r.accbank) if (Mb & (Mb - 1)) == 0 else tap_r.accbank * Mb + tap_r.row),
-            a_rd.en.eq(en),
+            amem.raddr.eq(Cat(tap_r.row, tap_r.accbank) if (Mb & (Mb - 1)) == 0 else tap_r.accbank * Mb + tap_r.row),
+            amem.re.eq(en),
         ]
         new_row = Signal(unsigned(self.acc_row_width))
         aw = cfg.acc_width
         for c in range(C):
-            old = a_rd.data[c * aw : (c + 1) * aw].as_signed()
+            old = amem.rdata[c * aw : (c + 1) * aw].as_signed()
             add = array.out[c]
             m.d.comb += new_row[c * aw : (c + 1) * aw].eq(Mux(tap_w.first, add, old + add))
         m.d.comb += [
-            a_wr.addr.eq(Cat(tap_w.row, tap_w.accbank) if (Mb & (Mb - 1)) == 0 else tap_w.accbank * Mb + tap_w.row),
-            a_wr.data.eq(new_row),
-            a_wr.en.eq(en & tap_w.vec),
+            amem.waddr.eq(Cat(tap_w.row, tap_w.accbank) if (Mb & (Mb - 1)) == 0 else tap_w.accbank * Mb + tap_w.row),
+            amem.wdata.eq(new_row),
+            amem.we.eq(en & tap_w.vec),
         ]
         with m.If(en & tap_w.vec & tap_w.block_end):
             m.d.sync += block_ready.bit_select(tap_w.accbank, 1).eq(1)
@@ -448,22 +499,19 @@ class GemmEngine(wiring.Component):
             m.d.sync += [d_inflight.eq(d_inflight + d_issue - capture), q_count.eq(q_count + capture - pop)]
         d_rel = Signal(ADDR_BITS)  # the row's word offset (doubled in gate mode: two words per row)
         m.d.comb += d_rel.eq(d_nt_off + d_mb_off + tap_w.row)
-        wpos = Signal(range(D + 1))
-        m.d.comb += wpos.eq(q_count - pop)
+        wpos = Signal(range(2 * D))
+        m.d.comb += wpos.eq(q_head + q_count)  # the free entry after the buffered rows (mod D)
+        if D > 1:
+            with m.If(pop):
+                m.d.sync += q_head.eq(Mux(q_head == D - 1, 0, q_head + 1))
+            with m.If(self.cmd.valid & ~busy):
+                m.d.sync += q_head.eq(0)
         for i in range(D):
-            if i + 1 < D:
-                with m.If(pop):
-                    m.d.sync += [
-                        q_data[i].eq(q_data[i + 1]),
-                        q_waddr[i].eq(q_waddr[i + 1]),
-                        q_chan[i].eq(q_chan[i + 1]),
-                        q_final[i].eq(q_final[i + 1]),
-                    ]
-            with m.If(capture & (wpos == i)):
+            with m.If(capture & ((wpos == i) | (wpos == i + D))):
                 m.d.sync += [
-                    q_data[i].eq(a_rd.data),
+                    q_data[i].eq(amem.rdata),
                     q_waddr[i].eq(cmd.out_base + (d_rel << cmd.gate)),
-                    q_chan[i].eq(cmd.chan_base + d_chan_off),
+                    q_chan[i].eq(d_chan_off),
                     q_final[i].eq(d_last_block & (tap_w.row == d_rows - 1)),
                 ]
         with m.If(capture):
@@ -484,38 +532,55 @@ class GemmEngine(wiring.Component):
 
         # Lane l of the buffered row goes to the requantizer with channel chan + l. The channel
         # memory is read one cycle ahead, so a lane is presented from a one-entry stage.
-        lanes = Array(q_data[0][c * aw : (c + 1) * aw].as_signed() for c in range(C))
         st_valid = Signal()
         st_acc = Signal(signed(aw))
         st_tag = Signal(len(rq.i_tag))
         take = Signal()  # move a lane from the buffer into the stage
         m.d.comb += take.eq(buf_valid & (~st_valid | rq.i_stream.ready))
-        chan_addr = Signal(ADDR_BITS)
-        m.d.comb += chan_addr.eq(q_chan[0] + buf_lane)
+        col = Signal(COW)  # output column of the lane
+        chan_addr = Signal(CA)
+
+        def at_head(entries):
+            out = entries[0]
+            for i in range(1, D):
+                out = Mux(q_head == i, entries[i], out)
+            return out
+
+        head_lane = at_head([q[:aw] for q in q_data]).as_signed()
+        head_waddr, head_col, head_final = at_head(q_waddr), at_head(q_chan), at_head(q_final)
+        m.d.comb += [col.eq(head_col + buf_lane), chan_addr.eq(cmd.chan_base + col)]
         n_mask = Signal()  # lane is past N: its result is written as 0
-        m.d.comb += n_mask.eq((chan_addr - cmd.chan_base) >= cmd.n)
+        m.d.comb += n_mask.eq(col >= cmd.n)
         m.d.comb += [
-            c_rd.addr.eq(Mux(busy, chan_addr, self.host_addr)),
-            c_rd.en.eq(~busy | take),
+            cmem.raddr.eq(Mux(busy, chan_addr, self.host_addr)),
+            cmem.re.eq((~busy | take) & ~c_we),
+            bmem.addr.eq(Mux(busy, chan_addr, self.host_addr)),
+            bmem.re.eq(~busy | take),
         ]
         with m.If(rq.i_stream.ready):
             m.d.sync += st_valid.eq(0)
         with m.If(take):
             m.d.sync += [
                 st_valid.eq(1),
-                st_acc.eq(lanes[buf_lane]),
-                st_tag.eq(Cat(q_waddr[0], buf_lane, n_mask, q_final[0] & (buf_lane == C - 1))),
+                st_acc.eq(head_lane),
+                st_tag.eq(Cat(head_waddr, buf_lane, n_mask, head_final & (buf_lane == C - 1))),
                 buf_lane.eq(buf_lane + 1),
             ]
             with m.If(buf_lane == C - 1):
                 m.d.sync += buf_lane.eq(0)
         m.d.comb += pop.eq(take & (buf_lane == C - 1))
+        # The head row shifts down by one lane per lane taken, so the lane sent is always its
+        # lowest one: no C-way multiplexer. (A capture never goes to the head while it is being
+        # taken from: the buffer then holds at least the head row, so the free entry is another.)
+        for i in range(D):
+            with m.If(take & ~pop & (q_head == i)):
+                m.d.sync += q_data[i].eq(q_data[i] >> aw)
         m.d.comb += [
             rq.i_stream.valid.eq(st_valid),
             rq.i_stream.payload.acc.eq(st_acc),
-            rq.i_stream.payload.bias.eq(c_rd.data.bias),
-            rq.i_stream.payload.mult.eq(c_rd.data.mult),
-            rq.i_stream.payload.shift.eq(c_rd.data.shift),
+            rq.i_stream.payload.bias.eq(chan_rdata.bias),
+            rq.i_stream.payload.mult.eq(chan_rdata.mult),
+            rq.i_stream.payload.shift.eq(chan_rdata.shift),
             rq.i_stream.payload.relu.eq(cmd.relu),
             rq.i_stream.payload.gate.eq(cmd.gate),
             rq.i_tag.eq(st_tag),
@@ -523,10 +588,10 @@ class GemmEngine(wiring.Component):
 
         # Collector: assemble a row of int8 results and write it to the feature memory.
         word = Signal(unsigned(self.feature_width))
-        o_waddr = rq.o_tag[:ADDR_BITS]
-        o_lane = rq.o_tag[ADDR_BITS : ADDR_BITS + (C - 1).bit_length()] if C > 1 else 0
-        o_mask = rq.o_tag[ADDR_BITS + (C - 1).bit_length()]
-        o_final = rq.o_tag[ADDR_BITS + (C - 1).bit_length() + 1]
+        o_waddr = rq.o_tag[:FA]
+        o_lane = rq.o_tag[FA : FA + lane_bits] if C > 1 else 0
+        o_mask = rq.o_tag[FA + lane_bits]
+        o_final = rq.o_tag[FA + lane_bits + 1]
         value = Signal(signed(16))
         m.d.comb += [value.eq(Mux(o_mask, 0, rq.o_stream.payload)), rq.o_stream.ready.eq(~self.out_stall)]
         full_word = Signal(unsigned(self.feature_width))
@@ -558,12 +623,16 @@ class GemmEngine(wiring.Component):
             m.d.sync += [busy.eq(0), done_valid.eq(1), done_cycles.eq(cycles)]
 
         # ---- host writes to weight and channel memories ----------------------------------------------
+        host_params = Signal(ChannelParams)
         m.d.comb += [
-            w_wr.addr.eq(self.host_addr),
-            w_wr.data.eq(self.host_wdata),
-            w_wr.en.eq(~busy & self.host_we & (self.host_region == REGION_WEIGHT)),
-            c_wr.addr.eq(self.host_addr),
-            c_wr.data.eq(self.host_wdata),
-            c_wr.en.eq(~busy & self.host_we & (self.host_region == REGION_CHANNEL)),
+            host_params.eq(self.host_wdata),
+            wmem.wdata.eq(self.host_wdata),
+            wmem.we.eq(~busy & self.host_we & (self.host_region == REGION_WEIGHT)),
+            c_we.eq(~busy & self.host_we & (self.host_region == REGION_CHANNEL)),
+            cmem.waddr.eq(self.host_addr),
+            cmem.wdata.eq(Cat(host_params.mult, host_params.shift)),
+            cmem.we.eq(c_we),
+            bmem.wdata.eq(host_params.bias),
+            bmem.we.eq(~busy & self.host_we & (self.host_region == REGION_CHANNEL)),
         ]
         return m

@@ -2,19 +2,34 @@
 
     y = sat(rshift_round((acc + bias) * M, n), 8), optionally max(y, 0) (fused ReLU)
 
-In *gate mode* (``gate = 1``, the LSTM path) the result saturates to 16 bits instead, without
-ReLU: the Q3.12 gate pre-activation ``z = sat(rshift_round(acc * M, n), 16)`` of SPEC §4.
+In *gate mode* (``gate = 1`` in the payload, the LSTM path) the result saturates to 16 bits
+instead, without ReLU: the Q3.12 gate pre-activation ``z = sat(rshift_round(acc * M, n), 16)`` of
+SPEC §4. A requantizer built with ``gate=True`` therefore has a 16-bit output and shifter window,
+and saturates an int8 result from the 16-bit one (``sat8(sat16(v)) == sat8(v)``).
 
 It is time-shared by the columns of the array: one requantizer per engine, not per MAC.
+
+Area: the output has only 8 bits, so the rounding shift never builds the full shifted value.
+
+* ``rshift_round(p, n) == (t + 1) >> 1`` with ``t = (2 * p) >> n`` (floor of ``p / 2**(n-1)``;
+  for ``n == 0``, ``t = 2p`` and the result is ``p``): the rounding adder is as wide as the
+  output, not as the product, and there is no ``2**(n-1)`` decoder.
+* The shifter is logarithmic, largest stage first, and keeps only a window of the low bits the
+  result can still need (``out_bits + 2`` at the end) plus one flag: "a bit shifted out of the
+  top of the window differs from the sign", which is exactly "the result saturates".
+* The multiply ``(acc + bias) * M`` is written as 16-bit partial products so that Yosys maps
+  them onto iCE40 SB_MAC16 blocks (``synth_ice40 -dsp``) or ECP5 multipliers; the stage after
+  the multiply adds the partial products.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from quant.config import NPUConfig
+from quant.fixed import N_MAX
 
 __all__ = ["RequantInput", "Requantizer"]
 
@@ -40,22 +55,28 @@ class Requantizer(wiring.Component):
     -------
     i_stream : In(stream.Signature(RequantInput(config)))
         Accumulator value with bias, multiplier ``M``, shift ``n`` and ReLU flag.
-    o_stream : Out(stream.Signature(signed(16)))
-        The result (int8, or int16 in gate mode), :attr:`latency` cycles later when the output is not stalled.
+    o_stream : Out(stream.Signature(signed(8 or 16)))
+        The result, :attr:`latency` cycles later when the output is not stalled: int8, or with
+        ``gate=True`` a 16-bit value holding the int8 result or, in gate mode, the int16 one.
     i_tag, o_tag : In(tag_width), Out(tag_width)
         Side information (e.g. a destination address) that travels with each value.
     """
 
-    #: Pipeline stages (add bias, multiply, add rounding half, shift and saturate).
-    latency = 4
+    #: Pipeline stages: add bias; multiply; windowed shift (two stages); round and saturate.
+    latency = 5
 
-    def __init__(self, config: NPUConfig, tag_width: int = 0):
+    #: Operand width of one partial product (the SB_MAC16's 16 x 16).
+    PART_BITS = 16
+
+    def __init__(self, config: NPUConfig, tag_width: int = 0, *, gate: bool = False):
         self.config = config
         self.tag_width = tag_width
+        self.gate = gate
+        self.out_bits = 16 if gate else config.ACT_BITS
         super().__init__(
             {
                 "i_stream": In(stream.Signature(RequantInput(config))),
-                "o_stream": Out(stream.Signature(signed(16))),
+                "o_stream": Out(stream.Signature(signed(self.out_bits))),
                 "i_tag": In(max(tag_width, 1)),
                 "o_tag": Out(max(tag_width, 1)),
             }
@@ -64,57 +85,124 @@ class Requantizer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self.config
+        ob = self.out_bits
         x_w = max(cfg.acc_width, cfg.BIAS_BITS) + 1
-        p_w = x_w + cfg.M_BITS + 1
+        p_w = x_w + cfg.M_BITS + 1  # signed product width
+        P = self.PART_BITS
 
         # Every stage advances together when the output is free or being taken.
         advance = Signal()
         m.d.comb += [advance.eq(~self.o_stream.valid | self.o_stream.ready), self.i_stream.ready.eq(advance)]
+        L = self.latency
+        v = [Signal(name=f"valid{i}") for i in range(L)]
+        tags = [Signal(len(self.i_tag), name=f"tag{i}") for i in range(L)]
+        relu = [Signal(name=f"relu{i}") for i in range(L - 1)]
+        gate = [Signal(name=f"gate{i}") for i in range(L - 1)]
+        shift = [Signal(range(N_MAX + 1), name=f"shift{i}") for i in range(3)]
 
-        v = [Signal(name=f"valid{i}") for i in range(self.latency)]
+        i = self.i_stream.payload
         x = Signal(signed(x_w))
-        mult1, shift1, relu1 = Signal(unsigned(16)), Signal(unsigned(6)), Signal()
-        gate1, gate2, gate3 = Signal(), Signal(), Signal()
+        mult = Signal(unsigned(cfg.M_BITS))
+
+        # Stage 2: the product, as unsigned 16 x M partial products of the low parts of x (one
+        # SB_MAC16 each) and -M for the sign bit of x (weight -2**(x_w-1)), added in LUTs.
+        n_parts = (x_w - 1 + P - 1) // P
+        parts = [Signal(unsigned(P + cfg.M_BITS), name=f"pp{k}") for k in range(n_parts)]
+        for k in range(n_parts):
+            m.d.comb += parts[k].eq(x[k * P : min((k + 1) * P, x_w - 1)] * mult)
         p = Signal(signed(p_w))
-        shift2, relu2 = Signal(range(p_w + 1)), Signal()
-        q = Signal(signed(p_w + 2))
-        half = Signal(unsigned(p_w))
-        # A one-hot decode of the shift rather than a wide variable shift: cheaper, and it keeps
-        # the generated Verilog free of >64-bit shift expressions.
-        m.d.comb += [half[i - 1].eq(shift2 == i) for i in range(1, p_w + 1)]
-        shift3, relu3 = Signal(range(p_w + 1)), Signal()
-        y = Signal(signed(16))
-        tags = [Signal(len(self.i_tag), name=f"tag{i}") for i in range(self.latency)]
+        # Stages 3 and 4: t = (2p) >> n, as a low window of W bits plus "the bits above differ from
+        # the sign"; the shifter is split after its first SPLIT (largest) steps for the clock.
+        W = ob + 2
+        t_lo = Signal(unsigned(W))
+        t_ovf = Signal()
+        t_sign = Signal()
+        y = Signal(signed(ob))
+
+        # The windowed shifter (combinational, from p): largest stage first.
+        val = Cat(Const(0, 1), p)  # 2p, p_w + 1 bits, sign-extended above
+        sign = p[-1]
+        n_stages = N_MAX.bit_length()
+        need = [W]  # window width needed after each stage, last stage first
+        for s in range(n_stages):
+            need.append(need[-1] + (1 << s))
+        need = need[::-1]  # need[k]: width needed before stage k (stage k shifts by 2**(n_stages-1-k))
+
+        SPLIT = 2
+        mid = Signal(need[SPLIT])
+        mid_ovf, mid_sign = Signal(), Signal()
+
+        def shifter(cur, sign, ovf, steps, n_bits):
+            for k in steps:
+                amount = 1 << (n_stages - 1 - k)
+                sel = n_bits[n_stages - 1 - k]
+                w_out = need[k + 1]
+
+                def bit(j, cur=cur):
+                    return cur[j] if j < len(cur) else sign
+
+                nxt = Signal(w_out, name=f"sh{amount}")
+                m.d.comb += nxt.eq(Cat(Mux(sel, bit(j + amount), bit(j)) for j in range(w_out)))
+                # without the shift, bits [w_out, w_out + amount) leave the window at the top
+                above = [bit(j) ^ sign for j in range(w_out, min(w_out + amount, max(len(cur), w_out)))]
+                if above:
+                    ovf = ovf | (~sel & Cat(*above).any())
+                cur = nxt
+            return cur, ovf
+
+        mid_next, mid_ovf_next = shifter(val, sign, Const(0, 1), range(SPLIT), shift[1])
+        cur, ovf = shifter(mid, mid_sign, mid_ovf, range(SPLIT, n_stages), shift[2])
 
         with m.If(advance):
-            i = self.i_stream.payload
             m.d.sync += [
+                # 1: bias
                 v[0].eq(self.i_stream.valid),
                 x.eq(i.acc + i.bias),
-                mult1.eq(i.mult),
-                shift1.eq(i.shift),
-                relu1.eq(i.relu),
-                gate1.eq(i.gate),
+                mult.eq(i.mult),
+                shift[0].eq(i.shift),
+                relu[0].eq(i.relu),
+                gate[0].eq(i.gate if self.gate else 0),
+                # 2: product
                 v[1].eq(v[0]),
-                p.eq(x * mult1),
-                # |p| < 2**(p_w - 1), so any shift >= p_w rounds to 0 exactly as p_w does: clamp it
-                # and the rounding adder stays p_w + 1 bits wide instead of 64.
-                shift2.eq(Mux(shift1 > p_w, p_w, shift1)),
-                relu2.eq(relu1),
-                gate2.eq(gate1),
+                p.eq(sum(parts[k] << (k * P) for k in range(n_parts)) - Mux(x[-1], mult << (x_w - 1), 0)),
+                shift[1].eq(shift[0]),
+                relu[1].eq(relu[0]),
+                gate[1].eq(gate[0]),
+                # 3: windowed shift, large steps
                 v[2].eq(v[1]),
-                # rshift_round(p, n) == (p + half) >> n with half = 2**(n-1), and 0 for n == 0.
-                q.eq(p + half),
-                shift3.eq(shift2),
-                relu3.eq(relu2),
-                gate3.eq(gate2),
+                mid.eq(mid_next),
+                mid_ovf.eq(mid_ovf_next),
+                mid_sign.eq(sign),
+                shift[2].eq(shift[1]),
+                relu[2].eq(relu[1]),
+                gate[2].eq(gate[1]),
+                # 4: windowed shift, small steps
                 v[3].eq(v[2]),
+                t_lo.eq(cur),
+                t_ovf.eq(ovf),
+                t_sign.eq(mid_sign),
+                relu[3].eq(relu[2]),
+                gate[3].eq(gate[2]),
+                # 5: round and saturate
+                v[4].eq(v[3]),
             ]
-            r = Signal(signed(p_w + 2))
-            m.d.comb += r.eq(q >> shift3)
-            lo = Mux(gate3, -32768, Mux(relu3, 0, -128))
-            hi = Mux(gate3, 32767, 127)
-            m.d.sync += y.eq(Mux(r > hi, hi, Mux(r < lo, lo, r)))
-            m.d.sync += [tags[0].eq(self.i_tag)] + [tags[k].eq(tags[k - 1]) for k in range(1, self.latency)]
-        m.d.comb += [self.o_stream.valid.eq(v[3]), self.o_stream.payload.eq(y), self.o_tag.eq(tags[-1])]
+
+            # t is W-bit signed (its bits above the window all equal the sign) unless t_ovf.
+            t = Signal(signed(W + 1))
+            r = Signal(signed(W + 1))
+            m.d.comb += [t.eq(Cat(t_lo, t_sign)), r.eq((t + 1) >> 1)]
+            a8 = self.config.ACT_BITS
+            if self.gate:  # the int8 limits unless in gate mode (16-bit, no ReLU)
+                hi_lim = Mux(gate[3], (1 << (ob - 1)) - 1, (1 << (a8 - 1)) - 1)
+                lo_lim = Mux(gate[3], -(1 << (ob - 1)), -(1 << (a8 - 1)))
+                lo = Mux(relu[3] & ~gate[3], 0, lo_lim)
+            else:
+                hi_lim, lo_lim = (1 << (ob - 1)) - 1, -(1 << (ob - 1))
+                lo = Mux(relu[3], 0, lo_lim)
+            with m.If(t_ovf):
+                m.d.sync += y.eq(Mux(t_sign, lo, hi_lim))
+            with m.Else():
+                m.d.sync += y.eq(Mux(r > hi_lim, hi_lim, Mux(r < lo, lo, r)))
+            m.d.sync += [tags[0].eq(self.i_tag)] + [tags[k].eq(tags[k - 1]) for k in range(1, L)]
+        m.d.comb += [self.o_stream.valid.eq(v[-1]), self.o_stream.payload.eq(y), self.o_tag.eq(tags[-1])]
         return m

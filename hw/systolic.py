@@ -4,14 +4,23 @@ Dataflow (rows = reduction dimension K of one pass, cols = output channels)::
 
         w_in[0]   w_in[1]   ...           weights shift down the columns (double-buffered)
           |         |
-    a[0] -> PE(0,0) -> PE(0,1) -> ...     activations flow right, skewed one cycle per row
-    a[1] -> PE(1,0) -> PE(1,1) -> ...
-          |         |                     partial sums flow down
-        out[0]    out[1]                  deskewed so a whole output vector leaves at once
+    a[0] ---+-------+--- ...              activation of row r broadcast to the whole row,
+          PE(0,0)  PE(0,1)                delayed r // 2 cycles (input skew)
+    a[1] ---+-------+--- ...
+          PE(1,0)  PE(1,1)                partial sums flow down the columns, registered
+          |         |                     after every second row
+        out[0]    out[1]                  every column in lock-step: no output deskew
 
 One activation vector ``a`` (``rows`` int8 values) entering at cycle ``t`` leaves as the output
-vector ``out[c] = sum_r a[r] * w[r][c]`` at cycle ``t + latency``. The skew and deskew registers
-live inside the array, so its user sees a plain pipeline of fixed :attr:`SystolicArray.latency`.
+vector ``out[c] = sum_r a[r] * w[r][c]`` at cycle ``t + latency``, with
+``latency = (rows - 1) // 2 + 2`` (``quant.perf.array_latency``).
+
+Broadcasting the activation along a row instead of passing it PE to PE removes the 9 pass-through
+flip-flops of every PE and the whole output deskew (a triangle of partial-sum registers); on the
+iCE40 each such register is a logic cell of its own. A fan-out of ``cols`` is nothing at these
+clocks. Only the input skew remains, and since a partial sum passes two rows' adders per cycle
+(``ROWS_PER_STAGE``; two short carry chains fit a 40 MHz iCE40 cycle easily) it is one cycle
+per pair of rows: ``9 * sum(r // 2)`` flip-flops.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from quant.config import NPUConfig
+from quant.perf import ROWS_PER_STAGE, array_latency
 
 from .pe import make_pe
 
@@ -28,7 +38,7 @@ __all__ = ["SystolicArray"]
 
 
 class SystolicArray(wiring.Component):
-    """``rows x cols`` weight-stationary array with internal skew/deskew.
+    """``rows x cols`` weight-stationary array with internal input skew.
 
     Parameters
     ----------
@@ -38,7 +48,7 @@ class SystolicArray(wiring.Component):
     Members
     -------
     en : In(1)
-        Advance the compute pipeline (activations, partial sums, skew/deskew, valid). Low = stall.
+        Advance the compute pipeline (products, partial sums, skew, valid). Low = stall.
     a_in : In(ArrayLayout(signed(8), rows))
         One activation vector (one row of A restricted to this pass's K slice).
     in_valid : In(1)
@@ -78,8 +88,7 @@ class SystolicArray(wiring.Component):
     @property
     def latency(self) -> int:
         """Enabled cycles from a vector at ``a_in`` to its result at ``out``."""
-        # row skew (rows-1) + one cycle per column to the right (cols-1) + the PE's two stages
-        return self.config.rows - 1 + self.config.cols - 1 + 2
+        return array_latency(self.config)
 
     @property
     def weight_load_cycles(self) -> int:
@@ -91,39 +100,34 @@ class SystolicArray(wiring.Component):
         cfg = self.config
         R, C = cfg.rows, cfg.cols
 
-        pes = [[make_pe(cfg, r) for _ in range(C)] for r in range(R)]
+        G = ROWS_PER_STAGE
+        # Rows go in groups of G: the partial sum passes the group's adders in one cycle and is
+        # registered once, by its last row.
+        pes = [[make_pe(cfg, r, registered=(r % G == G - 1 or r == R - 1)) for _ in range(C)] for r in range(R)]
         for r in range(R):
-            for c in range(C):
-                pe = pes[r][c]
-                m.submodules[f"pe_{r}_{c}"] = pe
-                m.d.comb += [pe.en.eq(self.en), pe.w_shift.eq(self.w_shift), pe.w_bank.eq(self.w_bank)]
-                # Weights come down the column.
-                m.d.comb += pe.w_in.eq(self.w_in[c] if r == 0 else pes[r - 1][c].w_out)
-                # Partial sums come down the column.
-                m.d.comb += pe.psum_in.eq(0 if r == 0 else pes[r - 1][c].psum_out)
-                if c > 0:
-                    m.d.comb += [pe.a_in.eq(pes[r][c - 1].a_out), pe.bank_in.eq(pes[r][c - 1].bank_out)]
-
-        # Input skew: row r is delayed r cycles, with the bank tag travelling alongside.
-        for r in range(R):
+            # Input skew: row r sees its activation (and the bank tag with it) r // G cycles late.
             a, bank = self.a_in[r], self.in_bank
-            for i in range(r):
+            for i in range(r // G):
                 a_d = Signal(signed(8), name=f"skew_a_{r}_{i}")
                 b_d = Signal(name=f"skew_b_{r}_{i}")
                 with m.If(self.en):
                     m.d.sync += [a_d.eq(a), b_d.eq(bank)]
                 a, bank = a_d, b_d
-            m.d.comb += [pes[r][0].a_in.eq(a), pes[r][0].bank_in.eq(bank)]
-
-        # Output deskew: column c waits C-1-c cycles so the whole vector leaves together.
+            for c in range(C):
+                pe = pes[r][c]
+                m.submodules[f"pe_{r}_{c}"] = pe
+                m.d.comb += [pe.en.eq(self.en), pe.w_shift.eq(self.w_shift), pe.w_bank.eq(self.w_bank)]
+                # The activation is broadcast along the row.
+                m.d.comb += [pe.a_in.eq(a), pe.bank_in.eq(bank)]
+                # Weights come down the column.
+                if r == 0:
+                    m.d.comb += [pe.w_in[0].eq(self.w_in[c]), pe.w_in[1].eq(self.w_in[c])]
+                else:
+                    m.d.comb += pe.w_in.eq(pes[r - 1][c].w_out)
+                # Partial sums come down the column.
+                m.d.comb += pe.psum_in.eq(0 if r == 0 else pes[r - 1][c].psum_out)
         for c in range(C):
-            v = pes[R - 1][c].psum_out
-            for i in range(C - 1 - c):
-                v_d = Signal(signed(cfg.array_sum_width), name=f"deskew_{c}_{i}")
-                with m.If(self.en):
-                    m.d.sync += v_d.eq(v)
-                v = v_d
-            m.d.comb += self.out[c].eq(v)
+            m.d.comb += self.out[c].eq(pes[R - 1][c].psum_out)
 
         # Valid travels alongside as a plain delay line of the same latency.
         valid = self.in_valid

@@ -18,10 +18,18 @@ from dataclasses import dataclass
 from .config import NPUConfig
 from .tiling import tiles
 
-__all__ = ["GemmTiming", "gemm_cycles", "REQUANT_LATENCY", "DRAIN_BUFFER_ROWS"]
+__all__ = [
+    "GemmTiming",
+    "gemm_cycles",
+    "weight_cooldown",
+    "array_latency",
+    "ROWS_PER_STAGE",
+    "REQUANT_LATENCY",
+    "DRAIN_BUFFER_ROWS",
+]
 
 #: Pipeline stages of hw.requant.Requantizer.
-REQUANT_LATENCY = 4
+REQUANT_LATENCY = 5
 
 #: Entries of the engine's drain row FIFO (hw/gemm.py imports it from here, so the two agree):
 #: drain slots issued but not yet captured plus rows buffered never exceed it.
@@ -45,13 +53,34 @@ class GemmTiming:
         return self.macs / (self.pe_count * self.cycles)
 
 
+#: Array rows whose adders a partial sum passes in one cycle (hw.systolic): the row skew, and
+#: the array latency, are one cycle per group of rows.
+ROWS_PER_STAGE = 2
+
+
 def array_latency(config: NPUConfig) -> int:
-    """hw.systolic.SystolicArray.latency."""
-    return config.rows - 1 + config.cols - 1 + 2
+    """hw.systolic.SystolicArray.latency: the row skew plus the PE's two stages."""
+    return (config.rows - 1) // ROWS_PER_STAGE + 2
 
 
-def gemm_cycles(config: NPUConfig, m: int, k: int, n: int, *, max_cycles: int = 50_000_000) -> GemmTiming:
-    """Cycles from command acceptance to the last result write, as the engine's ``done`` reports."""
+def weight_cooldown(config: NPUConfig) -> int:
+    """hw.gemm.GemmEngine.cooldown: cycles after a pass's last vector before its bank may reload.
+
+    The last vector issues at cycle ``T`` and its bottom row reads the bank in cycle
+    ``T + 1 + skew`` (``skew = (rows - 1) // ROWS_PER_STAGE``); a load that starts when the
+    cooldown reaches 0 shifts its first row at the end of cycle ``T + cooldown + 3``, so
+    ``skew - 2`` is the shortest safe wait (the model asserts it).
+    """
+    return max((config.rows - 1) // ROWS_PER_STAGE - 2, 0)
+
+
+def gemm_cycles(
+    config: NPUConfig, m: int, k: int, n: int, *, drain_rows: int = DRAIN_BUFFER_ROWS, max_cycles: int = 50_000_000
+) -> GemmTiming:
+    """Cycles from command acceptance to the last result write, as the engine's ``done`` reports.
+
+    ``drain_rows`` is the engine's drain row buffer depth (``GemmEngine(config, drain_rows)``).
+    """
     R, C, Mb = config.rows, config.cols, config.m_block
     if R != C:
         raise ValueError("the GEMM engine needs a square array")
@@ -59,7 +88,7 @@ def gemm_cycles(config: NPUConfig, m: int, k: int, n: int, *, max_cycles: int = 
     if M < 1:
         raise ValueError("M must be >= 1")
     L = 1 + array_latency(config)  # slot issue -> accumulator write
-    cooldown_len = R + C
+    cooldown_len = weight_cooldown(config)
 
     # issuer
     running, i_kt, i_nt, i_mb_off, i_row, i_bank, i_accbank, i_in_pass = True, 0, 0, 0, 0, 0, 0, False
@@ -95,7 +124,7 @@ def gemm_cycles(config: NPUConfig, m: int, k: int, n: int, *, max_cycles: int = 
         d_rows = min(d_rows_left, Mb)
         d_last_block = d_nt == NT - 1 and d_rows_left <= Mb
         ld_start = ld_todo and not ld_active and not ld_shift and not tile_ready[ld_bank] and cooldown == 0
-        drain_slot = d_todo and block_ready[d_bank] and d_req < d_rows and d_inflight + len(queue) < DRAIN_BUFFER_ROWS
+        drain_slot = d_todo and block_ready[d_bank] and d_req < d_rows and d_inflight + len(queue) < drain_rows
         can_start = (
             running and tile_ready[i_bank] and (i_kt != 0 or not acc_busy[i_accbank]) and not (i_rows == 1 and prev_vec)
         )
@@ -153,8 +182,8 @@ def gemm_cycles(config: NPUConfig, m: int, k: int, n: int, *, max_cycles: int = 
         if issue_vec:
             block_end = last_kt and i_row == i_rows - 1
             slot = (True, False, block_end, i_accbank, i_row, i_bank)
-            # the vector enters the array next cycle and meets PE(r, c) up to rows+cols-1 later
-            bank_in_use_until[i_bank] = cycle + 1 + R + C - 2
+            # the vector enters the array next cycle and meets row r's PEs r // G cycles later
+            bank_in_use_until[i_bank] = cycle + 1 + (R - 1) // ROWS_PER_STAGE
             n_i_in_pass, n_i_row = True, i_row + 1
             if i_row == 0:
                 n_acc_busy[i_accbank] = True
@@ -184,7 +213,7 @@ def gemm_cycles(config: NPUConfig, m: int, k: int, n: int, *, max_cycles: int = 
             row = tap_w[4]
             n_d_inflight -= 1
             n_queue.append(d_last_block and row == d_rows - 1)
-            assert len(n_queue) <= DRAIN_BUFFER_ROWS, "drain row captured with no free buffer entry"
+            assert len(n_queue) <= drain_rows, "drain row captured with no free buffer entry"
             if row == d_rows - 1:
                 n_acc_busy[d_bank] = False
                 n_block_ready[d_bank] = False

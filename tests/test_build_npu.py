@@ -24,12 +24,27 @@ def test_model_images_go_into_the_npu_memories():
     top = npu_design(images)(CFG)
     Fragment.get(top, None)  # elaborates the whole hierarchy, running the preload hooks
     mems = top.preloaded_memories
-    assert set(mems) == {"weight", "channel", "program"}
-    for region, words in images.items():
-        init = [v.as_value().value if isinstance(v, data.Const) else int(v or 0) for v in mems[region].init]
-        mask = (1 << next(r.width for r in npu_memory_map(CFG) if r.name == region)) - 1
-        assert [w & mask for w in init[: len(words)]] == [w & mask for w in words], region
+    assert set(mems) == {"weight", "channel", "channel_scale", "program"}
+
+    def init_of(mem):
+        return [v.as_value().value if isinstance(v, data.Const) else int(v or 0) for v in mem.init]
+
+    channel = [int(w) for w in images["channel"]]
+    expect = {
+        "weight": images["weight"],
+        "program": images["program"],
+        "channel": [w & 0xFFFFFFFF for w in channel],  # the bias half (hw/gemm.py bmem)
+        "channel_scale": [w >> 32 for w in channel],  # M | n << 16 (cmem)
+    }
+    for name, words in expect.items():
+        init = init_of(mems[name])
+        assert init[: len(words)] == [int(w) for w in words], name
         assert not any(init[len(words) :])
+
+
+def test_model_preload_is_refused_where_memories_cannot_be_initialized(tmp_path):
+    with pytest.raises(BuildError, match="SPRAM"):
+        build(CFG, "icebreaker", build_dir=tmp_path, model=random_mlp(1, CFG, sizes=(64, 32, 10)))
 
 
 class _StubNPU:

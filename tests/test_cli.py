@@ -45,4 +45,6 @@ def test_generate_writes_verilog_and_config(tmp_path, capsys):
     assert "module shiftnpu_array" in v
     assert " * " not in re.sub(r"\(\*.*?\*\)", "", v)  # a shift array has no multiplier anywhere
     cfg = json.loads((tmp_path / "config.json").read_text())
-    assert cfg["config"]["rows"] == 4 and cfg["config"]["weight_bits"] == 4 and cfg["derived"]["latency"] == 8
+    assert (
+        cfg["config"]["rows"] == 4 and cfg["config"]["weight_bits"] == 4 and cfg["derived"]["latency"] == 3
+    )  # rows + 1 (hw.systolic)

@@ -7,7 +7,7 @@ import pytest
 
 from hw.gemm import GemmEngine
 from quant.config import NPUConfig
-from quant.perf import gemm_cycles
+from quant.perf import DRAIN_BUFFER_ROWS, gemm_cycles
 from sim.runner import run_cocotb, simulator_available
 
 # One big-memory 8x8 configuration serves the random regression and the 256^3 utilization run.
@@ -34,12 +34,15 @@ def random_cases(cfg: NPUConfig, count: int, seed: int, max_m: int, max_k: int, 
     return cases
 
 
-def _run(cfg, cases, tmp_path, simulator="verilator"):
+def _run(cfg, cases, tmp_path, simulator="verilator", drain_rows=DRAIN_BUFFER_ROWS):
     report = tmp_path / "report.json"
+    key = (
+        {"config": cfg.to_dict()} if drain_rows == DRAIN_BUFFER_ROWS else {"config": cfg.to_dict(), "drain": drain_rows}
+    )
     run_cocotb(
         "gemm",
-        {"config": cfg.to_dict()},
-        lambda: GemmEngine(cfg),
+        key,
+        lambda: GemmEngine(cfg, drain_rows),
         "gemm_bench",
         simulator=simulator,
         bench_params={"config": cfg.to_dict(), "cases": cases, "report": str(report), "seed": 1},
@@ -47,12 +50,12 @@ def _run(cfg, cases, tmp_path, simulator="verilator"):
     return json.loads(report.read_text())
 
 
-def _check_cycles(cfg, report):
+def _check_cycles(cfg, report, drain_rows=DRAIN_BUFFER_ROWS):
     checked = 0
     for r in report:
         assert r["errors"] == 0
         if not r.get("stall") and not r.get("out_stall"):
-            assert r["cycles"] == gemm_cycles(cfg, r["m"], r["k"], r["n"]).cycles, r
+            assert r["cycles"] == gemm_cycles(cfg, r["m"], r["k"], r["n"], drain_rows=drain_rows).cycles, r
             checked += 1
     return checked
 
@@ -90,6 +93,17 @@ def test_gemm_other_weight_widths(tmp_path, bits):
     )
     report = _run(cfg, random_cases(cfg, 9, seed=bits, max_m=40, max_k=64, max_n=12), tmp_path)
     assert _check_cycles(cfg, report) >= 5
+
+
+def test_gemm_one_row_drain_buffer(tmp_path):
+    """The smaller engine option (one drain row buffer entry): bit-exact, and the model follows it."""
+    cfg = NPUConfig(
+        rows=4, cols=4, weight_bits=3, max_k=64, act_depth=2048, weight_depth=1024, chan_depth=64, m_block=16
+    )
+    report = _run(cfg, random_cases(cfg, 9, seed=21, max_m=40, max_k=64, max_n=12), tmp_path, drain_rows=1)
+    assert _check_cycles(cfg, report, drain_rows=1) >= 5
+    # drain-bound shapes are slower with one entry
+    assert gemm_cycles(cfg, 40, 8, 12, drain_rows=1).cycles > gemm_cycles(cfg, 40, 8, 12).cycles
 
 
 @pytest.mark.icarus

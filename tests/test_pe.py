@@ -28,14 +28,12 @@ def run_pe(cfg: NPUConfig, psum_width: int | None = None):
             other = int(codes[(i * 7 + 3) % len(codes)])
             # shift `code` into bank 0 and `other` into bank 1
             for bank, c in ((0, code), (1, other)):
-                ctx.set(dut.w_in, int(c))
+                ctx.set(dut.w_in, [int(c), int(c)])
                 ctx.set(dut.w_bank, bank)
                 ctx.set(dut.w_shift, 1)
                 await ctx.tick()
             ctx.set(dut.w_shift, 0)
-            for bank, c in ((0, code), (1, other)):
-                ctx.set(dut.w_bank, bank)
-                assert ctx.get(dut.w_out) == c
+            assert [int(x) for x in ctx.get(dut.w_out)] == [int(code), int(other)]
             # pipeline: the activation of cycle j meets the partial sum of cycle j + 1
             pending = None
             for j, a in enumerate(ACTS + [None]):
@@ -54,8 +52,6 @@ def run_pe(cfg: NPUConfig, psum_width: int | None = None):
                     if got != psum + pa * w:
                         mismatches.append((int(code), pa, pbank, psum, got, psum + pa * w))
                 if a is not None:
-                    if ctx.get(dut.a_out) != a or ctx.get(dut.bank_out) != bank:
-                        mismatches.append(("a/bank pass-through", a, bank))
                     pending = (a, bank)
             # a stall holds every compute register
             held = ctx.get(dut.psum_out)

@@ -3,6 +3,7 @@
 import random
 
 import numpy as np
+import pytest
 from amaranth.sim import Simulator
 
 from hw.requant import Requantizer
@@ -20,6 +21,18 @@ def _cases(cfg: NPUConfig, n: int, seed: int):
             for mult, shift in ((0, 0), (65535, 0), (65535, 63), (1, 1), (32768, 15), (40000, 30)):
                 out.append((acc, bias, mult, shift, int(rng.integers(0, 2))))
     out += [(-3, 0, 1, 1, 0), (3, 0, 1, 1, 0), (-5, 0, 1, 1, 0), (255, 0, 1, 1, 0), (-257, 0, 1, 1, 1)]
+    # results on either side of the saturation points and of the shifter's internal window (the
+    # rounded value at +-127/128, +-255/256, +-511/512, +-1023/1024), for shifts across every stage
+    for n in (0, 1, 2, 3, 7, 8, 15, 16, 17, 31, 32, 33, 47, 48, 49, 50, 51, 62, 63):
+        for target in (126, 127, 128, 255, 256, 511, 512, 1023, 1024, 4096):
+            for sgn in (1, -1):
+                for d in (-1, 0, 1):
+                    x = sgn * (target << n) + d * (1 << max(n - 1, 0))
+                    for mult in (1, 3):
+                        if abs(x) < 2**31:
+                            out.append((0, x, mult, n, int(rng.integers(0, 2))))
+                        if abs(x * mult) < 2**46:  # (acc + bias) * M reaching past 2**32
+                            out.append((amax, x * mult // 65535 - amax, 65535, n, 0))
     for _ in range(n):
         out.append(
             (
@@ -33,20 +46,34 @@ def _cases(cfg: NPUConfig, n: int, seed: int):
     return out
 
 
-def test_requantizer_matches_golden():
+@pytest.mark.parametrize("gate_capable", [False, True], ids=["int8", "gate-capable"])
+def test_requantizer_matches_golden(gate_capable):
+    """Int8 results (with ReLU), and on a gate-capable unit also gate mode: int16, no ReLU (SPEC §4 z)."""
     cfg = NPUConfig()
-    dut = Requantizer(cfg)
+    dut = Requantizer(cfg, gate=gate_capable)
     cases = _cases(cfg, 400, 1)
-    expect = [requant(a, b, mlt, s, relu=bool(r)) for a, b, mlt, s, r in cases]
+    if gate_capable:  # every case again in gate mode, plus results around the 16-bit limits
+        more = [
+            (0, sgn * (t << 5) + d * 16, 1, 5, 1) for t in (32767, 32768, 65536) for sgn in (1, -1) for d in (-1, 0, 1)
+        ]
+        cases = [c + (0,) for c in cases] + [c + (1,) for c in cases + more]
+    else:
+        cases = [c + (0,) for c in cases]
+    expect = [
+        requant(a, b, mlt, s, bits=16) if g else requant(a, b, mlt, s, relu=bool(r)) for a, b, mlt, s, r, g in cases
+    ]
     got = []
     rnd = random.Random(3)
 
     async def producer(ctx):
-        for acc, bias, mult, shift, relu in cases:
+        for acc, bias, mult, shift, relu, gate in cases:
             while rnd.random() < 0.3:  # idle cycles
                 ctx.set(dut.i_stream.valid, 0)
                 await ctx.tick()
-            ctx.set(dut.i_stream.payload, {"acc": acc, "bias": bias, "mult": mult, "shift": shift, "relu": relu})
+            ctx.set(
+                dut.i_stream.payload,
+                {"acc": acc, "bias": bias, "mult": mult, "shift": shift, "relu": relu, "gate": gate},
+            )
             ctx.set(dut.i_stream.valid, 1)
             await ctx.tick().until(dut.i_stream.ready)
         ctx.set(dut.i_stream.valid, 0)
