@@ -29,6 +29,7 @@ def _units():
     from hw.pwl import PWLUnit
     from hw.rnn import GateUnit
     from quant.config import NPUConfig
+    from quant.gate_map import cell_depth
     from quant.rnn import default_tables
 
     cfg = NPUConfig()
@@ -40,6 +41,10 @@ def _units():
             lambda: PWLUnit(cfg, tables=3, init=[tabs["sigmoid"], tabs["tanh"], tabs["tanh_cell"]]),
         ),
         "gate_lstm": ("GateUnit LSTM, hidden ≤ 32 (incl. 3-table PWL)", lambda: GateUnit(cfg, "lstm", 32, tables=tabs)),
+        "gate_lstm_z": (
+            "GateUnit LSTM z_in (the NPU's), hidden ≤ chan_depth (incl. 3-table PWL)",
+            lambda: GateUnit(cfg, "lstm", cell_depth(cfg), tables=tabs, z_in=True),
+        ),
         "gate_gru": ("GateUnit GRU, hidden ≤ 32 (incl. 2-table PWL)", lambda: GateUnit(cfg, "gru", 32, tables=tabs)),
     }
 

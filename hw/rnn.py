@@ -138,14 +138,15 @@ class GateUnit(wiring.Component):
     def cycles_per_unit(self) -> int:
         """Cycles from accepting one transfer to accepting the next, with no stalls on either side.
 
-        Accept 1, requant 9 (four slots through a five-stage pipeline), activations ``latency + n_act``, then LSTM: f*c, i*g, i⊙g, c' (4),
-        tanh_c issue and wait (``1 + latency``), o*tanh_c and h' (2); GRU: r*b, its rounding, n's input (3), tanh
-        issue and wait (``1 + latency``), z*n, z*h, sum, h' (4); output 1.
+        Accept 1, requant 9 (four slots through a five-stage pipeline; none with ``z_in``), activations
+        issued back to back and collected (``latency + 4`` for LSTM, ``latency + 2`` for GRU), then LSTM: c' and
+        its tanh_c issue 1, wait ``latency``, h' 1 (f*c and i*g ran while the activations arrived); GRU: r*b, its
+        rounding, n's input (3), tanh issue and wait (``1 + latency``), z*n, z*h, sum, h' (4); output 1.
         """
         L = self.pwl.latency
-        rq = 2 if self.z_in else 9  # z_in: two cycles to read the cell instead of the requant
+        rq = 0 if self.z_in else 9
         if self.kind == "lstm":
-            return 1 + rq + (L + 4) + 4 + (1 + L) + 2 + 1
+            return 1 + rq + (L + 4) + 1 + L + 1 + 1
         return 1 + rq + (L + 2) + 3 + (1 + L) + 4 + 1
 
     # -- host-side address map ------------------------------------------------------------------
@@ -260,7 +261,6 @@ class GateUnit(wiring.Component):
         n_pre_r = Signal(signed(16))
         h_sum = Signal(signed(34))
         c_new = Signal(signed(16))
-        t_c = Signal(signed(16))
         h_new = Signal(signed(8))
         n_val = Signal(signed(16))
 
@@ -268,6 +268,18 @@ class GateUnit(wiring.Component):
         pwl_z = Signal(signed(16))
         pwl_t = Signal(2)
         m.d.comb += [pwl.i_stream.payload.z.eq(pwl_z), pwl.i_stream.payload.table.eq(pwl_t)]
+        # A PWL result only ever arrives in a state that waits for it, so the unit's output is
+        # always taken: its stall logic (a clock enable on every pipeline register, through a
+        # global buffer on iCE40) folds away.
+        m.d.comb += pwl.o_stream.ready.eq(1)
+        pwl_out = pwl.o_stream.payload
+
+        # LSTM: the product in mp (one cycle after the multiply) and where its rounding goes
+        MP_FC, MP_IG, MP_H = 1, 2, 3  # 0: none
+        mp_kind = Signal(2)
+        mp_next = Signal(2)
+        m.d.sync += mp_kind.eq(mp_next)
+        held = Signal(signed(16))  # LSTM: i until g arrives, then o until tanh(c') arrives
 
         m.d.comb += [
             self.o_stream.payload.unit.eq(unit),
@@ -287,6 +299,14 @@ class GateUnit(wiring.Component):
         r_fc = sat(m, rshift_round_const(mp, s_fc), 16, "r_fc")
         r_ig = sat(m, rshift_round_const(mp, s_ig), 16, "r_ig")
         r_h = sat(m, rshift_round_const(mp, s_h), 8, "r_h")
+        if lstm:
+            with m.Switch(mp_kind):
+                with m.Case(MP_FC):
+                    m.d.sync += fc.eq(r_fc)
+                with m.Case(MP_IG):
+                    m.d.sync += ig.eq(r_ig)
+                with m.Case(MP_H):
+                    m.d.sync += h_new.eq(r_h)
         r_rb = Signal(signed(17))  # registered rshift_round(r * b, 15)
         n_pre = sat(m, zq[2] + r_rb, 16, "n_pre")
         # h' = n + z (h - n) in Q0.30 as n 2^15 + (z h) 2^8 - z n: two 16 x 16 products, one rounding
@@ -298,24 +318,17 @@ class GateUnit(wiring.Component):
                 with m.If(self.i_stream.valid):
                     p = self.i_stream.payload
                     m.d.sync += [unit.eq(p.unit), h_prev.eq(p.h), g.eq(0), rq_issue.eq(0)]
+                    m.d.sync += [sent.eq(0), g_recv.eq(0)]
                     if self.z_in:
                         m.d.sync += [zq[i].eq(p.acc[i]) for i in range(4)]
                         m.d.sync += first.eq(p.first)
-                        m.next = "ZC"
+                        # the cell word is needed only when f arrives, long after its read
+                        m.next = "ACT"
                     else:
                         m.d.sync += [acc[i].eq(p.acc[i]) for i in range(4)]
                         m.d.sync += [v.eq(0) for v in rq_v]
                         m.next = "RQ"
-            if self.z_in:
-                # z_in: the cell read port sees the new unit this cycle, its word the next
-                with m.State("ZC"):
-                    m.d.comb += self.busy.eq(1)
-                    m.next = "ZC2"
-                with m.State("ZC2"):
-                    m.d.comb += self.busy.eq(1)
-                    m.d.sync += [g.eq(0), g_recv.eq(0), c_old.eq(Mux(first, 0, c_r.data))]
-                    m.next = "ACT"
-            else:
+            if not self.z_in:
                 with m.State("RQ"):  # a pipeline over the four slots: read, register, multiply, shift, clamp, round
                     m.d.comb += self.busy.eq(1)
                     with m.If(rq_issue < 4):
@@ -338,58 +351,62 @@ class GateUnit(wiring.Component):
                         with m.If(rq_g[4] == 3):
                             m.d.sync += [g.eq(0), g_recv.eq(0), c_old.eq(c_r.data)]
                             m.next = "ACT"
-            with m.State("ACT"):  # issue n_act requests back to back, collect the results in order
-                m.d.comb += self.busy.eq(1)
-                m.d.comb += [pwl_z.eq(zq[g]), pwl_t.eq(tsel[g[: max(1, (n_act - 1).bit_length())]])]
-                with m.If(sent < n_act):
-                    m.d.comb += pwl.i_stream.valid.eq(1)
-                    with m.If(pwl.i_stream.ready):
-                        m.d.sync += [sent.eq(sent + 1), g.eq(g + 1)]
-                m.d.comb += pwl.o_stream.ready.eq(1)
-                with m.If(pwl.o_stream.valid):
-                    m.d.sync += [
-                        act[g_recv[: max(1, (n_act - 1).bit_length())]].eq(pwl.o_stream.payload),
-                        g_recv.eq(g_recv + 1),
-                    ]
-                    with m.If(g_recv == n_act - 1):
-                        m.d.sync += sent.eq(0)
-                        m.next = "L_FC" if lstm else "G_RB"
             if lstm:
-                i_, f_, g_, o_ = act[0], act[1], act[2], act[3]
-                with m.State("L_FC"):
-                    m.d.comb += [self.busy.eq(1), mul_a.eq(f_), mul_b.eq(c_old), mul_go.eq(1)]
-                    m.next = "L_IG"
-                with m.State("L_IG"):
-                    m.d.comb += [self.busy.eq(1), mul_a.eq(i_), mul_b.eq(g_), mul_go.eq(1)]
-                    m.d.sync += fc.eq(r_fc)
-                    m.next = "L_IG2"
-                with m.State("L_IG2"):
-                    m.d.comb += self.busy.eq(1)
-                    m.d.sync += ig.eq(r_ig)
-                    m.next = "L_C"
-                with m.State("L_C"):
+                # Issue i, f, g, o back to back (z shifts down, so the PWL input is always zq[0]);
+                # each result feeds the multiplier as it arrives: f*c at f, i*g at g. The PWL
+                # output is always multiplier input a, so input b is the only mux (c or held).
+                with m.State("ACT"):
+                    m.d.comb += [self.busy.eq(1), pwl_z.eq(zq[0])]
+                    m.d.comb += pwl_t.eq(Mux(sent == 2, TABLE_TANH, TABLE_SIGMOID))
+                    with m.If(sent < 4):
+                        m.d.comb += pwl.i_stream.valid.eq(1)
+                        with m.If(pwl.i_stream.ready):
+                            m.d.sync += [sent.eq(sent + 1)] + [zq[i].eq(zq[i + 1]) for i in range(3)]
+                    with m.If(pwl.o_stream.valid):
+                        m.d.sync += g_recv.eq(g_recv + 1)
+                        with m.Switch(g_recv[:2]):
+                            with m.Case(0):  # i
+                                m.d.sync += held.eq(pwl_out)
+                            with m.Case(1):  # f: f * c (c = 0 on a sequence's first step)
+                                c_in = Mux(first, 0, c_r.data)
+                                m.d.comb += [mul_a.eq(pwl_out), mul_b.eq(c_in), mul_go.eq(1), mp_next.eq(MP_FC)]
+                            with m.Case(2):  # g: i * g
+                                m.d.comb += [mul_a.eq(pwl_out), mul_b.eq(held), mul_go.eq(1), mp_next.eq(MP_IG)]
+                            with m.Case(3):  # o
+                                m.d.sync += held.eq(pwl_out)
+                                m.next = "L_C"
+                with m.State("L_C"):  # c' = sat(f c + i g), stored, and straight into tanh_c
                     m.d.comb += self.busy.eq(1)
                     c_sum = sat(m, fc + ig, 16, "c_sum")
                     m.d.sync += c_new.eq(c_sum)
                     m.d.comb += [c_upd_en.eq(1), c_upd_data.eq(c_sum)]
-                    m.next = "L_TC"
-                with m.State("L_TC"):
-                    m.d.comb += [self.busy.eq(1), pwl_z.eq(c_new), pwl_t.eq(TABLE_TANH_CELL), pwl.i_stream.valid.eq(1)]
+                    m.d.comb += [pwl_z.eq(c_sum), pwl_t.eq(TABLE_TANH_CELL), pwl.i_stream.valid.eq(1)]
                     with m.If(pwl.i_stream.ready):
                         m.next = "L_TC_WAIT"
                 with m.State("L_TC_WAIT"):
-                    m.d.comb += [self.busy.eq(1), pwl.o_stream.ready.eq(1)]
-                    with m.If(pwl.o_stream.valid):
-                        m.d.sync += t_c.eq(pwl.o_stream.payload)
-                        m.next = "L_H"
-                with m.State("L_H"):
-                    m.d.comb += [self.busy.eq(1), mul_a.eq(o_), mul_b.eq(t_c), mul_go.eq(1)]
-                    m.next = "H_OUT"
-                with m.State("H_OUT"):
                     m.d.comb += self.busy.eq(1)
-                    m.d.sync += h_new.eq(r_h)
+                    with m.If(pwl.o_stream.valid):
+                        m.d.comb += [mul_a.eq(pwl_out), mul_b.eq(held), mul_go.eq(1), mp_next.eq(MP_H)]
+                        m.next = "H_OUT"
+                with m.State("H_OUT"):  # h_new is taken from mp this cycle
+                    m.d.comb += self.busy.eq(1)
                     m.next = "OUT"
             else:
+                with m.State("ACT"):  # issue n_act requests back to back, collect the results in order
+                    m.d.comb += self.busy.eq(1)
+                    m.d.comb += [pwl_z.eq(zq[g]), pwl_t.eq(tsel[g[: max(1, (n_act - 1).bit_length())]])]
+                    with m.If(sent < n_act):
+                        m.d.comb += pwl.i_stream.valid.eq(1)
+                        with m.If(pwl.i_stream.ready):
+                            m.d.sync += [sent.eq(sent + 1), g.eq(g + 1)]
+                    with m.If(pwl.o_stream.valid):
+                        m.d.sync += [
+                            act[g_recv[: max(1, (n_act - 1).bit_length())]].eq(pwl.o_stream.payload),
+                            g_recv.eq(g_recv + 1),
+                        ]
+                        with m.If(g_recv == n_act - 1):
+                            m.next = "G_RB"
+            if not lstm:
                 z_, r_ = act[0], act[1]
                 with m.State("G_RB"):
                     m.d.comb += [self.busy.eq(1), mul_a.eq(r_), mul_b.eq(zq[3]), mul_go.eq(1)]
