@@ -15,8 +15,8 @@ Datapath (one result per cycle, fully pipelined, stalls as a whole when the outp
    ``[k_0, k_N]``, which can only bind in the end segments; at most :data:`~quant.pwl.MAX_SPAN`,
    a rule of the table format);
 4. ``p = m_i * d``, one 16 x 16 signed multiply (one SB_MAC16 on iCE40);
-5. ``y_i + rshift_round(p, S)`` in one addition, with ``y_i`` read from memory just in time;
-6. ``y = sat(., 16)``.
+5. ``y = sat(y_i + rshift_round(p, S), 16)`` in one addition, with ``y_i`` read from memory just
+   in time.
 
 The tables live in memories only (block RAM on FPGAs), initialised at build time (``init``) and rewritable by
 the host through the write port (:meth:`PWLUnit.write_address` gives the address of each entry,
@@ -110,7 +110,7 @@ class PWLUnit(wiring.Component):
     @property
     def latency(self) -> int:
         """Cycles from an input's transfer (valid & ready) to its result's valid, when not stalled."""
-        return self.levels + 6
+        return self.levels + 5
 
     def write_address(self, table: int, field: int, index: int) -> int:
         """Write-port address of knot/y/m ``index`` of ``table``."""
@@ -151,7 +151,9 @@ class PWLUnit(wiring.Component):
                     jl, p = self._knot_level(j)
                     if jl == lvl:
                         init[(t << lvl) + p] = int(tab.knots[j])
-            mem = Memory(shape=signed(16), depth=T << lvl, init=init)
+            # block RAM even for the 1-entry-per-table root level (as flip-flops it would cost
+            # 16 cells per table plus a read mux and write decode)
+            mem = Memory(shape=signed(16), depth=T << lvl, init=init, attrs={"ram_style": "block"})
             m.submodules[f"knots_l{lvl}"] = mem
             level_mems.append(mem)
 
@@ -198,7 +200,7 @@ class PWLUnit(wiring.Component):
             ]
 
         # --- pipeline ---
-        n_stages = self.latency - 1  # stages 1 .. L+5 after the input register; L+5 is the output
+        n_stages = self.latency - 1  # stages 1 .. L+4 after the input register; L+4 is the output
         valid = [Signal(name=f"v{s}") for s in range(n_stages)]
         v_in = Signal()
         adv = Signal()
@@ -242,30 +244,30 @@ class PWLUnit(wiring.Component):
 
         # R(L+2): the clamped offset d = clamp(z, k_i, k_(i+1)) - k_i in [0, MAX_SPAN] (the table
         # format guarantees it fits int16), as three parallel carry chains and a mux
-        below, above = Signal(), Signal()
-        d_in, d_span = Signal(signed(16)), Signal(signed(16))
-        m_r = Signal(signed(16))
+        above = Signal()
+        d_in = Signal(signed(17))  # z - k_i; negative (z below k_i) only in segment 0
+        d_span = Signal(signed(16))
+        m_r = Signal(signed(16), reset_less=True)
         with m.If(adv):
             m.d.sync += [
                 m_r.eq(rm.data.as_signed()),
-                below.eq(zc[L + 1] < k_r),
                 above.eq(zc[L + 1] > kn_r),
                 d_in.eq(zc[L + 1] - k_r),
                 d_span.eq(kn_r - k_r),
             ]
         d = Signal(signed(16))
-        m.d.comb += d.eq(Mux(below, 0, Mux(above, d_span, d_in)))
-        # R(L+3): p = m_i * d (one SB_MAC16 on iCE40; d is a mux of registers), R(L+4):
-        # y_i + rshift_round(p, S) in one carry chain, as (p + (y_i 2^S + 2^(S-1))) >> S (the low
-        # S bits of y_i 2^S are zero, so the rounding constant is OR-ed in), R(L+5): saturate
-        prod = Signal(signed(32))
+        m.d.comb += d.eq(Mux(d_in[-1], 0, Mux(above, d_span, d_in[:16])))
+        # R(L+3): p = m_i * d (one SB_MAC16 on iCE40; no reset, so the register is the DSP's own),
+        # R(L+4): sat(y_i + rshift_round(p, S), 16) as one carry chain and a saturation, computing
+        # (p + (y_i 2^S + 2^(S-1))) >> S: the low S bits of y_i 2^S are zero, so the rounding
+        # constant is OR-ed in
+        prod = Signal(signed(32), reset_less=True)
         with m.If(adv):
             m.d.sync += prod.eq(m_r * d)
         total = Signal(signed(32 - S + 2))
         bias = Signal(signed(16 + S))
         m.d.comb += bias.eq(Cat(Const(1 << (S - 1), S), ry.data) if S else ry.data)
-        with m.If(adv):
-            m.d.sync += total.eq((prod + bias.as_signed()) >> S)
+        m.d.comb += total.eq((prod + bias) >> S)
         out = Signal(signed(16))
         with m.If(adv):
             m.d.sync += out.eq(Mux(total > 32767, 32767, Mux(total < -32768, -32768, total)))

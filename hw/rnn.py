@@ -139,14 +139,16 @@ class GateUnit(wiring.Component):
         """Cycles from accepting one transfer to accepting the next, with no stalls on either side.
 
         Accept 1, requant 9 (four slots through a five-stage pipeline; none with ``z_in``), activations
-        issued back to back and collected (``latency + 4`` for LSTM, ``latency + 2`` for GRU), then LSTM: c' and
+        issued back to back and collected (``latency + 4`` for LSTM, ``latency + 3`` with ``z_in`` where i is issued
+        with the accept, ``latency + 2`` for GRU), then LSTM: c' and
         its tanh_c issue 1, wait ``latency``, h' 1 (f*c and i*g ran while the activations arrived); GRU: r*b, its
         rounding, n's input (3), tanh issue and wait (``1 + latency``), z*n, z*h, sum, h' (4); output 1.
         """
         L = self.pwl.latency
         rq = 0 if self.z_in else 9
         if self.kind == "lstm":
-            return 1 + rq + (L + 4) + 1 + L + 1 + 1
+            # z_in: i goes to the PWL with the accept, so one issue less in ACT
+            return 1 + rq + (L + (3 if self.z_in else 4)) + 1 + L + 1 + 1
         return 1 + rq + (L + 2) + 3 + (1 + L) + 4 + 1
 
     # -- host-side address map ------------------------------------------------------------------
@@ -249,18 +251,18 @@ class GateUnit(wiring.Component):
         # one shared 16 x 16 multiplier for the state update
         mul_a = Signal(signed(16))
         mul_b = Signal(signed(16))
-        mp = Signal(signed(32))
+        # every use of mp is in the cycle after its multiply, so it needs no enable; no reset
+        # either, so Yosys can make it the SB_MAC16's own output register
+        mp = Signal(signed(32), reset_less=True)
         zn = Signal(signed(33))
-        mul_go = Signal()
-        with m.If(mul_go):
-            m.d.sync += mp.eq(mul_a * mul_b)
+        mul_go = Signal()  # documents the states that use the multiplier
+        m.d.sync += mp.eq(mul_a * mul_b)
 
         c_old = Signal(signed(16))
         fc = Signal(signed(16))
         ig = Signal(signed(16))
         n_pre_r = Signal(signed(16))
         h_sum = Signal(signed(34))
-        c_new = Signal(signed(16))
         h_new = Signal(signed(8))
         n_val = Signal(signed(16))
 
@@ -284,8 +286,12 @@ class GateUnit(wiring.Component):
         m.d.comb += [
             self.o_stream.payload.unit.eq(unit),
             self.o_stream.payload.h.eq(h_new),
-            self.o_stream.payload.c.eq(c_new if lstm else 0),
         ]
+        if lstm:
+            # c' = sat(f c + i g): fc and ig hold still until the next unit's f arrives, after its
+            # output was taken, so c' needs no register of its own
+            c_sum = sat(m, fc + ig, 16, "c_sum")
+            m.d.comb += self.o_stream.payload.c.eq(c_sum)
 
         # cell writes: from the host when idle, from the update otherwise
         c_upd_en = Signal()
@@ -319,10 +325,16 @@ class GateUnit(wiring.Component):
                     p = self.i_stream.payload
                     m.d.sync += [unit.eq(p.unit), h_prev.eq(p.h), g.eq(0), rq_issue.eq(0)]
                     m.d.sync += [sent.eq(0), g_recv.eq(0)]
-                    if self.z_in:
+                    if self.z_in and lstm:
+                        # i goes to the PWL at once (it is always ready: its output is always
+                        # taken); f, g, o wait in zq[0..2]
+                        m.d.comb += [pwl_z.eq(p.acc[0]), pwl_t.eq(TABLE_SIGMOID), pwl.i_stream.valid.eq(1)]
+                        m.d.sync += [zq[i].eq(p.acc[i + 1]) for i in range(3)]
+                        m.d.sync += [first.eq(p.first), sent.eq(1)]
+                        m.next = "ACT"
+                    elif self.z_in:
                         m.d.sync += [zq[i].eq(p.acc[i]) for i in range(4)]
                         m.d.sync += first.eq(p.first)
-                        # the cell word is needed only when f arrives, long after its read
                         m.next = "ACT"
                     else:
                         m.d.sync += [acc[i].eq(p.acc[i]) for i in range(4)]
@@ -377,8 +389,6 @@ class GateUnit(wiring.Component):
                                 m.next = "L_C"
                 with m.State("L_C"):  # c' = sat(f c + i g), stored, and straight into tanh_c
                     m.d.comb += self.busy.eq(1)
-                    c_sum = sat(m, fc + ig, 16, "c_sum")
-                    m.d.sync += c_new.eq(c_sum)
                     m.d.comb += [c_upd_en.eq(1), c_upd_data.eq(c_sum)]
                     m.d.comb += [pwl_z.eq(c_sum), pwl_t.eq(TABLE_TANH_CELL), pwl.i_stream.valid.eq(1)]
                     with m.If(pwl.i_stream.ready):
