@@ -49,6 +49,12 @@ __all__ = ["PWLUnit", "FIELD_KNOT", "FIELD_Y", "FIELD_M"]
 FIELD_KNOT, FIELD_Y, FIELD_M = 0, 1, 2
 
 
+#: Yosys memory attribute: no logic to emulate a defined read-during-write result on block RAM
+#: (iCE40's has none). The tables are written only while no input that uses them is in flight, so
+#: a read never meets a write whose result it uses.
+_NO_RW_CHECK = {"no_rw_check": 1}
+
+
 def _bits(n: int) -> int:
     """Bits to count 0 .. n - 1 (at least 1)."""
     return max(1, (n - 1).bit_length())
@@ -153,7 +159,7 @@ class PWLUnit(wiring.Component):
                         init[(t << lvl) + p] = int(tab.knots[j])
             # block RAM even for the 1-entry-per-table root level (as flip-flops it would cost
             # 16 cells per table plus a read mux and write decode)
-            mem = Memory(shape=signed(16), depth=T << lvl, init=init, attrs={"ram_style": "block"})
+            mem = Memory(shape=signed(16), depth=T << lvl, init=init, attrs={"ram_style": "block", **_NO_RW_CHECK})
             m.submodules[f"knots_l{lvl}"] = mem
             level_mems.append(mem)
 
@@ -162,7 +168,7 @@ class PWLUnit(wiring.Component):
             for t, tab in enumerate(self.init):
                 for i in range(N):
                     init[t * N + i] = int(values(tab)[i])
-            mem = Memory(shape=signed(16), depth=T * N, init=init)
+            mem = Memory(shape=signed(16), depth=T * N, init=init, attrs=_NO_RW_CHECK)
             m.submodules[name] = mem
             return mem
 
@@ -199,7 +205,8 @@ class PWLUnit(wiring.Component):
                 wp.en.eq(w_knot & on_level),
             ]
 
-        # --- pipeline ---
+        # --- pipeline --- (only the valid bits have a reset: the data registers need none, and
+        # without one they pack better, into the DSP's own registers where they border it)
         n_stages = self.latency - 1  # stages 1 .. L+4 after the input register; L+4 is the output
         valid = [Signal(name=f"v{s}") for s in range(n_stages)]
         v_in = Signal()
@@ -212,9 +219,9 @@ class PWLUnit(wiring.Component):
                 m.d.sync += valid[s].eq(valid[s - 1])
 
         # stage l of zc / tt / idx is the input register (l = 0) or search step l
-        zc = [Signal(signed(16), name=f"zc{s}") for s in range(L + 2)]
-        tt = [Signal(tw, name=f"t{s}") for s in range(L + 1)]
-        idx = [Signal(max(L, 1), name=f"idx{s}") for s in range(L + 1)]
+        zc = [Signal(signed(16), name=f"zc{s}", reset_less=True) for s in range(L + 2)]
+        tt = [Signal(tw, name=f"t{s}", reset_less=True) for s in range(L + 1)]
+        idx = [Signal(max(L, 1), name=f"idx{s}", reset_less=True) for s in range(L + 1)]
         with m.If(adv):
             m.d.sync += [zc[0].eq(self.i_stream.payload.z), tt[0].eq(self.i_stream.payload.table)]
 
@@ -233,7 +240,7 @@ class PWLUnit(wiring.Component):
 
         # R(L+1): (k_i, k_(i+1), m_i) of the segment found; y_i is read two stages later from the
         # registered address, so it needs no pipeline registers of its own
-        seg_addr = [Signal(range(T * N), name=f"seg_addr{s}") for s in range(2)]
+        seg_addr = [Signal(range(T * N), name=f"seg_addr{s}", reset_less=True) for s in range(2)]
         rk, rkn, ry, rm = (mem.read_port(domain="sync") for mem in (k_mem, kn_mem, y_mem, m_mem))
         m.d.comb += [p.addr.eq(tt[L] * N + cur_idx) for p in (rk, rkn, rm)]
         m.d.comb += ry.addr.eq(seg_addr[1])
@@ -244,9 +251,9 @@ class PWLUnit(wiring.Component):
 
         # R(L+2): the clamped offset d = clamp(z, k_i, k_(i+1)) - k_i in [0, MAX_SPAN] (the table
         # format guarantees it fits int16), as three parallel carry chains and a mux
-        above = Signal()
-        d_in = Signal(signed(17))  # z - k_i; negative (z below k_i) only in segment 0
-        d_span = Signal(signed(16))
+        above = Signal(reset_less=True)
+        d_in = Signal(signed(17), reset_less=True)  # z - k_i; negative (z below k_i) only in segment 0
+        d_span = Signal(signed(16), reset_less=True)
         m_r = Signal(signed(16), reset_less=True)
         with m.If(adv):
             m.d.sync += [
@@ -268,7 +275,7 @@ class PWLUnit(wiring.Component):
         bias = Signal(signed(16 + S))
         m.d.comb += bias.eq(Cat(Const(1 << (S - 1), S), ry.data) if S else ry.data)
         m.d.comb += total.eq((prod + bias) >> S)
-        out = Signal(signed(16))
+        out = Signal(signed(16), reset_less=True)
         with m.If(adv):
             m.d.sync += out.eq(Mux(total > 32767, 32767, Mux(total < -32768, -32768, total)))
         m.d.comb += self.o_stream.payload.eq(out)

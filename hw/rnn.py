@@ -114,11 +114,9 @@ class GateUnit(wiring.Component):
         self.unit_width = _bits(hidden)
         self.offset_width = max(_bits(4 * hidden), self.pwl.addr_width)
         self.addr_width = 2 + self.offset_width
-        fields_in = {
-            "unit": unsigned(self.unit_width),
-            "acc": data.ArrayLayout(signed(self.acc_width), 4),
-            "h": signed(8),
-        }
+        fields_in = {"unit": unsigned(self.unit_width), "acc": data.ArrayLayout(signed(self.acc_width), 4)}
+        if not (self.z_in and kind == "lstm"):  # the NPU's LSTM path has no use for h here
+            fields_in["h"] = signed(8)
         if self.z_in:
             fields_in["first"] = unsigned(1)
         payload_in = data.StructLayout(fields_in)
@@ -129,7 +127,7 @@ class GateUnit(wiring.Component):
                 "o_stream": Out(stream.Signature(payload_out)),
                 "p_en": In(1),
                 "p_addr": In(self.addr_width),
-                "p_data": In(32),
+                "p_data": In(16 if self.z_in else 32),  # 32: requant (M, n) words
                 "busy": Out(1),
             }
         )
@@ -139,7 +137,7 @@ class GateUnit(wiring.Component):
         """Cycles from accepting one transfer to accepting the next, with no stalls on either side.
 
         Accept 1, requant 9 (four slots through a five-stage pipeline; none with ``z_in``), activations
-        issued back to back and collected (``latency + 4`` for LSTM, ``latency + 3`` with ``z_in`` where i is issued
+        issued back to back and collected (``latency + 4`` for LSTM, ``latency + 3`` with ``z_in`` where f is issued
         with the accept, ``latency + 2`` for GRU), then LSTM: c' and
         its tanh_c issue 1, wait ``latency``, h' 1 (f*c and i*g ran while the activations arrived); GRU: r*b, its
         rounding, n's input (3), tanh issue and wait (``1 + latency``), z*n, z*h, sum, h' (4); output 1.
@@ -147,7 +145,7 @@ class GateUnit(wiring.Component):
         L = self.pwl.latency
         rq = 0 if self.z_in else 9
         if self.kind == "lstm":
-            # z_in: i goes to the PWL with the accept, so one issue less in ACT
+            # z_in: f goes to the PWL with the accept, so one issue less in ACT
             return 1 + rq + (L + (3 if self.z_in else 4)) + 1 + L + 1 + 1
         return 1 + rq + (L + 2) + 3 + (1 + L) + 4 + 1
 
@@ -192,7 +190,10 @@ class GateUnit(wiring.Component):
         # parameter writes
         region = self.p_addr[self.offset_width :]
         offset = self.p_addr[: self.offset_width]
-        m.submodules.cell = cell = Memory(shape=signed(16), depth=Hm, init=[])
+        # no_rw_check: no read-during-write emulation logic (about 40 cells on iCE40). The only
+        # such collision is c' written in L_C while the port reads the same unit; that word is
+        # never used (the next unit's c is read again after its accept).
+        m.submodules.cell = cell = Memory(shape=signed(16), depth=Hm, init=[], attrs={"no_rw_check": 1})
         c_w, c_r = cell.write_port(), cell.read_port(domain="sync")
         if not self.z_in:
             m.submodules.mn = mn = Memory(shape=unsigned(22), depth=4 * Hm, init=[])
@@ -212,7 +213,7 @@ class GateUnit(wiring.Component):
         unit = Signal(self.unit_width)
         acc = Array(Signal(signed(aw), name=f"acc{g}") for g in range(4))
         h_prev = Signal(signed(8))
-        zq = Array(Signal(signed(16), name=f"zq{g}") for g in range(4))  # Q3.12 pre-activations
+        zq = Array(Signal(signed(16), name=f"zq{g}", reset_less=True) for g in range(4))  # Q3.12 pre-activations
         act = Array(Signal(signed(16), name=f"act{g}") for g in range(2 if not lstm else 4))  # Q0.15
         g = Signal(2)
         g_recv = Signal(3)
@@ -259,11 +260,11 @@ class GateUnit(wiring.Component):
         m.d.sync += mp.eq(mul_a * mul_b)
 
         c_old = Signal(signed(16))
-        fc = Signal(signed(16))
-        ig = Signal(signed(16))
+        fc = Signal(signed(16), reset_less=True)
+        ig = Signal(signed(16), reset_less=True)
         n_pre_r = Signal(signed(16))
         h_sum = Signal(signed(34))
-        h_new = Signal(signed(8))
+        h_new = Signal(signed(8), reset_less=True)
         n_val = Signal(signed(16))
 
         # PWL request mux
@@ -281,7 +282,10 @@ class GateUnit(wiring.Component):
         mp_kind = Signal(2)
         mp_next = Signal(2)
         m.d.sync += mp_kind.eq(mp_next)
-        held = Signal(signed(16))  # LSTM: i until g arrives, then o until tanh(c') arrives
+        # LSTM: multiplier input b, always a register: c, then i (for g), then o (for tanh(c'))
+        mb = Signal(signed(16), reset_less=True)
+        if lstm:
+            m.d.comb += [mul_a.eq(pwl_out), mul_b.eq(mb)]
 
         m.d.comb += [
             self.o_stream.payload.unit.eq(unit),
@@ -323,13 +327,15 @@ class GateUnit(wiring.Component):
                 m.d.comb += self.i_stream.ready.eq(1)
                 with m.If(self.i_stream.valid):
                     p = self.i_stream.payload
-                    m.d.sync += [unit.eq(p.unit), h_prev.eq(p.h), g.eq(0), rq_issue.eq(0)]
+                    m.d.sync += [unit.eq(p.unit), g.eq(0), rq_issue.eq(0)]
+                    if not lstm:
+                        m.d.sync += h_prev.eq(p.h)
                     m.d.sync += [sent.eq(0), g_recv.eq(0)]
                     if self.z_in and lstm:
-                        # i goes to the PWL at once (it is always ready: its output is always
-                        # taken); f, g, o wait in zq[0..2]
-                        m.d.comb += [pwl_z.eq(p.acc[0]), pwl_t.eq(TABLE_SIGMOID), pwl.i_stream.valid.eq(1)]
-                        m.d.sync += [zq[i].eq(p.acc[i + 1]) for i in range(3)]
+                        # f goes to the PWL at once (it is always ready: its output is always
+                        # taken); i, g, o wait in zq[0..2]
+                        m.d.comb += [pwl_z.eq(p.acc[1]), pwl_t.eq(TABLE_SIGMOID), pwl.i_stream.valid.eq(1)]
+                        m.d.sync += [zq[0].eq(p.acc[0]), zq[1].eq(p.acc[2]), zq[2].eq(p.acc[3])]
                         m.d.sync += [first.eq(p.first), sent.eq(1)]
                         m.next = "ACT"
                     elif self.z_in:
@@ -359,14 +365,18 @@ class GateUnit(wiring.Component):
                         rq_c.eq(rq_clamp),
                     ]
                     with m.If(rq_v[4]):
-                        m.d.sync += zq[rq_g[4]].eq(rq_sat)
+                        if lstm:  # issue order f, i, g, o: swap slots 0 and 1
+                            m.d.sync += zq[rq_g[4] ^ (~rq_g[4][1])].eq(rq_sat)
+                        else:
+                            m.d.sync += zq[rq_g[4]].eq(rq_sat)
                         with m.If(rq_g[4] == 3):
                             m.d.sync += [g.eq(0), g_recv.eq(0), c_old.eq(c_r.data)]
                             m.next = "ACT"
             if lstm:
-                # Issue i, f, g, o back to back (z shifts down, so the PWL input is always zq[0]);
-                # each result feeds the multiplier as it arrives: f*c at f, i*g at g. The PWL
-                # output is always multiplier input a, so input b is the only mux (c or held).
+                # Issue f, i, g, o back to back (z shifts down, so the PWL input is always zq[0]);
+                # each result meets the multiplier as it arrives: f*c at f, g*i at g, and
+                # tanh(c')*o later. Input a is always the PWL output, input b always mb (c, then
+                # i, then o): no mux on either DSP input.
                 with m.State("ACT"):
                     m.d.comb += [self.busy.eq(1), pwl_z.eq(zq[0])]
                     m.d.comb += pwl_t.eq(Mux(sent == 2, TABLE_TANH, TABLE_SIGMOID))
@@ -374,18 +384,19 @@ class GateUnit(wiring.Component):
                         m.d.comb += pwl.i_stream.valid.eq(1)
                         with m.If(pwl.i_stream.ready):
                             m.d.sync += [sent.eq(sent + 1)] + [zq[i].eq(zq[i + 1]) for i in range(3)]
+                    with m.If(g_recv == 0):  # c (0 on a sequence's first step) until f arrives
+                        m.d.sync += mb.eq(Mux(first, 0, c_r.data))
                     with m.If(pwl.o_stream.valid):
                         m.d.sync += g_recv.eq(g_recv + 1)
                         with m.Switch(g_recv[:2]):
-                            with m.Case(0):  # i
-                                m.d.sync += held.eq(pwl_out)
-                            with m.Case(1):  # f: f * c (c = 0 on a sequence's first step)
-                                c_in = Mux(first, 0, c_r.data)
-                                m.d.comb += [mul_a.eq(pwl_out), mul_b.eq(c_in), mul_go.eq(1), mp_next.eq(MP_FC)]
-                            with m.Case(2):  # g: i * g
-                                m.d.comb += [mul_a.eq(pwl_out), mul_b.eq(held), mul_go.eq(1), mp_next.eq(MP_IG)]
+                            with m.Case(0):  # f: f * c
+                                m.d.comb += [mul_go.eq(1), mp_next.eq(MP_FC)]
+                            with m.Case(1):  # i
+                                m.d.sync += mb.eq(pwl_out)
+                            with m.Case(2):  # g: g * i
+                                m.d.comb += [mul_go.eq(1), mp_next.eq(MP_IG)]
                             with m.Case(3):  # o
-                                m.d.sync += held.eq(pwl_out)
+                                m.d.sync += mb.eq(pwl_out)
                                 m.next = "L_C"
                 with m.State("L_C"):  # c' = sat(f c + i g), stored, and straight into tanh_c
                     m.d.comb += self.busy.eq(1)
@@ -396,7 +407,7 @@ class GateUnit(wiring.Component):
                 with m.State("L_TC_WAIT"):
                     m.d.comb += self.busy.eq(1)
                     with m.If(pwl.o_stream.valid):
-                        m.d.comb += [mul_a.eq(pwl_out), mul_b.eq(held), mul_go.eq(1), mp_next.eq(MP_H)]
+                        m.d.comb += [mul_go.eq(1), mp_next.eq(MP_H)]
                         m.next = "H_OUT"
                 with m.State("H_OUT"):  # h_new is taken from mp this cycle
                     m.d.comb += self.busy.eq(1)

@@ -221,3 +221,30 @@ def test_gate_unit_z_in_cycles_per_unit(kind):
     sim.run()
     gaps = {b - a for a, b in zip(accepted, accepted[1:], strict=False)}
     assert len(accepted) >= 3 and gaps == {dut.cycles_per_unit}
+
+
+#: Area budget of the NPU's gate unit on the iCE40UP5K (5280 LC, 30 EBR, 8 DSP), measured alone in
+#: hw.synth's pin harness (its input shift register and output registers, about 150 LC, included).
+UP5K_BUDGET = {"ICESTORM_LC": 800, "ICESTORM_RAM": 10, "ICESTORM_DSP": 2}
+UP5K_MHZ = 45.0
+
+
+@pytest.mark.slow
+def test_gate_unit_z_in_fits_up5k(tmp_path):
+    """The z_in LSTM gate unit with the NPU's cell depth fits its UP5K budget at 45 MHz (Yosys -dsp)."""
+    from hw.synth import synthesize
+    from quant.gate_map import cell_depth
+
+    cfg = NPUConfig()
+    tables = default_tables(cfg)
+    rep = synthesize(
+        lambda: GateUnit(cfg, "lstm", cell_depth(cfg), tables=tables, z_in=True),
+        "icebreaker",
+        freq_mhz=UP5K_MHZ,
+        build_dir=tmp_path,
+        synth_opts="-dsp",
+    )
+    used = {k: rep.cells.get(k, (0, 0))[0] for k in UP5K_BUDGET}
+    over = {k: v for k, v in used.items() if v > UP5K_BUDGET[k]}
+    assert rep.fits and not over, f"over budget: {over} ({rep.summary()})"
+    assert rep.fmax >= UP5K_MHZ, rep.summary()
