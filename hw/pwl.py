@@ -49,12 +49,6 @@ __all__ = ["PWLUnit", "FIELD_KNOT", "FIELD_Y", "FIELD_M"]
 FIELD_KNOT, FIELD_Y, FIELD_M = 0, 1, 2
 
 
-#: Yosys memory attribute: no logic to emulate a defined read-during-write result on block RAM
-#: (iCE40's has none). The tables are written only while no input that uses them is in flight, so
-#: a read never meets a write whose result it uses.
-_NO_RW_CHECK = {"no_rw_check": 1}
-
-
 def _bits(n: int) -> int:
     """Bits to count 0 .. n - 1 (at least 1)."""
     return max(1, (n - 1).bit_length())
@@ -159,7 +153,7 @@ class PWLUnit(wiring.Component):
                         init[(t << lvl) + p] = int(tab.knots[j])
             # block RAM even for the 1-entry-per-table root level (as flip-flops it would cost
             # 16 cells per table plus a read mux and write decode)
-            mem = Memory(shape=signed(16), depth=T << lvl, init=init, attrs={"ram_style": "block", **_NO_RW_CHECK})
+            mem = Memory(shape=signed(16), depth=T << lvl, init=init, attrs={"ram_style": "block"})
             m.submodules[f"knots_l{lvl}"] = mem
             level_mems.append(mem)
 
@@ -168,7 +162,7 @@ class PWLUnit(wiring.Component):
             for t, tab in enumerate(self.init):
                 for i in range(N):
                     init[t * N + i] = int(values(tab)[i])
-            mem = Memory(shape=signed(16), depth=T * N, init=init, attrs=_NO_RW_CHECK)
+            mem = Memory(shape=signed(16), depth=T * N, init=init)
             m.submodules[name] = mem
             return mem
 

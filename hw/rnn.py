@@ -190,10 +190,7 @@ class GateUnit(wiring.Component):
         # parameter writes
         region = self.p_addr[self.offset_width :]
         offset = self.p_addr[: self.offset_width]
-        # no_rw_check: no read-during-write emulation logic (about 40 cells on iCE40). The only
-        # such collision is c' written in L_C while the port reads the same unit; that word is
-        # never used (the next unit's c is read again after its accept).
-        m.submodules.cell = cell = Memory(shape=signed(16), depth=Hm, init=[], attrs={"no_rw_check": 1})
+        m.submodules.cell = cell = Memory(shape=signed(16), depth=Hm, init=[])
         c_w, c_r = cell.write_port(), cell.read_port(domain="sync")
         if not self.z_in:
             m.submodules.mn = mn = Memory(shape=unsigned(22), depth=4 * Hm, init=[])
