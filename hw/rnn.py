@@ -5,16 +5,19 @@ It takes the four gate accumulators of one hidden unit per transfer, exactly as 
 :func:`quant.rnn.requant_gates` define them, and returns that unit's new ``h`` (and ``c``).
 
 Datapath, time-multiplexed per hidden unit (one transfer in flight at a time; a new transfer is
-accepted every :attr:`GateUnit.cycles_per_unit` cycles, 44 for LSTM and 43 for GRU with 16-piece
-tables, when the output is taken at once):
+accepted every :attr:`GateUnit.cycles_per_unit` cycles, 35 for LSTM and 39 for GRU with 16-piece
+tables, 25 for the NPU's ``z_in`` LSTM, when the output is taken at once):
 
 1. requantize the four accumulators to Q3.12 (one ``acc x M`` multiplier, variable rounding shift,
    16-bit saturation, in short pipeline steps for iCE40 timing), with ``(M, n)`` of row
    ``(slot, unit)`` read from a small memory;
 2. the activations through one shared :class:`~hw.pwl.PWLUnit` holding the tables σ (slot 0),
-   tanh (slot 1) and, for LSTM, tanh of the cell format (slot 2), issued back to back;
-3. the state update through one shared 16 x 16 multiplier:
-   LSTM ``f*c``, ``i*g``, ``c'``, ``tanh_c(c')``, ``o*tanh_c(c')``;
+   tanh (slot 1) and, for LSTM, tanh of the cell format (slot 2), issued back to back (LSTM in
+   the order f, i, g, o); the PWL's output is always taken, so it never stalls;
+3. the state update through one shared 16 x 16 multiplier (one SB_MAC16 on iCE40):
+   LSTM ``f*c`` and ``g*i`` as f and g come out of the PWL (input a is always the PWL output,
+   input b one register holding c, then i, then o), ``c'`` and ``tanh_c(c')`` issued at once,
+   ``o*tanh_c(c')``;
    GRU ``r*b``, ``n = tanh(a + ...)``, ``z*n``, ``z*h``, then
    ``h' = sat(rshift_round(n 2^15 + (z h) 2^8 - z n, 23), 8)`` (equal to the golden
    ``n 2^15 + z (h 2^8 - n)``, without an 18-bit operand).
@@ -28,7 +31,7 @@ i_stream : In(stream.Signature(StructLayout({"unit": unsigned(uw), "acc": ArrayL
 o_stream : Out(stream.Signature(StructLayout({"unit": unsigned(uw), "h": signed(8), "c": signed(16)})))
     The unit's new ``h`` (int8 Q0.7) and, for LSTM, its new cell ``c`` (the cell memory is updated
     too; 0 for GRU).
-p_en : In(1), p_addr : In(addr_width), p_data : In(32)
+p_en : In(1), p_addr : In(addr_width), p_data : In(32) (In(16) with ``z_in``)
     Parameter write port: requant ``(M, n)`` per row, PWL tables, and cell-state words; addresses
     from :meth:`GateUnit.mn_writes`, :meth:`GateUnit.table_writes`, :meth:`GateUnit.c_writes`.
     Write only while the unit is idle.
@@ -38,8 +41,9 @@ busy : Out(1)
 With ``z_in=True`` (the NPU's LSTM path, where the array's requantizer already made the Q3.12
 pre-activations) the transfer carries the four ``z`` (int16) instead of accumulators, and a
 ``first`` bit that starts the unit from ``c = 0`` (the first step of a sequence); the requant stage
-and its ``(M, n)`` memory are left out, and ``unit`` indexes the cell memory directly (the NPU uses
-``sequence * H + j``, so one cell memory serves a batch of sequences).
+and its ``(M, n)`` memory are left out, ``unit`` indexes the cell memory directly (the NPU uses
+``sequence * H + j``, so one cell memory serves a batch of sequences), the LSTM's transfer has no
+``h`` and ``p_data`` is 16 bits wide. f enters the PWL in the accepting cycle.
 """
 
 from __future__ import annotations
