@@ -142,7 +142,9 @@ class PWLUnit(wiring.Component):
         N, L, T, S = self.pieces, self.levels, self.tables, self.shift
         tw, iw = self.table_width, self.index_width
 
-        # --- storage: everything in memories (block RAM), nothing per table in flip-flops ---
+        # --- storage: everything in memories (RAM), nothing per table in flip-flops ---
+        ice40 = str(getattr(platform, "device", "")).startswith("iCE40")
+        ram_attrs = {"ram_style": "block"} if ice40 else None
         level_mems = []
         for lvl in range(L):
             init = [0] * (T << lvl)
@@ -151,9 +153,10 @@ class PWLUnit(wiring.Component):
                     jl, p = self._knot_level(j)
                     if jl == lvl:
                         init[(t << lvl) + p] = int(tab.knots[j])
-            # block RAM even for the 1-entry-per-table root level (as flip-flops it would cost
-            # 16 cells per table plus a read mux and write decode)
-            mem = Memory(shape=signed(16), depth=T << lvl, init=init, attrs={"ram_style": "block"})
+            # iCE40 (no distributed RAM): block RAM even for the 1-entry-per-table root level (as
+            # flip-flops it would cost 16 cells per table plus a read mux and write decode).
+            # Elsewhere the small levels stay in fast distributed RAM.
+            mem = Memory(shape=signed(16), depth=T << lvl, init=init, attrs=ram_attrs)
             m.submodules[f"knots_l{lvl}"] = mem
             level_mems.append(mem)
 
