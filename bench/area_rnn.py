@@ -30,8 +30,7 @@ BEFORE = [
     "Before the area rework (commit 5df69fa; one-off builds, same harness and seed), the `z_in` LSTM",
     "gate unit with 256 cells was: UP5K without `-dsp` 3,102 LC, 7 EBR, 20.8 MHz; UP5K with `-dsp`",
     "1,610 LC, 7 EBR, 2 DSP, 45.0 MHz (critical path: the PWL's stall clock enable);",
-    "ECP5-85F 1,287 LUT4, 967 FF, 1 DP16KD (+56 RAMW), 2 MULT18, 87.4 MHz (now 70.6 MHz: see the leftovers in",
-    "docs/architecture.md; ECP5 is not the target of this rework).",
+    "ECP5-85F 1,287 LUT4, 967 FF, 1 DP16KD (+56 RAMW), 2 MULT18, 87.4 MHz.",
     "Its cycles per unit went from 37 to 25 (`quant.lstm_perf.unit_cycles` 38 -> 26).",
 ]
 
