@@ -21,14 +21,25 @@ CACHE = RESULTS / "area_rnn.json"
 OUT = RESULTS / "area_rnn.md"
 BUILD = Path(__file__).resolve().parent.parent / "build" / "synth_rnn"
 
-#: Target clocks: the array's clock on iCE40 (config.clk_hz = 40 MHz), and a stretch target on ECP5.
-TARGET_MHZ = {"icebreaker": 40.0, "ulx3s-85f": 100.0}
+#: Target clocks: 45 MHz on iCE40 (margin over the NPU's 40 MHz), and a stretch target on ECP5.
+TARGET_MHZ = {"icebreaker": 45.0, "ulx3s-85f": 100.0}
+
+
+#: One-off measurements of the gate unit before its area rework (commit 5df69fa, same harness, seed 1).
+BEFORE = [
+    "Before the area rework (commit 5df69fa; one-off builds, same harness and seed), the `z_in` LSTM",
+    "gate unit with 256 cells was: UP5K without `-dsp` 3,102 LC, 7 EBR, 20.8 MHz; UP5K with `-dsp`",
+    "1,610 LC, 7 EBR, 2 DSP, 45.0 MHz (critical path: the PWL's stall clock enable);",
+    "ECP5-85F 1,287 LUT4, 967 FF, 1 DP16KD (+56 RAMW), 2 MULT18, 87.4 MHz.",
+    "Its cycles per unit went from 37 to 25 (`quant.lstm_perf.unit_cycles` 38 -> 26).",
+]
 
 
 def _units():
     from hw.pwl import PWLUnit
     from hw.rnn import GateUnit
     from quant.config import NPUConfig
+    from quant.gate_map import cell_depth
     from quant.rnn import default_tables
 
     cfg = NPUConfig()
@@ -40,6 +51,10 @@ def _units():
             lambda: PWLUnit(cfg, tables=3, init=[tabs["sigmoid"], tabs["tanh"], tabs["tanh_cell"]]),
         ),
         "gate_lstm": ("GateUnit LSTM, hidden ≤ 32 (incl. 3-table PWL)", lambda: GateUnit(cfg, "lstm", 32, tables=tabs)),
+        "gate_lstm_z": (
+            "GateUnit LSTM z_in (the NPU's), hidden ≤ chan_depth (incl. 3-table PWL)",
+            lambda: GateUnit(cfg, "lstm", cell_depth(cfg), tables=tabs, z_in=True),
+        ),
         "gate_gru": ("GateUnit GRU, hidden ≤ 32 (incl. 2-table PWL)", lambda: GateUnit(cfg, "gru", 32, tables=tabs)),
     }
 
@@ -74,6 +89,7 @@ def _render(cache: dict) -> str:
                 f"| {label} | {board} | {r['target']:.0f} | {logic[0]}/{logic[1]} | {ffs} | {ebr[0]} | {dsp[0]} | "
                 f"{r['fmax']:.1f} | {'yes' if r['fmax'] >= r['target'] else 'no'} |"
             )
+    lines += ["", *BEFORE]
     return "\n".join(lines) + "\n"
 
 

@@ -7,16 +7,18 @@ unit can serve σ and tanh (and tanh of the cell) time-multiplexed.
 Datapath (one result per cycle, fully pipelined, stalls as a whole when the output is not taken):
 
 0. register the input;
-1. clamp ``z`` to ``[k_0, k_N]`` of its table (the end knots are registers);
-2. ``log2 N`` binary-search stages over ``k_1 .. k_{N-1}``: the knots are stored level by level of
-   the search tree, one small memory per level, so each stage is one memory read and one compare;
-3. read ``(k_i, y_i, m_i)`` of the segment found, ``d = z - k_i`` (at most
-   :data:`~quant.pwl.MAX_SPAN`, a rule of the table format);
+1. ``log2 N`` binary-search stages over ``k_1 .. k_{N-1}`` on the raw ``z``: the knots are stored
+   level by level of the search tree, one small memory per level, so each stage is one memory
+   read and one compare (below ``k_1`` the search ends in segment 0, from ``k_{N-1}`` on in N-1);
+2. read ``(k_i, k_{i+1}, m_i)`` of the segment found;
+3. ``d = clamp(z, k_i, k_{i+1}) - k_i`` (equal to the golden model's clamp of ``z`` to
+   ``[k_0, k_N]``, which can only bind in the end segments; at most :data:`~quant.pwl.MAX_SPAN`,
+   a rule of the table format);
 4. ``p = m_i * d``, one 16 x 16 signed multiply (one SB_MAC16 on iCE40);
-5. ``r = rshift_round(p, S)``;
-6. ``y = sat(y_i + r, 16)``.
+5. ``y = sat(y_i + rshift_round(p, S), 16)`` in one addition, with ``y_i`` read from memory just
+   in time.
 
-The tables live in memories and registers, initialised at build time (``init``) and rewritable by
+The tables live in memories only (block RAM on FPGAs), initialised at build time (``init``) and rewritable by
 the host through the write port (:meth:`PWLUnit.write_address` gives the address of each entry,
 :meth:`PWLUnit.table_writes` the whole list for one :class:`~quant.pwl.PWLTable`).
 
@@ -34,15 +36,13 @@ w_en : In(1), w_addr : In(addr_width), w_data : In(signed(16))
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from quant.config import NPUConfig
 from quant.pwl import PWLTable
-
-from .fixed import rshift_round_const
 
 __all__ = ["PWLUnit", "FIELD_KNOT", "FIELD_Y", "FIELD_M"]
 
@@ -110,7 +110,7 @@ class PWLUnit(wiring.Component):
     @property
     def latency(self) -> int:
         """Cycles from an input's transfer (valid & ready) to its result's valid, when not stalled."""
-        return self.levels + 7
+        return self.levels + 5
 
     def write_address(self, table: int, field: int, index: int) -> int:
         """Write-port address of knot/y/m ``index`` of ``table``."""
@@ -142,15 +142,9 @@ class PWLUnit(wiring.Component):
         N, L, T, S = self.pieces, self.levels, self.tables, self.shift
         tw, iw = self.table_width, self.index_width
 
-        # --- storage ---
-        lo = Array(
-            Signal(signed(16), name=f"lo{t}", init=int(self.init[t].knots[0]) if t < len(self.init) else 0)
-            for t in range(T)
-        )
-        hi = Array(
-            Signal(signed(16), name=f"hi{t}", init=int(self.init[t].knots[-1]) if t < len(self.init) else 0)
-            for t in range(T)
-        )
+        # --- storage: everything in memories (RAM), nothing per table in flip-flops ---
+        ice40 = str(getattr(platform, "device", "")).startswith("iCE40")
+        ram_attrs = {"ram_style": "block"} if ice40 else None
         level_mems = []
         for lvl in range(L):
             init = [0] * (T << lvl)
@@ -159,38 +153,43 @@ class PWLUnit(wiring.Component):
                     jl, p = self._knot_level(j)
                     if jl == lvl:
                         init[(t << lvl) + p] = int(tab.knots[j])
-            mem = Memory(shape=signed(16), depth=T << lvl, init=init)
+            # iCE40 (no distributed RAM): block RAM even for the 1-entry-per-table root level (as
+            # flip-flops it would cost 16 cells per table plus a read mux and write decode).
+            # Elsewhere the small levels stay in fast distributed RAM.
+            mem = Memory(shape=signed(16), depth=T << lvl, init=init, attrs=ram_attrs)
             m.submodules[f"knots_l{lvl}"] = mem
             level_mems.append(mem)
-        seg_init = [0] * (T * N)
-        for t, tab in enumerate(self.init):
-            for i in range(N):
-                seg_init[t * N + i] = _u16(tab.knots[i]) | (_u16(tab.y[i]) << 16) | (_u16(tab.m[i]) << 32)
-        m.submodules.segments = seg = Memory(shape=unsigned(48), depth=T * N, init=seg_init)
+
+        def seg_mem(name, values):
+            init = [0] * (T * N)
+            for t, tab in enumerate(self.init):
+                for i in range(N):
+                    init[t * N + i] = int(values(tab)[i])
+            mem = Memory(shape=signed(16), depth=T * N, init=init)
+            m.submodules[name] = mem
+            return mem
+
+        # segment i of a table: its start knot k_i, its end knot k_(i+1) (so the clamp to
+        # [k_0, k_N] happens per segment: only segments 0 and N-1 can see z outside [k_i, k_(i+1)]),
+        # y_i and m_i; one 16-bit memory each (one iCE40 EBR each, the same count as one 64-bit word)
+        k_mem = seg_mem("seg_k", lambda tab: tab.knots[:-1])
+        kn_mem = seg_mem("seg_kn", lambda tab: tab.knots[1:])
+        y_mem = seg_mem("seg_y", lambda tab: tab.y)
+        m_mem = seg_mem("seg_m", lambda tab: tab.m)
 
         # --- host writes ---
         w_table = self.w_addr[2 + iw :]
         w_field = self.w_addr[iw : iw + 2]
         w_index = self.w_addr[:iw]
-        seg_wp = seg.write_port(granularity=16)
-        m.d.comb += [
-            seg_wp.addr.eq(w_table * N + w_index[:L]),
-            seg_wp.data.eq(Cat(self.w_data, self.w_data, self.w_data)),
-        ]
-        in_seg = w_index < N
-        with m.If(self.w_en & in_seg):
-            with m.Switch(w_field):
-                with m.Case(FIELD_KNOT):
-                    m.d.comb += seg_wp.en.eq(0b001)
-                with m.Case(FIELD_Y):
-                    m.d.comb += seg_wp.en.eq(0b010)
-                with m.Case(FIELD_M):
-                    m.d.comb += seg_wp.en.eq(0b100)
-        with m.If(self.w_en & (w_field == FIELD_KNOT)):
-            with m.If(w_index == 0):
-                m.d.sync += lo[w_table].eq(self.w_data)
-            with m.If(w_index == N):
-                m.d.sync += hi[w_table].eq(self.w_data)
+        w_knot = self.w_en & (w_field == FIELD_KNOT)
+        for mem, addr, en in (
+            (k_mem, w_table * N + w_index[:L], w_knot & (w_index < N)),
+            (kn_mem, w_table * N + (w_index - 1)[:L], w_knot & (w_index != 0)),
+            (y_mem, w_table * N + w_index[:L], self.w_en & (w_field == FIELD_Y) & (w_index < N)),
+            (m_mem, w_table * N + w_index[:L], self.w_en & (w_field == FIELD_M) & (w_index < N)),
+        ):
+            wp = mem.write_port()
+            m.d.comb += [wp.addr.eq(addr), wp.data.eq(self.w_data), wp.en.eq(en)]
         for lvl, mem in enumerate(level_mems):
             wp = mem.write_port()
             ctz = L - 1 - lvl
@@ -200,11 +199,12 @@ class PWLUnit(wiring.Component):
             m.d.comb += [
                 wp.addr.eq((w_table << lvl) + pos if lvl else w_table),
                 wp.data.eq(self.w_data),
-                wp.en.eq(self.w_en & (w_field == FIELD_KNOT) & on_level),
+                wp.en.eq(w_knot & on_level),
             ]
 
-        # --- pipeline ---
-        n_stages = self.latency - 1  # R0 .. R(L+5) after the input register; R(L+5) is the output
+        # --- pipeline --- (only the valid bits have a reset: the data registers need none, and
+        # without one they pack better, into the DSP's own registers where they border it)
+        n_stages = self.latency - 1  # stages 1 .. L+4 after the input register; L+4 is the output
         valid = [Signal(name=f"v{s}") for s in range(n_stages)]
         v_in = Signal()
         adv = Signal()
@@ -215,25 +215,15 @@ class PWLUnit(wiring.Component):
             for s in range(1, n_stages):
                 m.d.sync += valid[s].eq(valid[s - 1])
 
-        # R0: clamp
-        zc = [Signal(signed(16), name=f"zc{s}") for s in range(L + 2)]
-        tt = [Signal(tw, name=f"t{s}") for s in range(L + 1)]
-        idx = [Signal(max(L, 1), name=f"idx{s}") for s in range(L + 1)]
-        # input register: the clamp then starts from flip-flops, whatever drives the stream
-        # (with its table's end knots, so the clamp is just two compares)
-        z_in, t_in = Signal(signed(16)), Signal(tw)
-        lo_in, hi_in = Signal(signed(16)), Signal(signed(16))
-        t_req = self.i_stream.payload.table
+        # stage l of zc / tt / idx is the input register (l = 0) or search step l
+        zc = [Signal(signed(16), name=f"zc{s}", reset_less=True) for s in range(L + 2)]
+        tt = [Signal(tw, name=f"t{s}", reset_less=True) for s in range(L + 1)]
+        idx = [Signal(max(L, 1), name=f"idx{s}", reset_less=True) for s in range(L + 1)]
         with m.If(adv):
-            m.d.sync += [z_in.eq(self.i_stream.payload.z), t_in.eq(t_req), lo_in.eq(lo[t_req]), hi_in.eq(hi[t_req])]
-        with m.If(adv):
-            m.d.sync += [
-                zc[0].eq(Mux(z_in < lo_in, lo_in, Mux(z_in > hi_in, hi_in, z_in))),
-                tt[0].eq(t_in),
-                idx[0].eq(0),
-            ]
+            m.d.sync += [zc[0].eq(self.i_stream.payload.z), tt[0].eq(self.i_stream.payload.table)]
 
-        # R1 .. RL: binary search; level l is read with R_l's address and decided in R_{l+1}
+        # binary search on the raw z (below k_1 it ends in segment 0, at or above k_(N-1) in
+        # segment N-1); level l is read with stage l's address and decided in stage l + 1
         cur_idx = idx[0]
         for lvl in range(L):
             rp = level_mems[lvl].read_port(domain="sync")
@@ -245,32 +235,45 @@ class PWLUnit(wiring.Component):
                 m.d.sync += [zc[lvl + 1].eq(zc[lvl]), tt[lvl + 1].eq(tt[lvl]), idx[lvl + 1].eq(cur_idx)]
             cur_idx = decided
 
-        # segment read with R_L's decided index; R(L+1) sees (k, y, m)
-        rp = seg.read_port(domain="sync")
-        m.d.comb += [rp.en.eq(adv), rp.addr.eq(tt[L] * N + cur_idx)]
+        # R(L+1): (k_i, k_(i+1), m_i) of the segment found; y_i is read two stages later from the
+        # registered address, so it needs no pipeline registers of its own
+        seg_addr = [Signal(range(T * N), name=f"seg_addr{s}", reset_less=True) for s in range(2)]
+        rk, rkn, ry, rm = (mem.read_port(domain="sync") for mem in (k_mem, kn_mem, y_mem, m_mem))
+        m.d.comb += [p.addr.eq(tt[L] * N + cur_idx) for p in (rk, rkn, rm)]
+        m.d.comb += ry.addr.eq(seg_addr[1])
+        m.d.comb += [p.en.eq(adv) for p in (rk, rkn, ry, rm)]
         with m.If(adv):
-            m.d.sync += zc[L + 1].eq(zc[L])
-        k_r = rp.data[:16].as_signed()
-        y_r = rp.data[16:32].as_signed()
-        m_r = rp.data[32:48].as_signed()
+            m.d.sync += [zc[L + 1].eq(zc[L]), seg_addr[0].eq(tt[L] * N + cur_idx), seg_addr[1].eq(seg_addr[0])]
+        k_r, kn_r = rk.data.as_signed(), rkn.data.as_signed()
 
-        d = Signal(signed(16))  # z - k_i in [0, MAX_SPAN]: the table format guarantees it
-        y2 = Signal(signed(16))
-        m2 = Signal(signed(16))
-        prod = Signal(signed(32))
-        y3 = Signal(signed(16))
-        out = Signal(signed(16))
+        # R(L+2): the clamped offset d = clamp(z, k_i, k_(i+1)) - k_i in [0, MAX_SPAN] (the table
+        # format guarantees it fits int16), as three parallel carry chains and a mux
+        above = Signal(reset_less=True)
+        d_in = Signal(signed(17), reset_less=True)  # z - k_i; negative (z below k_i) only in segment 0
+        d_span = Signal(signed(16), reset_less=True)
+        m_r = Signal(signed(16), reset_less=True)
         with m.If(adv):
-            m.d.sync += [d.eq(zc[L + 1] - k_r), y2.eq(y_r), m2.eq(m_r)]  # R(L+2)
-            m.d.sync += [prod.eq(m2 * d), y3.eq(y2)]  # R(L+3)
-        # rshift_round in one stage, add and saturate in the next (each a single carry chain)
-        rounded = Signal(signed(32 - S + 1))
-        y4 = Signal(signed(16))
+            m.d.sync += [
+                m_r.eq(rm.data.as_signed()),
+                above.eq(zc[L + 1] > kn_r),
+                d_in.eq(zc[L + 1] - k_r),
+                d_span.eq(kn_r - k_r),
+            ]
+        d = Signal(signed(16))
+        m.d.comb += d.eq(Mux(d_in[-1], 0, Mux(above, d_span, d_in[:16])))
+        # R(L+3): p = m_i * d (one SB_MAC16 on iCE40; no reset, so the register is the DSP's own),
+        # R(L+4): sat(y_i + rshift_round(p, S), 16) as one carry chain and a saturation, computing
+        # (p + (y_i 2^S + 2^(S-1))) >> S: the low S bits of y_i 2^S are zero, so the rounding
+        # constant is OR-ed in
+        prod = Signal(signed(32), reset_less=True)
         with m.If(adv):
-            m.d.sync += [rounded.eq(rshift_round_const(prod, S)), y4.eq(y3)]  # R(L+4)
-        total = Signal(signed(max(len(rounded), 16) + 1))
-        m.d.comb += total.eq(y4 + rounded)
+            m.d.sync += prod.eq(m_r * d)
+        total = Signal(signed(32 - S + 2))
+        bias = Signal(signed(16 + S))
+        m.d.comb += bias.eq(Cat(Const(1 << (S - 1), S), ry.data) if S else ry.data)
+        m.d.comb += total.eq((prod + bias) >> S)
+        out = Signal(signed(16), reset_less=True)
         with m.If(adv):
-            m.d.sync += out.eq(Mux(total > 32767, 32767, Mux(total < -32768, -32768, total)))  # R(L+5)
+            m.d.sync += out.eq(Mux(total > 32767, 32767, Mux(total < -32768, -32768, total)))
         m.d.comb += self.o_stream.payload.eq(out)
         return m

@@ -5,16 +5,19 @@ It takes the four gate accumulators of one hidden unit per transfer, exactly as 
 :func:`quant.rnn.requant_gates` define them, and returns that unit's new ``h`` (and ``c``).
 
 Datapath, time-multiplexed per hidden unit (one transfer in flight at a time; a new transfer is
-accepted every :attr:`GateUnit.cycles_per_unit` cycles, 44 for LSTM and 43 for GRU with 16-piece
-tables, when the output is taken at once):
+accepted every :attr:`GateUnit.cycles_per_unit` cycles, 35 for LSTM and 39 for GRU with 16-piece
+tables, 25 for the NPU's ``z_in`` LSTM, when the output is taken at once):
 
 1. requantize the four accumulators to Q3.12 (one ``acc x M`` multiplier, variable rounding shift,
    16-bit saturation, in short pipeline steps for iCE40 timing), with ``(M, n)`` of row
    ``(slot, unit)`` read from a small memory;
 2. the activations through one shared :class:`~hw.pwl.PWLUnit` holding the tables σ (slot 0),
-   tanh (slot 1) and, for LSTM, tanh of the cell format (slot 2), issued back to back;
-3. the state update through one shared 16 x 16 multiplier:
-   LSTM ``f*c``, ``i*g``, ``c'``, ``tanh_c(c')``, ``o*tanh_c(c')``;
+   tanh (slot 1) and, for LSTM, tanh of the cell format (slot 2), issued back to back (LSTM in
+   the order f, i, g, o); the PWL's output is always taken, so it never stalls;
+3. the state update through one shared 16 x 16 multiplier (one SB_MAC16 on iCE40):
+   LSTM ``f*c`` and ``g*i`` as f and g come out of the PWL (input a is always the PWL output,
+   input b one register holding c, then i, then o), ``c'`` and ``tanh_c(c')`` issued at once,
+   ``o*tanh_c(c')``;
    GRU ``r*b``, ``n = tanh(a + ...)``, ``z*n``, ``z*h``, then
    ``h' = sat(rshift_round(n 2^15 + (z h) 2^8 - z n, 23), 8)`` (equal to the golden
    ``n 2^15 + z (h 2^8 - n)``, without an 18-bit operand).
@@ -28,7 +31,7 @@ i_stream : In(stream.Signature(StructLayout({"unit": unsigned(uw), "acc": ArrayL
 o_stream : Out(stream.Signature(StructLayout({"unit": unsigned(uw), "h": signed(8), "c": signed(16)})))
     The unit's new ``h`` (int8 Q0.7) and, for LSTM, its new cell ``c`` (the cell memory is updated
     too; 0 for GRU).
-p_en : In(1), p_addr : In(addr_width), p_data : In(32)
+p_en : In(1), p_addr : In(addr_width), p_data : In(32) (In(16) with ``z_in``)
     Parameter write port: requant ``(M, n)`` per row, PWL tables, and cell-state words; addresses
     from :meth:`GateUnit.mn_writes`, :meth:`GateUnit.table_writes`, :meth:`GateUnit.c_writes`.
     Write only while the unit is idle.
@@ -38,8 +41,9 @@ busy : Out(1)
 With ``z_in=True`` (the NPU's LSTM path, where the array's requantizer already made the Q3.12
 pre-activations) the transfer carries the four ``z`` (int16) instead of accumulators, and a
 ``first`` bit that starts the unit from ``c = 0`` (the first step of a sequence); the requant stage
-and its ``(M, n)`` memory are left out, and ``unit`` indexes the cell memory directly (the NPU uses
-``sequence * H + j``, so one cell memory serves a batch of sequences).
+and its ``(M, n)`` memory are left out, ``unit`` indexes the cell memory directly (the NPU uses
+``sequence * H + j``, so one cell memory serves a batch of sequences), the LSTM's transfer has no
+``h`` and ``p_data`` is 16 bits wide. f enters the PWL in the accepting cycle.
 """
 
 from __future__ import annotations
@@ -114,11 +118,9 @@ class GateUnit(wiring.Component):
         self.unit_width = _bits(hidden)
         self.offset_width = max(_bits(4 * hidden), self.pwl.addr_width)
         self.addr_width = 2 + self.offset_width
-        fields_in = {
-            "unit": unsigned(self.unit_width),
-            "acc": data.ArrayLayout(signed(self.acc_width), 4),
-            "h": signed(8),
-        }
+        fields_in = {"unit": unsigned(self.unit_width), "acc": data.ArrayLayout(signed(self.acc_width), 4)}
+        if not (self.z_in and kind == "lstm"):  # the NPU's LSTM path has no use for h here
+            fields_in["h"] = signed(8)
         if self.z_in:
             fields_in["first"] = unsigned(1)
         payload_in = data.StructLayout(fields_in)
@@ -129,7 +131,7 @@ class GateUnit(wiring.Component):
                 "o_stream": Out(stream.Signature(payload_out)),
                 "p_en": In(1),
                 "p_addr": In(self.addr_width),
-                "p_data": In(32),
+                "p_data": In(16 if self.z_in else 32),  # 32: requant (M, n) words
                 "busy": Out(1),
             }
         )
@@ -138,14 +140,17 @@ class GateUnit(wiring.Component):
     def cycles_per_unit(self) -> int:
         """Cycles from accepting one transfer to accepting the next, with no stalls on either side.
 
-        Accept 1, requant 9 (four slots through a five-stage pipeline), activations ``latency + n_act``, then LSTM: f*c, i*g, i⊙g, c' (4),
-        tanh_c issue and wait (``1 + latency``), o*tanh_c and h' (2); GRU: r*b, its rounding, n's input (3), tanh
-        issue and wait (``1 + latency``), z*n, z*h, sum, h' (4); output 1.
+        Accept 1, requant 9 (four slots through a five-stage pipeline; none with ``z_in``), activations
+        issued back to back and collected (``latency + 4`` for LSTM, ``latency + 3`` with ``z_in`` where f is issued
+        with the accept, ``latency + 2`` for GRU), then LSTM: c' and
+        its tanh_c issue 1, wait ``latency``, h' 1 (f*c and i*g ran while the activations arrived); GRU: r*b, its
+        rounding, n's input (3), tanh issue and wait (``1 + latency``), z*n, z*h, sum, h' (4); output 1.
         """
         L = self.pwl.latency
-        rq = 2 if self.z_in else 9  # z_in: two cycles to read the cell instead of the requant
+        rq = 0 if self.z_in else 9
         if self.kind == "lstm":
-            return 1 + rq + (L + 4) + 4 + (1 + L) + 2 + 1
+            # z_in: f goes to the PWL with the accept, so one issue less in ACT
+            return 1 + rq + (L + (3 if self.z_in else 4)) + 1 + L + 1 + 1
         return 1 + rq + (L + 2) + 3 + (1 + L) + 4 + 1
 
     # -- host-side address map ------------------------------------------------------------------
@@ -209,7 +214,7 @@ class GateUnit(wiring.Component):
         unit = Signal(self.unit_width)
         acc = Array(Signal(signed(aw), name=f"acc{g}") for g in range(4))
         h_prev = Signal(signed(8))
-        zq = Array(Signal(signed(16), name=f"zq{g}") for g in range(4))  # Q3.12 pre-activations
+        zq = Array(Signal(signed(16), name=f"zq{g}", reset_less=True) for g in range(4))  # Q3.12 pre-activations
         act = Array(Signal(signed(16), name=f"act{g}") for g in range(2 if not lstm else 4))  # Q0.15
         g = Signal(2)
         g_recv = Signal(3)
@@ -248,32 +253,50 @@ class GateUnit(wiring.Component):
         # one shared 16 x 16 multiplier for the state update
         mul_a = Signal(signed(16))
         mul_b = Signal(signed(16))
-        mp = Signal(signed(32))
+        # every use of mp is in the cycle after its multiply, so it needs no enable; no reset
+        # either, so Yosys can make it the SB_MAC16's own output register
+        mp = Signal(signed(32), reset_less=True)
         zn = Signal(signed(33))
-        mul_go = Signal()
-        with m.If(mul_go):
-            m.d.sync += mp.eq(mul_a * mul_b)
+        mul_go = Signal()  # documents the states that use the multiplier
+        m.d.sync += mp.eq(mul_a * mul_b)
 
         c_old = Signal(signed(16))
-        fc = Signal(signed(16))
-        ig = Signal(signed(16))
+        fc = Signal(signed(16), reset_less=True)
+        ig = Signal(signed(16), reset_less=True)
         n_pre_r = Signal(signed(16))
         h_sum = Signal(signed(34))
-        c_new = Signal(signed(16))
-        t_c = Signal(signed(16))
-        h_new = Signal(signed(8))
+        h_new = Signal(signed(8), reset_less=True)
         n_val = Signal(signed(16))
 
         # PWL request mux
         pwl_z = Signal(signed(16))
         pwl_t = Signal(2)
         m.d.comb += [pwl.i_stream.payload.z.eq(pwl_z), pwl.i_stream.payload.table.eq(pwl_t)]
+        # A PWL result only ever arrives in a state that waits for it, so the unit's output is
+        # always taken: its stall logic (a clock enable on every pipeline register, through a
+        # global buffer on iCE40) folds away.
+        m.d.comb += pwl.o_stream.ready.eq(1)
+        pwl_out = pwl.o_stream.payload
+
+        # LSTM: the product in mp (one cycle after the multiply) and where its rounding goes
+        MP_FC, MP_IG, MP_H = 1, 2, 3  # 0: none
+        mp_kind = Signal(2)
+        mp_next = Signal(2)
+        m.d.sync += mp_kind.eq(mp_next)
+        # LSTM: multiplier input b, always a register: c, then i (for g), then o (for tanh(c'))
+        mb = Signal(signed(16), reset_less=True)
+        if lstm:
+            m.d.comb += [mul_a.eq(pwl_out), mul_b.eq(mb)]
 
         m.d.comb += [
             self.o_stream.payload.unit.eq(unit),
             self.o_stream.payload.h.eq(h_new),
-            self.o_stream.payload.c.eq(c_new if lstm else 0),
         ]
+        if lstm:
+            # c' = sat(f c + i g): fc and ig hold still until the next unit's f arrives, after its
+            # output was taken, so c' needs no register of its own
+            c_sum = sat(m, fc + ig, 16, "c_sum")
+            m.d.comb += self.o_stream.payload.c.eq(c_sum)
 
         # cell writes: from the host when idle, from the update otherwise
         c_upd_en = Signal()
@@ -287,6 +310,14 @@ class GateUnit(wiring.Component):
         r_fc = sat(m, rshift_round_const(mp, s_fc), 16, "r_fc")
         r_ig = sat(m, rshift_round_const(mp, s_ig), 16, "r_ig")
         r_h = sat(m, rshift_round_const(mp, s_h), 8, "r_h")
+        if lstm:
+            with m.Switch(mp_kind):
+                with m.Case(MP_FC):
+                    m.d.sync += fc.eq(r_fc)
+                with m.Case(MP_IG):
+                    m.d.sync += ig.eq(r_ig)
+                with m.Case(MP_H):
+                    m.d.sync += h_new.eq(r_h)
         r_rb = Signal(signed(17))  # registered rshift_round(r * b, 15)
         n_pre = sat(m, zq[2] + r_rb, 16, "n_pre")
         # h' = n + z (h - n) in Q0.30 as n 2^15 + (z h) 2^8 - z n: two 16 x 16 products, one rounding
@@ -297,25 +328,26 @@ class GateUnit(wiring.Component):
                 m.d.comb += self.i_stream.ready.eq(1)
                 with m.If(self.i_stream.valid):
                     p = self.i_stream.payload
-                    m.d.sync += [unit.eq(p.unit), h_prev.eq(p.h), g.eq(0), rq_issue.eq(0)]
-                    if self.z_in:
+                    m.d.sync += [unit.eq(p.unit), g.eq(0), rq_issue.eq(0)]
+                    if not lstm:
+                        m.d.sync += h_prev.eq(p.h)
+                    m.d.sync += [sent.eq(0), g_recv.eq(0)]
+                    if self.z_in and lstm:
+                        # f goes to the PWL at once (it is always ready: its output is always
+                        # taken); i, g, o wait in zq[0..2]
+                        m.d.comb += [pwl_z.eq(p.acc[1]), pwl_t.eq(TABLE_SIGMOID), pwl.i_stream.valid.eq(1)]
+                        m.d.sync += [zq[0].eq(p.acc[0]), zq[1].eq(p.acc[2]), zq[2].eq(p.acc[3])]
+                        m.d.sync += [first.eq(p.first), sent.eq(1)]
+                        m.next = "ACT"
+                    elif self.z_in:
                         m.d.sync += [zq[i].eq(p.acc[i]) for i in range(4)]
                         m.d.sync += first.eq(p.first)
-                        m.next = "ZC"
+                        m.next = "ACT"
                     else:
                         m.d.sync += [acc[i].eq(p.acc[i]) for i in range(4)]
                         m.d.sync += [v.eq(0) for v in rq_v]
                         m.next = "RQ"
-            if self.z_in:
-                # z_in: the cell read port sees the new unit this cycle, its word the next
-                with m.State("ZC"):
-                    m.d.comb += self.busy.eq(1)
-                    m.next = "ZC2"
-                with m.State("ZC2"):
-                    m.d.comb += self.busy.eq(1)
-                    m.d.sync += [g.eq(0), g_recv.eq(0), c_old.eq(Mux(first, 0, c_r.data))]
-                    m.next = "ACT"
-            else:
+            if not self.z_in:
                 with m.State("RQ"):  # a pipeline over the four slots: read, register, multiply, shift, clamp, round
                     m.d.comb += self.busy.eq(1)
                     with m.If(rq_issue < 4):
@@ -334,62 +366,69 @@ class GateUnit(wiring.Component):
                         rq_c.eq(rq_clamp),
                     ]
                     with m.If(rq_v[4]):
-                        m.d.sync += zq[rq_g[4]].eq(rq_sat)
+                        if lstm:  # issue order f, i, g, o: swap slots 0 and 1
+                            m.d.sync += zq[rq_g[4] ^ (~rq_g[4][1])].eq(rq_sat)
+                        else:
+                            m.d.sync += zq[rq_g[4]].eq(rq_sat)
                         with m.If(rq_g[4] == 3):
                             m.d.sync += [g.eq(0), g_recv.eq(0), c_old.eq(c_r.data)]
                             m.next = "ACT"
-            with m.State("ACT"):  # issue n_act requests back to back, collect the results in order
-                m.d.comb += self.busy.eq(1)
-                m.d.comb += [pwl_z.eq(zq[g]), pwl_t.eq(tsel[g[: max(1, (n_act - 1).bit_length())]])]
-                with m.If(sent < n_act):
-                    m.d.comb += pwl.i_stream.valid.eq(1)
-                    with m.If(pwl.i_stream.ready):
-                        m.d.sync += [sent.eq(sent + 1), g.eq(g + 1)]
-                m.d.comb += pwl.o_stream.ready.eq(1)
-                with m.If(pwl.o_stream.valid):
-                    m.d.sync += [
-                        act[g_recv[: max(1, (n_act - 1).bit_length())]].eq(pwl.o_stream.payload),
-                        g_recv.eq(g_recv + 1),
-                    ]
-                    with m.If(g_recv == n_act - 1):
-                        m.d.sync += sent.eq(0)
-                        m.next = "L_FC" if lstm else "G_RB"
             if lstm:
-                i_, f_, g_, o_ = act[0], act[1], act[2], act[3]
-                with m.State("L_FC"):
-                    m.d.comb += [self.busy.eq(1), mul_a.eq(f_), mul_b.eq(c_old), mul_go.eq(1)]
-                    m.next = "L_IG"
-                with m.State("L_IG"):
-                    m.d.comb += [self.busy.eq(1), mul_a.eq(i_), mul_b.eq(g_), mul_go.eq(1)]
-                    m.d.sync += fc.eq(r_fc)
-                    m.next = "L_IG2"
-                with m.State("L_IG2"):
+                # Issue f, i, g, o back to back (z shifts down, so the PWL input is always zq[0]);
+                # each result meets the multiplier as it arrives: f*c at f, g*i at g, and
+                # tanh(c')*o later. Input a is always the PWL output, input b always mb (c, then
+                # i, then o): no mux on either DSP input.
+                with m.State("ACT"):
+                    m.d.comb += [self.busy.eq(1), pwl_z.eq(zq[0])]
+                    m.d.comb += pwl_t.eq(Mux(sent == 2, TABLE_TANH, TABLE_SIGMOID))
+                    with m.If(sent < 4):
+                        m.d.comb += pwl.i_stream.valid.eq(1)
+                        with m.If(pwl.i_stream.ready):
+                            m.d.sync += [sent.eq(sent + 1)] + [zq[i].eq(zq[i + 1]) for i in range(3)]
+                    with m.If(g_recv == 0):  # c (0 on a sequence's first step) until f arrives
+                        m.d.sync += mb.eq(Mux(first, 0, c_r.data))
+                    with m.If(pwl.o_stream.valid):
+                        m.d.sync += g_recv.eq(g_recv + 1)
+                        with m.Switch(g_recv[:2]):
+                            with m.Case(0):  # f: f * c
+                                m.d.comb += [mul_go.eq(1), mp_next.eq(MP_FC)]
+                            with m.Case(1):  # i
+                                m.d.sync += mb.eq(pwl_out)
+                            with m.Case(2):  # g: g * i
+                                m.d.comb += [mul_go.eq(1), mp_next.eq(MP_IG)]
+                            with m.Case(3):  # o
+                                m.d.sync += mb.eq(pwl_out)
+                                m.next = "L_C"
+                with m.State("L_C"):  # c' = sat(f c + i g), stored, and straight into tanh_c
                     m.d.comb += self.busy.eq(1)
-                    m.d.sync += ig.eq(r_ig)
-                    m.next = "L_C"
-                with m.State("L_C"):
-                    m.d.comb += self.busy.eq(1)
-                    c_sum = sat(m, fc + ig, 16, "c_sum")
-                    m.d.sync += c_new.eq(c_sum)
                     m.d.comb += [c_upd_en.eq(1), c_upd_data.eq(c_sum)]
-                    m.next = "L_TC"
-                with m.State("L_TC"):
-                    m.d.comb += [self.busy.eq(1), pwl_z.eq(c_new), pwl_t.eq(TABLE_TANH_CELL), pwl.i_stream.valid.eq(1)]
+                    m.d.comb += [pwl_z.eq(c_sum), pwl_t.eq(TABLE_TANH_CELL), pwl.i_stream.valid.eq(1)]
                     with m.If(pwl.i_stream.ready):
                         m.next = "L_TC_WAIT"
                 with m.State("L_TC_WAIT"):
-                    m.d.comb += [self.busy.eq(1), pwl.o_stream.ready.eq(1)]
-                    with m.If(pwl.o_stream.valid):
-                        m.d.sync += t_c.eq(pwl.o_stream.payload)
-                        m.next = "L_H"
-                with m.State("L_H"):
-                    m.d.comb += [self.busy.eq(1), mul_a.eq(o_), mul_b.eq(t_c), mul_go.eq(1)]
-                    m.next = "H_OUT"
-                with m.State("H_OUT"):
                     m.d.comb += self.busy.eq(1)
-                    m.d.sync += h_new.eq(r_h)
+                    with m.If(pwl.o_stream.valid):
+                        m.d.comb += [mul_go.eq(1), mp_next.eq(MP_H)]
+                        m.next = "H_OUT"
+                with m.State("H_OUT"):  # h_new is taken from mp this cycle
+                    m.d.comb += self.busy.eq(1)
                     m.next = "OUT"
             else:
+                with m.State("ACT"):  # issue n_act requests back to back, collect the results in order
+                    m.d.comb += self.busy.eq(1)
+                    m.d.comb += [pwl_z.eq(zq[g]), pwl_t.eq(tsel[g[: max(1, (n_act - 1).bit_length())]])]
+                    with m.If(sent < n_act):
+                        m.d.comb += pwl.i_stream.valid.eq(1)
+                        with m.If(pwl.i_stream.ready):
+                            m.d.sync += [sent.eq(sent + 1), g.eq(g + 1)]
+                    with m.If(pwl.o_stream.valid):
+                        m.d.sync += [
+                            act[g_recv[: max(1, (n_act - 1).bit_length())]].eq(pwl.o_stream.payload),
+                            g_recv.eq(g_recv + 1),
+                        ]
+                        with m.If(g_recv == n_act - 1):
+                            m.next = "G_RB"
+            if not lstm:
                 z_, r_ = act[0], act[1]
                 with m.State("G_RB"):
                     m.d.comb += [self.busy.eq(1), mul_a.eq(r_), mul_b.eq(zq[3]), mul_go.eq(1)]

@@ -36,14 +36,14 @@ _GEMM_HANDOVER = 2
 
 
 def pwl_latency(config: NPUConfig) -> int:
-    """hw.pwl.PWLUnit.latency: register, clamp, log2(N) search stages, read, multiply, round, saturate."""
-    return (config.pwl_pieces.bit_length() - 1) + 7
+    """hw.pwl.PWLUnit.latency: register, log2(N) search stages, read, clamped offset, multiply, add and saturate."""
+    return (config.pwl_pieces.bit_length() - 1) + 5
 
 
 def unit_cycles(config: NPUConfig) -> int:
     """Cycles per (sequence, unit) of the LSTM op: z read + hand-over + the gate unit's z_in cycles per unit."""
     L = pwl_latency(config)
-    gate_unit = 1 + 2 + (L + 4) + 4 + (1 + L) + 2 + 1  # hw.rnn.GateUnit(z_in=True).cycles_per_unit
+    gate_unit = 1 + (L + 3) + 1 + L + 1 + 1  # hw.rnn.GateUnit(z_in=True).cycles_per_unit
     return 1 + gate_unit
 
 

@@ -134,3 +134,117 @@ def test_gate_unit_cycles_per_unit(kind):
     sim.run()
     gaps = {b - a for a, b in zip(accepted, accepted[1:], strict=False)}
     assert len(accepted) >= 3 and gaps == {dut.cycles_per_unit}
+
+
+def test_gate_unit_z_in_lstm():
+    """z_in mode (the NPU's): int16 pre-activations in, ``first`` starts from c = 0; random stalls."""
+    cfg = NPUConfig(pwl_pieces=16, cell_frac_bits=11)
+    tables = default_tables(cfg)
+    rng = np.random.default_rng(7)
+    n = 10
+    z = rng.integers(-32768, 32768, size=(n, 4, H))
+    z[:2] = rng.choice([-32768, 32767, 0, -1, 1], size=(2, 4, H))  # extremes: clamps at both table ends
+    z[2:5] = rng.integers(-6000, 6000, size=(3, 4, H))  # the tables' interesting range
+    c0 = rng.integers(-32768, 32768, size=H)
+    c0[:2] = [32767, -32768]
+    dut = GateUnit(cfg, "lstm", hidden=H, tables=tables, z_in=True)
+    order = [(s, int(j), bool(s % 4 == 3 and j % 2)) for s in range(n) for j in rng.permutation(H)]
+    c = c0.copy()
+    expected = []
+    for step, j, first in order:
+        h2, c2 = lstm_pointwise(z[step][:, j : j + 1], np.array([0 if first else c[j]]), tables, cfg.cell_frac_bits)
+        c[j] = c2[0]
+        expected.append((j, int(h2[0]), int(c2[0])))
+    got = []
+    pyr = random.Random(11)
+
+    async def producer(ctx):
+        for a, v in dut.c_writes(c0):
+            ctx.set(dut.p_en, 1)
+            ctx.set(dut.p_addr, a)
+            ctx.set(dut.p_data, v)
+            await ctx.tick()
+        ctx.set(dut.p_en, 0)
+        for step, j, first in order:
+            p = dut.i_stream.payload
+            ctx.set(p.unit, j)
+            ctx.set(p.first, first)
+            for g in range(4):
+                ctx.set(p.acc[g], int(z[step][g, j]))
+            ctx.set(dut.i_stream.valid, 1)
+            await ctx.tick().until(dut.i_stream.ready)
+            ctx.set(dut.i_stream.valid, 0)
+            if pyr.random() < 0.3:
+                await ctx.tick().repeat(pyr.randint(1, 5))
+
+    async def consumer(ctx):
+        while len(got) < len(order):
+            ctx.set(dut.o_stream.ready, pyr.random() < 0.6)
+            _, _, valid, ready, pl = await ctx.tick().sample(
+                dut.o_stream.valid, dut.o_stream.ready, dut.o_stream.payload
+            )
+            if valid and ready:
+                got.append((pl.unit, pl.h, pl.c))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(producer)
+    sim.add_testbench(consumer)
+    sim.run()
+    bad = [(i, g, e) for i, (g, e) in enumerate(zip(got, expected, strict=True)) if g != e]
+    assert len(got) == len(expected) and not bad, f"{len(bad)} of {len(order)} differ; first: {bad[:3]}"
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_gate_unit_z_in_cycles_per_unit(kind):
+    """z_in mode: back-to-back transfers are accepted every cycles_per_unit cycles (quant.lstm_perf's model)."""
+    from quant.lstm_perf import unit_cycles
+
+    cfg = NPUConfig(pwl_pieces=16)
+    dut = GateUnit(cfg, kind, hidden=4, tables=default_tables(cfg), z_in=True)
+    if kind == "lstm":
+        assert unit_cycles(cfg) == 1 + dut.cycles_per_unit
+    accepted = []
+
+    async def tb(ctx):
+        ctx.set(dut.o_stream.ready, 1)
+        ctx.set(dut.i_stream.valid, 1)
+        for cycle in range(3 * dut.cycles_per_unit + 5):
+            ctx.set(dut.i_stream.payload.unit, cycle % 4)
+            _, _, valid, ready = await ctx.tick().sample(dut.i_stream.valid, dut.i_stream.ready)
+            if valid and ready:
+                accepted.append(cycle)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+    gaps = {b - a for a, b in zip(accepted, accepted[1:], strict=False)}
+    assert len(accepted) >= 3 and gaps == {dut.cycles_per_unit}
+
+
+#: Area budget of the NPU's gate unit on the iCE40UP5K (5280 LC, 30 EBR, 8 DSP), measured alone in
+#: hw.synth's pin harness (its input shift register and output registers, about 190 LC, included).
+UP5K_BUDGET = {"ICESTORM_LC": 1100, "ICESTORM_RAM": 10, "ICESTORM_DSP": 2}
+UP5K_MHZ = 45.0
+
+
+@pytest.mark.slow
+def test_gate_unit_z_in_fits_up5k(tmp_path):
+    """The z_in LSTM gate unit with the NPU's cell depth fits its UP5K budget at 45 MHz (Yosys -dsp)."""
+    from hw.synth import synthesize
+    from quant.gate_map import cell_depth
+
+    cfg = NPUConfig()
+    tables = default_tables(cfg)
+    rep = synthesize(
+        lambda: GateUnit(cfg, "lstm", cell_depth(cfg), tables=tables, z_in=True),
+        "icebreaker",
+        freq_mhz=UP5K_MHZ,
+        build_dir=tmp_path,
+        synth_opts="-dsp",
+    )
+    used = {k: rep.cells.get(k, (0, 0))[0] for k in UP5K_BUDGET}
+    over = {k: v for k, v in used.items() if v > UP5K_BUDGET[k]}
+    assert rep.fits and not over, f"over budget: {over} ({rep.summary()})"
+    assert rep.fmax >= UP5K_MHZ, rep.summary()
