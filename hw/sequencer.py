@@ -26,6 +26,11 @@ from .rnn import REGION_PWL, GateUnit
 __all__ = ["Sequencer"]
 
 
+def _is_last(counter: Signal, extent):
+    """``counter == extent - 1`` on the counter's increment, which the loop computes anyway (no subtractor)."""
+    return (counter + 1)[: len(counter)] == extent
+
+
 class Sequencer(wiring.Component):
     """Executes a layer program.
 
@@ -130,7 +135,7 @@ class Sequencer(wiring.Component):
         tap_ptr = Signal(ADDR_BITS)  # src + (dy - 1) * w + (dx - 1)
         last_x = Signal()
         last_y = Signal()
-        m.d.comb += [last_x.eq(i_x == w - 1), last_y.eq(i_y == h - 1)]
+        m.d.comb += [last_x.eq(_is_last(i_x, w)), last_y.eq(_is_last(i_y, h))]
         inside = Signal()
         m.d.comb += inside.eq(
             ~((dx == 0) & (i_x == 0)) & ~((dx == 2) & last_x) & ~((dy == 0) & (i_y == 0)) & ~((dy == 2) & last_y)
@@ -261,7 +266,7 @@ class Sequencer(wiring.Component):
                     m.d.comb += wdata[8 * i : 8 * i + 8].eq(best[i])
                 m.d.sync += [i_k.eq(0), i_x.eq(i_x + 1), out_ptr.eq(out_ptr + 1), rd_ptr.eq(rd_ptr + 2)]
                 m.next = "POOL_READ"
-                with m.If(i_x == (w >> 1) - 1):
+                with m.If(_is_last(i_x, w >> 1)):
                     # next output row: two input rows down
                     m.d.sync += [
                         i_x.eq(0),
@@ -269,12 +274,12 @@ class Sequencer(wiring.Component):
                         rd_ptr.eq(row_ptr + (w << 1)),
                         row_ptr.eq(row_ptr + (w << 1)),
                     ]
-                    with m.If(i_y == (h >> 1) - 1):
+                    with m.If(_is_last(i_y, h >> 1)):
                         # next channel tile: past an odd height's unused last row
                         nxt = Signal(ADDR_BITS)
                         m.d.comb += nxt.eq(row_ptr + (w << 1) + Mux(h[0], w, 0))
                         m.d.sync += [i_y.eq(0), i_ct.eq(i_ct + 1), rd_ptr.eq(nxt), row_ptr.eq(nxt)]
-                        with m.If(i_ct == ct - 1):
+                        with m.If(_is_last(i_ct, ct)):
                             m.next = "FETCH"
 
             # ---- IM2COL3: one read (or a zero) and one write per destination word, 3 cycles ----
@@ -288,7 +293,7 @@ class Sequencer(wiring.Component):
                     m.d.sync += [i_x.eq(0), i_y.eq(i_y + 1)]
                     with m.If(last_y):
                         m.d.sync += [i_y.eq(0), i_ct.eq(i_ct + 1)]
-                        with m.If(i_ct == ct - 1):
+                        with m.If(_is_last(i_ct, ct)):
                             step = Signal(ADDR_BITS)
                             m.d.comb += step.eq(tap_ptr + Mux(dx == 2, w - 2, 1))
                             m.d.sync += [i_ct.eq(0), rd_ptr.eq(step), tap_ptr.eq(step), dx.eq(dx + 1)]
@@ -322,7 +327,7 @@ class Sequencer(wiring.Component):
                 with m.If(a_lane == lanes - 1):
                     m.d.sync += [a_nt.eq(a_nt + 1), rd_ptr.eq(rd_ptr + f[2])]
                     m.next = "ARG_READ"
-                    with m.If(a_nt == f[4] - 1):
+                    with m.If(_is_last(a_nt, f[4])):
                         m.d.sync += [a_nt.eq(0), rd_ptr.eq(row_ptr + 1), row_ptr.eq(row_ptr + 1)]
                         m.next = "ARG_EMIT"
             with m.State("ARG_EMIT"):
@@ -333,7 +338,7 @@ class Sequencer(wiring.Component):
                 with m.If(a_slot == lanes - 1):
                     m.d.sync += a_slot.eq(0)
                 last = Signal()
-                m.d.comb += last.eq(a_row == f[2] - 1)
+                m.d.comb += last.eq(_is_last(a_row, f[2]))
                 with m.If((a_slot == lanes - 1) | last):
                     m.d.comb += [addr.eq(out_ptr), wdata.eq(packed), we.eq(1)]
                     m.d.sync += [out_ptr.eq(out_ptr + 1), a_pack.eq(0)]
@@ -429,7 +434,7 @@ class Sequencer(wiring.Component):
             with m.If(e_i == per - 1):
                 m.d.sync += i_x.eq(i_x + 1)
                 m.next = "PL_READ"
-                with m.If(i_x == f[1] - 1):
+                with m.If(_is_last(i_x, f[1])):
                     m.next = "FETCH"
 
         with m.State("L_INIT"):
@@ -447,9 +452,9 @@ class Sequencer(wiring.Component):
             m.d.comb += [addr.eq(out_ptr), wdata.eq(self.mem_rdata), we.eq(1)]
             m.d.sync += [out_ptr.eq(out_ptr + 1), i_x.eq(i_x + 1)]
             m.next = "L_COPY_RD"
-            with m.If(i_x == M_ - 1):
+            with m.If(_is_last(i_x, M_)):
                 m.d.sync += [i_x.eq(0), i_y.eq(i_y + 1)]
-                with m.If(i_y == xt - 1):
+                with m.If(_is_last(i_y, xt)):
                     m.d.sync += i_y.eq(0)
                     m.next = "L_GEMM_CMD"
                     with m.If(t == 0):
@@ -457,9 +462,9 @@ class Sequencer(wiring.Component):
         with m.State("L_ZERO"):  # out_ptr = h_base here
             m.d.comb += [addr.eq(out_ptr), wdata.eq(0), we.eq(1)]
             m.d.sync += [out_ptr.eq(out_ptr + 1), i_x.eq(i_x + 1)]
-            with m.If(i_x == M_ - 1):
+            with m.If(_is_last(i_x, M_)):
                 m.d.sync += [i_x.eq(0), i_y.eq(i_y + 1)]
-                with m.If(i_y == ht - 1):
+                with m.If(_is_last(i_y, ht)):
                     m.d.sync += i_y.eq(0)
                     m.next = "L_GEMM_CMD"
         with m.State("L_GEMM_CMD"):
@@ -498,7 +503,7 @@ class Sequencer(wiring.Component):
             m.d.comb += gu.o_stream.ready.eq(1)
             with m.If(gu.o_stream.valid):
                 last_j = Signal()
-                m.d.comb += last_j.eq(j == H_ - 1)
+                m.d.comb += last_j.eq(_is_last(j, H_))
                 m.d.sync += [a_pack.eq(packed), lane.eq(lane + 1), j.eq(j + 1), cidx.eq(cidx + 1)]
                 with m.If((lane == R - 1) | last_j):
                     m.d.comb += [addr.eq(h_ptr), wdata.eq(packed), we.eq(1)]
@@ -522,8 +527,8 @@ class Sequencer(wiring.Component):
                         h_ptr.eq(h_row + 1),
                         h_row.eq(h_row + 1),
                     ]
-                    with m.If(row == M_ - 1):  # next step
+                    with m.If(_is_last(row, M_)):  # next step
                         m.d.sync += [t.eq(t + 1), out_ptr.eq(act_base)]
                         m.next = "L_COPY_RD"
-                        with m.If(t == T_ - 1):
+                        with m.If(_is_last(t, T_)):
                             m.next = "FETCH"
