@@ -47,7 +47,8 @@ class Sequencer(wiring.Component):
     cmd : Out(stream.Signature(GemmCommand)), gemm_done : In(stream.Signature(32))
         The engine's command and completion streams.
     mem_addr, mem_wdata, mem_we : Out, mem_rdata : In
-        The feature memory through the engine's host port (word one cycle after the address).
+        The feature memory through the engine's host port (word one cycle after the address):
+        ``8 * rows`` bits wide; address, write enable and data leave flip-flops.
 
     Parameters
     ----------
