@@ -33,8 +33,11 @@ class NPUCore(wiring.Component):
     -------
     host_region, host_addr, host_wdata, host_we : In
         Host memory port (regions 0 feature, 1 weight, 2 channel, 3 program); ignored while running.
-    host_rdata : Out(64)
+    host_rdata : Out(port_width)
         Word at the address presented one cycle before.
+
+    The host port is ``port_width = max(64, 8 * rows, cols * weight_bits)`` bits (a feature word
+    holds one int8 per row; channel words are 64 bits).
     start : In(1)
         Run the program in the program memory.
     status : Out(3)
@@ -47,13 +50,14 @@ class NPUCore(wiring.Component):
         self.config = config
         self.rnn = rnn
         self.prog_depth = config.prog_depth if prog_depth is None else prog_depth
+        self.port_width = max(64, 8 * config.rows, config.cols * config.weight_bits)
         super().__init__(
             {
                 "host_region": In(2),
                 "host_addr": In(ADDR_BITS),
-                "host_wdata": In(64),
+                "host_wdata": In(self.port_width),
                 "host_we": In(1),
-                "host_rdata": Out(64),
+                "host_rdata": Out(self.port_width),
                 "start": In(1),
                 "status": Out(3),
                 "cycles": Out(32),

@@ -26,6 +26,11 @@ from .rnn import REGION_PWL, GateUnit
 __all__ = ["Sequencer"]
 
 
+def _is_last(counter: Signal, extent):
+    """``counter == extent - 1`` on the counter's increment, which the loop computes anyway (no subtractor)."""
+    return (counter + 1)[: len(counter)] == extent
+
+
 class Sequencer(wiring.Component):
     """Executes a layer program.
 
@@ -42,7 +47,8 @@ class Sequencer(wiring.Component):
     cmd : Out(stream.Signature(GemmCommand)), gemm_done : In(stream.Signature(32))
         The engine's command and completion streams.
     mem_addr, mem_wdata, mem_we : Out, mem_rdata : In
-        The feature memory through the engine's host port (word one cycle after the address).
+        The feature memory through the engine's host port (word one cycle after the address):
+        ``8 * rows`` bits wide; address, write enable and data leave flip-flops.
 
     Parameters
     ----------
@@ -67,9 +73,9 @@ class Sequencer(wiring.Component):
                 "cmd": Out(stream.Signature(GemmCommand)),
                 "gemm_done": In(stream.Signature(unsigned(32))),
                 "mem_addr": Out(ADDR_BITS),
-                "mem_wdata": Out(64),
+                "mem_wdata": Out(8 * config.rows),
                 "mem_we": Out(1),
-                "mem_rdata": In(64),
+                "mem_rdata": In(8 * config.rows),
             }
         )
 
@@ -77,6 +83,14 @@ class Sequencer(wiring.Component):
         m = Module()
         lanes = self.config.rows
         W8 = 8 * lanes
+        lane_bits = max(1, (lanes - 1).bit_length())
+
+        # The memory port is registered: the states below drive `addr`/`we`/`wdata`, which reach the
+        # port one cycle later, so a read's word is on `mem_rdata` two cycles after its state.
+        addr = Signal(ADDR_BITS)
+        we = Signal()
+        wdata = Signal(W8)
+        m.d.sync += [self.mem_addr.eq(addr), self.mem_we.eq(we), self.mem_wdata.eq(wdata)]
 
         pc = Signal(16)  # instruction word address
         words = Array(Signal(32, name=f"iw{i}") for i in range(INSTR_WORDS))
@@ -103,41 +117,56 @@ class Sequencer(wiring.Component):
         ]
         src, dst, h, w, ct = f[0], f[1], f[2], f[3], f[4]
 
-        # loop counters shared by the data-movement ops
+        # Loop counters shared by the data-movement ops. Every address is a pointer register that
+        # steps by a constant or a field (no run-time products): the layouts are row-major and the
+        # loops walk them in order, so most pointers just count.
         i_ct = Signal(16)
         i_y = Signal(16)
         i_x = Signal(16)
-        i_tap = Signal(4)
         i_k = Signal(3)  # max-pool: which of the 4 inputs
-        ct_off = Signal(ADDR_BITS + 16)  # ct * M (source)
-        dct_off = Signal(ADDR_BITS + 16)  # ct * M' (max-pool destination)
-        out_ptr = Signal(ADDR_BITS)
-        npix = Signal(32)
-        m.d.comb += npix.eq(h * w)
+        out_ptr = Signal(ADDR_BITS)  # next destination word
+        rd_ptr = Signal(ADDR_BITS)  # current source word
+        row_ptr = Signal(ADDR_BITS)  # max-pool: top-left input of the output row; argmax: src + row
         best = Array(Signal(signed(8), name=f"best{i}") for i in range(lanes))
 
-        # im2col source pixel (y + dy - 1, x + dx - 1)
+        # im2col tap (dy, dx) as counters; the source pixel (y + dy - 1, x + dx - 1) is inside the
+        # image unless it falls off one of the four borders
         dy = Signal(2)
         dx = Signal(2)
-        m.d.comb += [dy.eq(Mux(i_tap >= 6, 2, Mux(i_tap >= 3, 1, 0))), dx.eq(i_tap - dy * 3)]
-        sy = Signal(signed(18))
-        sx = Signal(signed(18))
-        m.d.comb += [sy.eq(i_y + dy - 1), sx.eq(i_x + dx - 1)]
+        tap_ptr = Signal(ADDR_BITS)  # src + (dy - 1) * w + (dx - 1)
+        last_x = Signal()
+        last_y = Signal()
+        m.d.comb += [last_x.eq(_is_last(i_x, w)), last_y.eq(_is_last(i_y, h))]
         inside = Signal()
-        m.d.comb += inside.eq((sy >= 0) & (sy < h) & (sx >= 0) & (sx < w))
+        m.d.comb += inside.eq(
+            ~((dx == 0) & (i_x == 0)) & ~((dx == 2) & last_x) & ~((dy == 0) & (i_y == 0)) & ~((dy == 2) & last_y)
+        )
+        ins_d = Signal(2)  # `inside` of the read in flight (two cycles to its word)
+
+        # max-pool reads in flight: valid and first-of-four flags, two stages
+        pv = Signal(2)
+        pfirst = Signal(2)
+        m.d.sync += [pv.eq(pv << 1), pfirst.eq(pfirst << 1), ins_d.eq(ins_d << 1)]
+        with m.If(pv[1]):
+            for i in range(lanes):
+                v = self.mem_rdata[8 * i : 8 * i + 8].as_signed()
+                m.d.sync += best[i].eq(Mux(pfirst[1] | (v > best[i]), v, best[i]))
 
         # argmax state
         a_row = Signal(16)
         a_nt = Signal(16)
         a_lane = Signal(range(lanes + 1))
+        a_slot = Signal(range(lanes))  # a_row % lanes, counted
         a_best = Signal(signed(9))
         a_idx = Signal(16)
+        gidx = Signal(16)  # a_nt * lanes + a_lane, counted
         a_pack = Signal(W8)
         a_word = Signal(W8)
         lane_vals = Array(a_word[8 * i : 8 * i + 8].as_signed() for i in range(lanes))
 
-        m.d.comb += [self.mem_we.eq(0)]
-        lstm = self._lstm_setup(m, f, words, i_x, i_y, out_ptr, a_word, a_pack) if self.rnn else None
+        lstm = self._lstm_setup(m, f, words, i_x, i_y, out_ptr, rd_ptr, a_word, a_pack) if self.rnn else None
+        if lstm is not None:
+            lstm.update(addr=addr, we=we, wdata=wdata)
 
         with m.FSM():
             with m.State("IDLE"):
@@ -160,15 +189,22 @@ class Sequencer(wiring.Component):
                     m.d.sync += [fetch_i.eq(0), pc.eq(pc + INSTR_WORDS)]
                     m.next = "DECODE"
             with m.State("DECODE"):
-                m.d.sync += [i_ct.eq(0), i_y.eq(0), i_x.eq(0), i_tap.eq(0), i_k.eq(0), ct_off.eq(0), dct_off.eq(0)]
-                m.d.sync += [a_row.eq(0), a_nt.eq(0), a_lane.eq(0), a_pack.eq(0), out_ptr.eq(dst)]
+                m.d.sync += [i_ct.eq(0), i_y.eq(0), i_x.eq(0), i_k.eq(0), dy.eq(0), dx.eq(0)]
+                m.d.sync += [a_row.eq(0), a_nt.eq(0), a_lane.eq(0), a_slot.eq(0), gidx.eq(0), a_pack.eq(0)]
+                m.d.sync += [out_ptr.eq(dst), rd_ptr.eq(src), row_ptr.eq(src)]
+                # IM2COL3 starts at tap (0, 0): src - w - 1 (modulo the address width; only read inside)
+                with m.If(op == Op.IM2COL3):
+                    m.d.sync += [rd_ptr.eq(src - w - 1), tap_ptr.eq(src - w - 1)]
                 # An op with a zero extent does nothing (as in quant.device_model); the loops below
                 # count to `extent - 1` and would never end on a zero.
                 empty = Signal()
                 with m.Switch(op):
                     with m.Case(Op.GEMM):
                         m.d.comb += empty.eq((f[0] == 0) | (f[1] == 0) | (f[2] == 0) | (f[3] == 0))
-                    with m.Case(Op.MAXPOOL2, Op.IM2COL3):
+                    with m.Case(Op.MAXPOOL2):
+                        # also an image smaller than 2x2 (no output pixel)
+                        m.d.comb += empty.eq((h[1:] == 0) | (w[1:] == 0) | (ct == 0))
+                    with m.Case(Op.IM2COL3):
                         m.d.comb += empty.eq((h == 0) | (w == 0) | (ct == 0))
                     with m.Case(Op.ARGMAX):
                         m.d.comb += empty.eq((f[2] == 0) | (f[3] == 0) | (f[4] == 0))
@@ -213,95 +249,99 @@ class Sequencer(wiring.Component):
                 with m.If(self.gemm_done.valid):
                     m.next = "FETCH"
 
-            # ---- MAXPOOL2: 4 reads, lane-wise max, 1 write per output pixel ----
+            # ---- MAXPOOL2: 4 back-to-back reads (p, p+1, p+w, p+w+1), lane-wise max as the words
+            # arrive (see `pv` above), 1 write per output pixel; 7 cycles a pixel ----
+            # rd_ptr: top-left input of the output pixel; outputs are consecutive words from dst
             with m.State("POOL_READ"):
-                base = Signal(ADDR_BITS + 16)
-                m.d.comb += base.eq(src + ct_off + (i_y * 2) * w + i_x * 2)
-                m.d.comb += self.mem_addr.eq(base + Mux(i_k[0], 1, 0) + Mux(i_k[1], w, 0))
-                m.next = "POOL_ACC"
-            with m.State("POOL_ACC"):
-                for i in range(lanes):
-                    v = self.mem_rdata[8 * i : 8 * i + 8].as_signed()
-                    m.d.sync += best[i].eq(Mux((i_k == 0) | (v > best[i]), v, best[i]))
-                m.d.sync += i_k.eq(i_k + 1)
+                m.d.comb += addr.eq(rd_ptr + Mux(i_k[1], w, 0) + i_k[0])
+                m.d.sync += [pv[0].eq(1), pfirst[0].eq(i_k == 0), i_k.eq(i_k + 1)]
                 with m.If(i_k == 3):
-                    m.next = "POOL_WRITE"
-                with m.Else():
-                    m.next = "POOL_READ"
+                    m.next = "POOL_W1"
+            with m.State("POOL_W1"):
+                m.next = "POOL_W2"
+            with m.State("POOL_W2"):
+                m.next = "POOL_WRITE"
             with m.State("POOL_WRITE"):
-                m.d.comb += [
-                    self.mem_addr.eq(dst + dct_off + i_y * (w >> 1) + i_x),
-                    self.mem_we.eq(1),
-                ]
+                m.d.comb += [addr.eq(out_ptr), we.eq(1)]
                 for i in range(lanes):
-                    m.d.comb += self.mem_wdata[8 * i : 8 * i + 8].eq(best[i])
-                m.d.sync += [i_k.eq(0), i_x.eq(i_x + 1)]
+                    m.d.comb += wdata[8 * i : 8 * i + 8].eq(best[i])
+                m.d.sync += [i_k.eq(0), i_x.eq(i_x + 1), out_ptr.eq(out_ptr + 1), rd_ptr.eq(rd_ptr + 2)]
                 m.next = "POOL_READ"
-                with m.If(i_x == (w >> 1) - 1):
-                    m.d.sync += [i_x.eq(0), i_y.eq(i_y + 1)]
-                    with m.If(i_y == (h >> 1) - 1):
-                        m.d.sync += [
-                            i_y.eq(0),
-                            i_ct.eq(i_ct + 1),
-                            ct_off.eq(ct_off + npix),
-                            dct_off.eq(dct_off + (npix >> 2)),
-                        ]
-                        with m.If(i_ct == ct - 1):
+                with m.If(_is_last(i_x, w >> 1)):
+                    # next output row: two input rows down
+                    m.d.sync += [
+                        i_x.eq(0),
+                        i_y.eq(i_y + 1),
+                        rd_ptr.eq(row_ptr + (w << 1)),
+                        row_ptr.eq(row_ptr + (w << 1)),
+                    ]
+                    with m.If(_is_last(i_y, h >> 1)):
+                        # next channel tile: past an odd height's unused last row
+                        nxt = Signal(ADDR_BITS)
+                        m.d.comb += nxt.eq(row_ptr + (w << 1) + Mux(h[0], w, 0))
+                        m.d.sync += [i_y.eq(0), i_ct.eq(i_ct + 1), rd_ptr.eq(nxt), row_ptr.eq(nxt)]
+                        with m.If(_is_last(i_ct, ct)):
                             m.next = "FETCH"
 
-            # ---- IM2COL3: one read (or a zero) and one write per destination word ----
+            # ---- IM2COL3: one read (or a zero) and one write per destination word, 3 cycles ----
+            # Source words are consecutive within a tap (channel tiles and rows are contiguous), so
+            # rd_ptr counts; a tap starts at tap_ptr = src + (dy - 1) * w + dx - 1.
             with m.State("IM2COL"):
-                m.d.comb += self.mem_addr.eq(src + ct_off + (sy * w + sx)[: ADDR_BITS + 16])
+                m.d.comb += addr.eq(rd_ptr)
+                m.d.sync += [ins_d[0].eq(inside), rd_ptr.eq(rd_ptr + 1), i_x.eq(i_x + 1)]
+                m.next = "IM2COL_WAIT"
+                with m.If(last_x):
+                    m.d.sync += [i_x.eq(0), i_y.eq(i_y + 1)]
+                    with m.If(last_y):
+                        m.d.sync += [i_y.eq(0), i_ct.eq(i_ct + 1)]
+                        with m.If(_is_last(i_ct, ct)):
+                            step = Signal(ADDR_BITS)
+                            m.d.comb += step.eq(tap_ptr + Mux(dx == 2, w - 2, 1))
+                            m.d.sync += [i_ct.eq(0), rd_ptr.eq(step), tap_ptr.eq(step), dx.eq(dx + 1)]
+                            with m.If(dx == 2):
+                                m.d.sync += [dx.eq(0), dy.eq(dy + 1)]
+            with m.State("IM2COL_WAIT"):
                 m.next = "IM2COL_WRITE"
             with m.State("IM2COL_WRITE"):
-                m.d.comb += [
-                    self.mem_addr.eq(out_ptr),
-                    self.mem_wdata.eq(Mux(inside, self.mem_rdata, 0)),
-                    self.mem_we.eq(1),
-                ]
-                m.d.sync += [out_ptr.eq(out_ptr + 1), i_x.eq(i_x + 1)]
+                m.d.comb += [addr.eq(out_ptr), wdata.eq(Mux(ins_d[1], self.mem_rdata, 0)), we.eq(1)]
+                m.d.sync += out_ptr.eq(out_ptr + 1)
                 m.next = "IM2COL"
-                with m.If(i_x == w - 1):
-                    m.d.sync += [i_x.eq(0), i_y.eq(i_y + 1)]
-                    with m.If(i_y == h - 1):
-                        m.d.sync += [i_y.eq(0), i_ct.eq(i_ct + 1), ct_off.eq(ct_off + npix)]
-                        with m.If(i_ct == ct - 1):
-                            m.d.sync += [i_ct.eq(0), ct_off.eq(0), i_tap.eq(i_tap + 1)]
-                            with m.If(i_tap == 8):
-                                m.next = "FETCH"
+                # the read state wrapped every counter after the last tap
+                with m.If((dy == 3) & (dx == 0)):
+                    m.next = "FETCH"
 
             # ---- ARGMAX: scan each row's lanes, pack one index byte per row ----
-            # fields: src f[0], dst f[1], m f[2], n f[3], nt f[4]
+            # fields: src f[0], dst f[1], m f[2], n f[3], nt f[4]; rd_ptr = src + a_nt * m + a_row
             with m.State("ARG_READ"):
-                m.d.comb += self.mem_addr.eq(src + a_nt * f[2] + a_row)
+                m.d.comb += addr.eq(rd_ptr)
+                m.next = "ARG_WAIT"
+            with m.State("ARG_WAIT"):
                 m.next = "ARG_LATCH"
             with m.State("ARG_LATCH"):
                 m.d.sync += [a_word.eq(self.mem_rdata), a_lane.eq(0)]
                 m.next = "ARG_SCAN"
             with m.State("ARG_SCAN"):
-                gidx = Signal(16)
-                m.d.comb += gidx.eq(a_nt * lanes + a_lane)
-                v = lane_vals[a_lane[: max(1, (lanes - 1).bit_length())]]
-                with m.If((gidx < f[3]) & (((a_nt == 0) & (a_lane == 0)) | (v > a_best))):
+                v = lane_vals[a_lane[:lane_bits]]
+                with m.If((gidx < f[3]) & ((gidx == 0) | (v > a_best))):
                     m.d.sync += [a_best.eq(v), a_idx.eq(gidx)]
-                m.d.sync += a_lane.eq(a_lane + 1)
+                m.d.sync += [a_lane.eq(a_lane + 1), gidx.eq(gidx + 1)]
                 with m.If(a_lane == lanes - 1):
-                    m.d.sync += a_nt.eq(a_nt + 1)
+                    m.d.sync += [a_nt.eq(a_nt + 1), rd_ptr.eq(rd_ptr + f[2])]
                     m.next = "ARG_READ"
-                    with m.If(a_nt == f[4] - 1):
-                        m.d.sync += a_nt.eq(0)
+                    with m.If(_is_last(a_nt, f[4])):
+                        m.d.sync += [a_nt.eq(0), rd_ptr.eq(row_ptr + 1), row_ptr.eq(row_ptr + 1)]
                         m.next = "ARG_EMIT"
             with m.State("ARG_EMIT"):
-                slot = Signal(range(lanes))
-                m.d.comb += slot.eq(a_row % lanes if lanes & (lanes - 1) else a_row[: max(1, (lanes - 1).bit_length())])
                 packed = Signal(W8)
                 for i in range(lanes):
-                    m.d.comb += packed[8 * i : 8 * i + 8].eq(Mux(slot == i, a_idx[:8], a_pack[8 * i : 8 * i + 8]))
-                m.d.sync += [a_pack.eq(packed), a_row.eq(a_row + 1)]
+                    m.d.comb += packed[8 * i : 8 * i + 8].eq(Mux(a_slot == i, a_idx[:8], a_pack[8 * i : 8 * i + 8]))
+                m.d.sync += [a_pack.eq(packed), a_row.eq(a_row + 1), a_slot.eq(a_slot + 1), gidx.eq(0)]
+                with m.If(a_slot == lanes - 1):
+                    m.d.sync += a_slot.eq(0)
                 last = Signal()
-                m.d.comb += last.eq(a_row == f[2] - 1)
-                with m.If((slot == lanes - 1) | last):
-                    m.d.comb += [self.mem_addr.eq(out_ptr), self.mem_wdata.eq(packed), self.mem_we.eq(1)]
+                m.d.comb += last.eq(_is_last(a_row, f[2]))
+                with m.If((a_slot == lanes - 1) | last):
+                    m.d.comb += [addr.eq(out_ptr), wdata.eq(packed), we.eq(1)]
                     m.d.sync += [out_ptr.eq(out_ptr + 1), a_pack.eq(0)]
                 m.next = "ARG_READ"
                 with m.If(last):
@@ -311,7 +351,7 @@ class Sequencer(wiring.Component):
                 self._lstm_states(m, lstm)
         return m
 
-    def _lstm_setup(self, m, f, words, i_x, i_y, out_ptr, a_word, a_pack):
+    def _lstm_setup(self, m, f, words, i_x, i_y, out_ptr, rd_ptr, a_word, a_pack):
         """Registers and combinational logic of PWL_LOAD and LSTM (see quant/program.py)."""
         cfg = self.config
         gu = self.gate_unit
@@ -336,19 +376,17 @@ class Sequencer(wiring.Component):
         ht, nt = Signal(16), Signal(16)
         m.d.comb += [ht.eq((H_ + (R - 1)) >> lr), nt.eq(((H_ << 2) + (C - 1)) >> lc)]
         t = Signal(16)  # step
-        x_ptr = Signal(ADDR_BITS)  # next x word (the steps' x blocks are consecutive)
         j = Signal(16)  # unit
         row = Signal(16)  # sequence
         lane = Signal(range(R))  # h lane of unit j
         cidx = Signal(gu.unit_width)  # row * H + j: the cell of this (sequence, unit)
-        z_rowoff = Signal(ADDR_BITS)  # 2 * row
-        z_ntoff = Signal(ADDR_BITS)  # 2 * M * (j // (C/4))
         half = Signal()
         sub = Signal(range(max(upw, 2)))
+        # z word of (row, j): z_base + 2 * row + 2 * M * (j // (C/4)) + half, counted in z_ptr
+        z_ptr = Signal(ADDR_BITS)
+        z_row = Signal(ADDR_BITS)  # z_base + 2 * row
         h_ptr = Signal(ADDR_BITS)  # h_base + (j // R) * M + row
         h_row = Signal(ADDR_BITS)  # h_base + row
-        z_addr = Signal(ADDR_BITS)
-        m.d.comb += z_addr.eq(z_base + z_rowoff + z_ntoff + half)
 
         with m.If(words[0][:4] == Op.LSTM):
             m.d.comb += [
@@ -371,79 +409,22 @@ class Sequencer(wiring.Component):
 
     def _lstm_states(self, m, v):
         """The states of PWL_LOAD and LSTM, opened inside the sequencer's FSM; ``v``: :meth:`_lstm_setup`'s names."""
-        (
-            f,
-            i_x,
-            i_y,
-            out_ptr,
-            a_word,
-            a_pack,
-            gu,
-            per,
-            e_i,
-            t,
-            x_ptr,
-            x_base,
-            act_base,
-            M_,
-            H_,
-            T_,
-            xt,
-            ht,
-            h_base,
-            j,
-            row,
-            lane,
-            cidx,
-            z_rowoff,
-            z_ntoff,
-            half,
-            sub,
-            upw,
-            h_ptr,
-            h_row,
-            packed,
-            R,
-        ) = (
-            v[k]
-            for k in (
-                "f",
-                "i_x",
-                "i_y",
-                "out_ptr",
-                "a_word",
-                "a_pack",
-                "gu",
-                "per",
-                "e_i",
-                "t",
-                "x_ptr",
-                "x_base",
-                "act_base",
-                "M_",
-                "H_",
-                "T_",
-                "xt",
-                "ht",
-                "h_base",
-                "j",
-                "row",
-                "lane",
-                "cidx",
-                "z_rowoff",
-                "z_ntoff",
-                "half",
-                "sub",
-                "upw",
-                "h_ptr",
-                "h_row",
-                "packed",
-                "R",
-            )
+        f, gu, per, R, upw = v["f"], v["gu"], v["per"], v["R"], v["upw"]
+        addr, we, wdata = v["addr"], v["we"], v["wdata"]
+        i_x, i_y, out_ptr, rd_ptr, a_word, a_pack, e_i = (
+            v[k] for k in ("i_x", "i_y", "out_ptr", "rd_ptr", "a_word", "a_pack", "e_i")
         )
-        z_addr = v["z_addr"]
+        t, j, row, lane, cidx, half, sub = (v[k] for k in ("t", "j", "row", "lane", "cidx", "half", "sub"))
+        z_ptr, z_row, h_ptr, h_row, packed = (v[k] for k in ("z_ptr", "z_row", "h_ptr", "h_row", "packed"))
+        M_, H_, T_, xt, ht = (v[k] for k in ("M_", "H_", "T_", "xt", "ht"))
+        x_base, act_base, z_base, h_base = (v[k] for k in ("x_base", "act_base", "z_base", "h_base"))
+
+        # rd_ptr = src + i_x (set at DECODE)
         with m.State("PL_READ"):
-            m.d.comb += self.mem_addr.eq(f[0] + i_x)
+            m.d.comb += addr.eq(rd_ptr)
+            m.d.sync += rd_ptr.eq(rd_ptr + 1)
+            m.next = "PL_WAIT"
+        with m.State("PL_WAIT"):
             m.next = "PL_LATCH"
         with m.State("PL_LATCH"):
             m.d.sync += [a_word.eq(self.mem_rdata), e_i.eq(0)]
@@ -454,33 +435,37 @@ class Sequencer(wiring.Component):
             with m.If(e_i == per - 1):
                 m.d.sync += i_x.eq(i_x + 1)
                 m.next = "PL_READ"
-                with m.If(i_x == f[1] - 1):
+                with m.If(_is_last(i_x, f[1])):
                     m.next = "FETCH"
 
         with m.State("L_INIT"):
-            m.d.sync += [t.eq(0), x_ptr.eq(x_base), out_ptr.eq(act_base), i_x.eq(0), i_y.eq(0)]
+            m.d.sync += [t.eq(0), rd_ptr.eq(x_base), out_ptr.eq(act_base), i_x.eq(0), i_y.eq(0)]
             m.next = "L_COPY_RD"
-        # x_t (xt tiles of M words) into the activation matrix; at step 0 the h tiles after it are zeroed
+        # x_t (xt tiles of M words; the steps' x blocks are consecutive) into the activation matrix;
+        # at step 0 the h tiles after it are zeroed
         with m.State("L_COPY_RD"):
-            m.d.comb += self.mem_addr.eq(x_ptr)
+            m.d.comb += addr.eq(rd_ptr)
+            m.d.sync += rd_ptr.eq(rd_ptr + 1)
+            m.next = "L_COPY_WAIT"
+        with m.State("L_COPY_WAIT"):
             m.next = "L_COPY_WR"
         with m.State("L_COPY_WR"):
-            m.d.comb += [self.mem_addr.eq(out_ptr), self.mem_wdata.eq(self.mem_rdata), self.mem_we.eq(1)]
-            m.d.sync += [x_ptr.eq(x_ptr + 1), out_ptr.eq(out_ptr + 1), i_x.eq(i_x + 1)]
+            m.d.comb += [addr.eq(out_ptr), wdata.eq(self.mem_rdata), we.eq(1)]
+            m.d.sync += [out_ptr.eq(out_ptr + 1), i_x.eq(i_x + 1)]
             m.next = "L_COPY_RD"
-            with m.If(i_x == M_ - 1):
+            with m.If(_is_last(i_x, M_)):
                 m.d.sync += [i_x.eq(0), i_y.eq(i_y + 1)]
-                with m.If(i_y == xt - 1):
+                with m.If(_is_last(i_y, xt)):
                     m.d.sync += i_y.eq(0)
                     m.next = "L_GEMM_CMD"
                     with m.If(t == 0):
                         m.next = "L_ZERO"
         with m.State("L_ZERO"):  # out_ptr = h_base here
-            m.d.comb += [self.mem_addr.eq(out_ptr), self.mem_wdata.eq(0), self.mem_we.eq(1)]
+            m.d.comb += [addr.eq(out_ptr), wdata.eq(0), we.eq(1)]
             m.d.sync += [out_ptr.eq(out_ptr + 1), i_x.eq(i_x + 1)]
-            with m.If(i_x == M_ - 1):
+            with m.If(_is_last(i_x, M_)):
                 m.d.sync += [i_x.eq(0), i_y.eq(i_y + 1)]
-                with m.If(i_y == ht - 1):
+                with m.If(_is_last(i_y, ht)):
                     m.d.sync += i_y.eq(0)
                     m.next = "L_GEMM_CMD"
         with m.State("L_GEMM_CMD"):
@@ -495,10 +480,10 @@ class Sequencer(wiring.Component):
                     row.eq(0),
                     lane.eq(0),
                     cidx.eq(0),
-                    z_rowoff.eq(0),
-                    z_ntoff.eq(0),
                     half.eq(0),
                     sub.eq(0),
+                    z_ptr.eq(z_base),
+                    z_row.eq(z_base),
                     h_ptr.eq(h_base),
                     h_row.eq(h_base),
                     a_pack.eq(0),
@@ -506,28 +491,31 @@ class Sequencer(wiring.Component):
                 m.next = "L_G_READ"
         # the gate unit over every (sequence, unit): read z, send it, take h' into the packed h word
         with m.State("L_G_READ"):
-            m.d.comb += self.mem_addr.eq(z_addr)
+            m.d.comb += addr.eq(z_ptr)
+            m.next = "L_G_RWAIT"
+        with m.State("L_G_RWAIT"):
+            m.d.comb += addr.eq(z_ptr)
             m.next = "L_G_SEND"
         with m.State("L_G_SEND"):
-            m.d.comb += [self.mem_addr.eq(z_addr), gu.i_stream.valid.eq(1)]  # the same word while waiting
+            m.d.comb += [addr.eq(z_ptr), gu.i_stream.valid.eq(1)]  # the same word while waiting
             with m.If(gu.i_stream.ready):
                 m.next = "L_G_WAIT"
         with m.State("L_G_WAIT"):
             m.d.comb += gu.o_stream.ready.eq(1)
             with m.If(gu.o_stream.valid):
                 last_j = Signal()
-                m.d.comb += last_j.eq(j == H_ - 1)
+                m.d.comb += last_j.eq(_is_last(j, H_))
                 m.d.sync += [a_pack.eq(packed), lane.eq(lane + 1), j.eq(j + 1), cidx.eq(cidx + 1)]
                 with m.If((lane == R - 1) | last_j):
-                    m.d.comb += [self.mem_addr.eq(h_ptr), self.mem_wdata.eq(packed), self.mem_we.eq(1)]
+                    m.d.comb += [addr.eq(h_ptr), wdata.eq(packed), we.eq(1)]
                     m.d.sync += [a_pack.eq(0), lane.eq(0), h_ptr.eq(h_ptr + M_)]
-                # next unit's z word: sub, then half, then the next N-tile
+                # next unit's z word: sub, then half, then the next N-tile (2 * M words on)
                 if upw > 1:
                     m.d.sync += sub.eq(sub + 1)
                 with m.If(sub == upw - 1):
-                    m.d.sync += [sub.eq(0), half.eq(~half)]
+                    m.d.sync += [sub.eq(0), half.eq(~half), z_ptr.eq(z_ptr + 1)]
                     with m.If(half):
-                        m.d.sync += z_ntoff.eq(z_ntoff + (M_ << 1))
+                        m.d.sync += z_ptr.eq(z_ptr + (M_ << 1) - 1)
                 m.next = "L_G_READ"
                 with m.If(last_j):  # next sequence
                     m.d.sync += [
@@ -535,13 +523,13 @@ class Sequencer(wiring.Component):
                         row.eq(row + 1),
                         sub.eq(0),
                         half.eq(0),
-                        z_ntoff.eq(0),
-                        z_rowoff.eq(z_rowoff + 2),
+                        z_ptr.eq(z_row + 2),
+                        z_row.eq(z_row + 2),
                         h_ptr.eq(h_row + 1),
                         h_row.eq(h_row + 1),
                     ]
-                    with m.If(row == M_ - 1):  # next step
+                    with m.If(_is_last(row, M_)):  # next step
                         m.d.sync += [t.eq(t + 1), out_ptr.eq(act_base)]
                         m.next = "L_COPY_RD"
-                        with m.If(t == T_ - 1):
+                        with m.If(_is_last(t, T_)):
                             m.next = "FETCH"

@@ -1,8 +1,9 @@
 """Cycle model of the NPU's LSTM path (the sequencer's ``PWL_LOAD`` and ``LSTM`` ops, hw/sequencer.py).
 
-Per time step the ``LSTM`` op copies ``x_t`` (two cycles a word), runs one gate-mode GEMM (its
+The sequencer's memory port is registered, so a read's word arrives two cycles after the read
+state. Per time step the ``LSTM`` op copies ``x_t`` (three cycles a word), runs one gate-mode GEMM (its
 cycles from :func:`quant.perf.gemm_cycles`, plus the hand-over), and then sends every (sequence,
-unit) through the one gate unit, :func:`unit_cycles` each: read the z word, hand it over, then the
+unit) through the one gate unit, :func:`unit_cycles` each: read the z word (two cycles), hand it over, then the
 gate unit's own ``cycles_per_unit`` (hw/rnn.py, ``z_in`` mode). The GEMM hand-over constant was
 read off the RTL; the rest follows the state machines. :func:`program_cycles` adds up a compiled
 LSTM model's program (PWL_LOAD, LSTM, dense GEMMs, ARGMAX, END); tests/test_npu_lstm_e2e.py holds
@@ -34,6 +35,12 @@ INSTR_OVERHEAD = INSTR_WORDS + 2
 #: Sequencer cycles around one engine command: command hand-over and completion.
 _GEMM_HANDOVER = 2
 
+#: Sequencer cycles per feature word read before its word is there (registered memory port).
+_READ = 2
+
+#: Sequencer cycles before each (sequence, unit)'s hand-over to the gate unit: the z read.
+_Z_READ = _READ
+
 
 def pwl_latency(config: NPUConfig) -> int:
     """hw.pwl.PWLUnit.latency: register, log2(N) search stages, read, clamped offset, multiply, add and saturate."""
@@ -41,15 +48,15 @@ def pwl_latency(config: NPUConfig) -> int:
 
 
 def unit_cycles(config: NPUConfig) -> int:
-    """Cycles per (sequence, unit) of the LSTM op: z read + hand-over + the gate unit's z_in cycles per unit."""
+    """Cycles per (sequence, unit) of the LSTM op: z read (2) + hand-over + the gate unit's z_in cycles per unit."""
     L = pwl_latency(config)
     gate_unit = 1 + (L + 3) + 1 + L + 1 + 1  # hw.rnn.GateUnit(z_in=True).cycles_per_unit
-    return 1 + gate_unit
+    return _Z_READ + gate_unit
 
 
 def pwl_load_cycles(config: NPUConfig, words: int) -> int:
-    """Body of ``PWL_LOAD`` over ``words`` feature words: read, latch, one write per entry."""
-    return words * (2 + entries_per_word(config))
+    """Body of ``PWL_LOAD`` over ``words`` feature words: read (2), latch, one write per entry."""
+    return words * (_READ + 1 + entries_per_word(config))
 
 
 def lstm_cycles(config: NPUConfig, m: int, inputs: int, hidden: int, steps: int) -> int:
@@ -57,7 +64,7 @@ def lstm_cycles(config: NPUConfig, m: int, inputs: int, hidden: int, steps: int)
     R = config.rows
     XT, HT = tiles(inputs, R), tiles(hidden, R)
     gemm = gemm_cycles(config, m, (XT + HT) * R, 4 * hidden).cycles + _GEMM_HANDOVER
-    per_step = 2 * XT * m + gemm + m * hidden * unit_cycles(config)
+    per_step = (_READ + 1) * XT * m + gemm + m * hidden * unit_cycles(config)
     return 1 + HT * m + steps * per_step
 
 
@@ -67,8 +74,8 @@ def gemm_op_cycles(config: NPUConfig, m: int, k: int, n: int) -> int:
 
 
 def argmax_cycles(config: NPUConfig, m: int, n: int) -> int:
-    """Body of ``ARGMAX`` over an ``m x n`` result: per row and N-tile read, latch, one cycle a lane; one emit."""
-    return m * (tiles(n, config.cols) * (2 + config.cols) + 1)
+    """Body of ``ARGMAX`` over an ``m x n`` result: per row and N-tile read (2), latch, one cycle a lane; one emit."""
+    return m * (tiles(n, config.cols) * (_READ + 1 + config.cols) + 1)
 
 
 def program_cycles(compiled) -> int:
