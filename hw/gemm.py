@@ -92,7 +92,7 @@ class GemmEngine(wiring.Component):
     host_region, host_addr, host_wdata, host_we : In
         Host access to the feature / weight / channel memories while idle. Writes take effect at
         the clock edge; ``host_rdata`` shows the word at ``host_addr`` one cycle after it is presented.
-    host_rdata : Out(64)
+    host_rdata : Out(port_width)
     stall : In(1)
         Verification hook: freezes the whole compute pipeline for a cycle. Tie to 0.
     out_stall : In(1)
@@ -118,6 +118,8 @@ class GemmEngine(wiring.Component):
             )
         self.config = config
         self.array = SystolicArray(config)
+        #: host port width: a feature word (8 * rows), a weight row (cols * bits) or a channel word
+        self.port_width = max(64, 8 * config.rows, config.cols * config.weight_bits)
         super().__init__(
             {
                 "cmd": In(stream.Signature(GemmCommand)),
@@ -125,9 +127,9 @@ class GemmEngine(wiring.Component):
                 "busy": Out(1),
                 "host_region": In(2),
                 "host_addr": In(ADDR_BITS),
-                "host_wdata": In(64),
+                "host_wdata": In(self.port_width),
                 "host_we": In(1),
-                "host_rdata": Out(64),
+                "host_rdata": Out(self.port_width),
                 "stall": In(1),
                 "out_stall": In(1),
             }

@@ -3,7 +3,7 @@
 A 4x4 NPUCore runs the adversarial programs of tests/test_review_sequencer.py (GEMM chains, ARGMAX,
 MAXPOOL2 / IM2COL3 with several channel tiles) bit-exact with quant.device_model; a 16x16 sequencer
 (128-bit feature words) runs MAXPOOL2 / IM2COL3 / ARGMAX in amaranth.sim against the same model with a
-behavioural feature memory; a 16x16 NPUCore elaborates.
+behavioural feature memory; a 16x16 NPUCore elaborates and runs the review programs in cocotb.
 """
 
 import numpy as np
@@ -104,3 +104,15 @@ def test_sequencer_16x16_data_movement_matches_model():
     assert result["error"] == 0
     bad = [i for i in range(used) if mem[i] != model.feature[i]]
     assert not bad, f"{len(bad)} feature words differ, first at {bad[:5]}"
+
+
+def test_npu_core_16x16_programs():
+    """The 16x16 NPUCore (256 PEs, 128-bit feature words, 48-bit weight rows) on the same programs."""
+    cfg = CFG16
+    run_cocotb(
+        "npucore",
+        {"config": cfg.to_dict(), "prog_depth": 256},
+        lambda: NPUCore(cfg, 256),
+        "review_npu_bench",
+        bench_params={"config": cfg.to_dict(), "prog_depth": 256, "scenarios": scenarios(cfg)},
+    )

@@ -47,3 +47,26 @@ def test_config_mismatch_is_refused(npu_url):
     other = random_mlp(1, CFG.replace(weight_bits=4), sizes=(64, 10))
     with Device(npu_url, timeout=30.0) as dev, pytest.raises(ConfigMismatch, match="weight_bits"):
         NPURunner(dev).load(other)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stem,batch", [("digits_mlp_3bit", 32), ("digits_cnn_3bit", 1)])
+def test_shipped_models_on_the_whole_digits_test_set(npu_url, stem, batch):
+    """Issue #8's acceptance: every one of the 360 test digits through the driver, bit-exact."""
+    from pathlib import Path
+
+    from quant.digits import load_split
+    from quant.model import NPUModel
+
+    model = NPUModel.load(Path(__file__).resolve().parent.parent / "examples" / f"{stem}.npu")
+    data = load_split()
+    xq = model.input.quantize(data.x_test)
+    with Device(npu_url, timeout=30.0) as dev:
+        runner = NPURunner(dev, batch=batch)
+        runner.load(model)
+        r = runner.infer(xq)
+    trace = golden.forward(model, xq, intermediates=True)
+    assert len(xq) == 360
+    assert np.array_equal(r.logits, trace[-2][1].reshape(len(xq), -1))
+    assert np.array_equal(r.classes, trace[-1][1])
+    assert (r.classes == data.y_test).mean() > 0.97
