@@ -27,19 +27,21 @@ _REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = _REPO / "examples"
 
 
-def _array_build_figures() -> str | None:
-    """The committed iCEBreaker build of the array (bench/results/boards.md), as one line."""
+def _npu_build_figures() -> str | None:
+    """The latest committed iCEBreaker build of the whole NPU (bench/results/boards.md), as one line."""
     p = _REPO / "bench" / "results" / "boards.md"
     if not p.exists():
         return None
+    found = None
     for line in p.read_text().splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) >= 6 and cells[0] == "icebreaker" and cells[1] == "default":
-            return (
-                f"the default 8x8 array alone on the iCEBreaker: {cells[5].split()[0]} logic cells, "
-                f"Fmax {cells[3]} MHz, timing {cells[4]} at {cells[2]} MHz ({p.relative_to(_REPO)})"
+        # | board | design | array | logic | EBR | SPRAM | DSP | result |
+        if len(cells) == 8 and cells[0] == "icebreaker" and cells[1].startswith("npu"):
+            found = (
+                f"the whole {cells[2]} NPU ({cells[1]}) on the iCEBreaker: {cells[3]}, {cells[4]} EBR, "
+                f"{cells[7]} ({p.relative_to(_REPO)})"
             )
-    return None
+    return found
 
 
 def main(args: argparse.Namespace) -> int:
@@ -119,8 +121,8 @@ def main(args: argparse.Namespace) -> int:
         f"{'YES' if logits_ok and classes_ok else 'NO'}"
     )
 
-    # The whole NPU has no board timing report yet: project at the config's design clock.
-    fmax, src = cfg.clk_hz / 1e6, "the config's design clock; the whole NPU has no board timing report yet"
+    # The whole NPU does not fit the UP5K yet, so there is no board Fmax: project at the design clock.
+    fmax, src = cfg.clk_hz / 1e6, "the config's design clock; the whole NPU does not fit the UP5K yet"
     baud = cfg.baud
     compute_s = cyc_run / (fmax * 1e6)
     link_s = infer_bytes / runs * 10 / baud
@@ -134,7 +136,7 @@ def main(args: argparse.Namespace) -> int:
         f"{(compute_s + link_s) / batch * 1e3:.2f} ms per digit, {batch / (compute_s + link_s):,.0f} digits/s; "
         f"at 3 Mbaud {batch / (compute_s + link_s * baud / 3e6):,.0f} digits/s"
     )
-    figures = _array_build_figures()
+    figures = _npu_build_figures()
     if figures:
         print(f"      synthesized: {figures}")
     if not (logits_ok and classes_ok):
