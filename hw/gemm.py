@@ -107,10 +107,12 @@ class GemmEngine(wiring.Component):
         one entry saves them at the cost of drain-bound GEMMs (few K tiles) taking longer.
     """
 
-    def __init__(self, config: NPUConfig, drain_rows: int = DRAIN_BUFFER_ROWS):
+    def __init__(self, config: NPUConfig, drain_rows: int = DRAIN_BUFFER_ROWS, *, gate: bool = False):
         if drain_rows < 1:
             raise ValueError(f"the drain row buffer needs at least one entry, got {drain_rows}")
         self.drain_rows = drain_rows
+        #: gate mode support (int16 results for the LSTM path); without it ``cmd.gate`` is ignored
+        self.gate = gate
         if config.rows != config.cols:
             raise ValueError(
                 f"the GEMM engine needs a square array (results are the next layer's activations), "
@@ -183,7 +185,7 @@ class GemmEngine(wiring.Component):
             {name: unsigned(narrow.get(name, shape.width)) for name, shape in ((k, v.shape) for k, v in GemmCommand)}
         )
         lane_bits = (C - 1).bit_length()
-        m.submodules.requant = rq = Requantizer(cfg, tag_width=FA + lane_bits + 2, gate=True)
+        m.submodules.requant = rq = Requantizer(cfg, tag_width=FA + lane_bits + 2, gate=self.gate)
 
         # Feature and accumulator memories need a read and a write port in one cycle (EBR). The
         # weight memory and the channel biases are read while busy and written only while idle:
@@ -220,6 +222,7 @@ class GemmEngine(wiring.Component):
         # ---- command registers ------------------------------------------------------------------
         busy = Signal()
         cmd = Signal(CmdRegs)
+        gate_cmd = cmd.gate if self.gate else Const(0, 1)  # gate mode of the running command
         KT, NT = cmd.kt, cmd.nt
         cycles = Signal(32)
         m.d.comb += self.busy.eq(busy)
@@ -512,7 +515,7 @@ class GemmEngine(wiring.Component):
             with m.If(capture & ((wpos == i) | (wpos == i + D))):
                 m.d.sync += [
                     q_data[i].eq(amem.rdata),
-                    q_waddr[i].eq(cmd.out_base + (d_rel << cmd.gate)),
+                    q_waddr[i].eq(cmd.out_base + (d_rel << gate_cmd)),
                     q_chan[i].eq(d_chan_off),
                     q_final[i].eq(d_last_block & (tap_w.row == d_rows - 1)),
                 ]
@@ -584,9 +587,10 @@ class GemmEngine(wiring.Component):
             rq.i_stream.payload.mult.eq(chan_rdata.mult),
             rq.i_stream.payload.shift.eq(chan_rdata.shift),
             rq.i_stream.payload.relu.eq(cmd.relu),
-            rq.i_stream.payload.gate.eq(cmd.gate),
             rq.i_tag.eq(st_tag),
         ]
+        if self.gate:
+            m.d.comb += rq.i_stream.payload.gate.eq(cmd.gate)
 
         # Collector: assemble a row of int8 results and write it to the feature memory.
         word = Signal(unsigned(self.feature_width))
@@ -609,15 +613,15 @@ class GemmEngine(wiring.Component):
             for p in range(half):
                 at = (o_lane == p) | (o_lane == p + half)
                 m.d.comb += gate_word[p * 16 : (p + 1) * 16].eq(Mux(at, value, word[p * 16 : (p + 1) * 16]))
-        m.d.comb += full_word.eq(Mux(cmd.gate, gate_word, byte_word))
+        m.d.comb += full_word.eq(Mux(gate_cmd, gate_word, byte_word))
         o_take = Signal()
         m.d.comb += o_take.eq(rq.o_stream.valid & rq.o_stream.ready)
         with m.If(o_take):
             m.d.sync += word.eq(full_word)
         o_last = Signal()  # the lane that completes a word
-        m.d.comb += o_last.eq((o_lane == C - 1) | (cmd.gate & (o_lane == half - 1)))
+        m.d.comb += o_last.eq((o_lane == C - 1) | (gate_cmd & (o_lane == half - 1)))
         m.d.comb += [
-            f_wr.addr.eq(Mux(busy, o_waddr + (cmd.gate & o_hi), self.host_addr)),
+            f_wr.addr.eq(Mux(busy, o_waddr + (gate_cmd & o_hi), self.host_addr)),
             f_wr.data.eq(Mux(busy, full_word, self.host_wdata)),
             f_wr.en.eq(Mux(busy, o_take & o_last, self.host_we & (self.host_region == REGION_FEATURE))),
         ]

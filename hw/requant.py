@@ -34,18 +34,19 @@ from quant.fixed import N_MAX
 __all__ = ["RequantInput", "Requantizer"]
 
 
-def RequantInput(config: NPUConfig) -> data.StructLayout:  # noqa: N802 - a layout factory reads like a type
-    """Payload of one requantization: the accumulator and its channel's parameters."""
-    return data.StructLayout(
-        {
-            "acc": signed(config.acc_width),
-            "bias": signed(config.BIAS_BITS),
-            "mult": unsigned(config.M_BITS),
-            "shift": unsigned(6),
-            "relu": unsigned(1),
-            "gate": unsigned(1),
-        }
-    )
+def RequantInput(config: NPUConfig, gate: bool = False) -> data.StructLayout:  # noqa: N802 - a layout factory
+    """Payload of one requantization: the accumulator and its channel's parameters (``gate``: the
+    gate-mode flag, on a gate-capable requantizer only)."""
+    fields = {
+        "acc": signed(config.acc_width),
+        "bias": signed(config.BIAS_BITS),
+        "mult": unsigned(config.M_BITS),
+        "shift": unsigned(6),
+        "relu": unsigned(1),
+    }
+    if gate:
+        fields["gate"] = unsigned(1)
+    return data.StructLayout(fields)
 
 
 class Requantizer(wiring.Component):
@@ -75,7 +76,7 @@ class Requantizer(wiring.Component):
         self.out_bits = 16 if gate else config.ACT_BITS
         super().__init__(
             {
-                "i_stream": In(stream.Signature(RequantInput(config))),
+                "i_stream": In(stream.Signature(RequantInput(config, gate))),
                 "o_stream": Out(stream.Signature(signed(self.out_bits))),
                 "i_tag": In(max(tag_width, 1)),
                 "o_tag": Out(max(tag_width, 1)),

@@ -1,6 +1,7 @@
 """The 8x8 GEMM engine on the iCE40UP5K: real YoWASP builds (Yosys ``synth_ice40 -dsp`` + nextpnr).
 
-``GemmEngine(NPUConfig())`` inside the pin harness of hw/synth.py, and its requantizer alone; about
+``GemmEngine(NPUConfig())`` (without the LSTM gate mode, the default; the gate-capable engine of an
+NPU with ``rnn=True`` measured about 290 LC more) inside the pin harness of hw/synth.py, and its requantizer alone; about
 two minutes together. The memories fit (weights and channel biases in the four SPRAMs, the rest in
 29 of the 30 EBRs, the requantizer's multiply on two SB_MAC16) and the requantizer meets 40 MHz,
 but the logic does not fit yet: 5727 LCs of 5280 when measured (9708 before the area work). The

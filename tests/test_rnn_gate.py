@@ -198,12 +198,12 @@ def test_gate_unit_z_in_lstm():
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_gate_unit_z_in_cycles_per_unit(kind):
     """z_in mode: back-to-back transfers are accepted every cycles_per_unit cycles (quant.lstm_perf's model)."""
-    from quant.lstm_perf import unit_cycles
+    from quant.lstm_perf import _Z_READ, unit_cycles
 
     cfg = NPUConfig(pwl_pieces=16)
     dut = GateUnit(cfg, kind, hidden=4, tables=default_tables(cfg), z_in=True)
     if kind == "lstm":
-        assert unit_cycles(cfg) == 1 + dut.cycles_per_unit
+        assert unit_cycles(cfg) == _Z_READ + dut.cycles_per_unit  # the sequencer reads z, then hands over
     accepted = []
 
     async def tb(ctx):
