@@ -30,7 +30,6 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..config import NPUConfig
@@ -39,6 +38,7 @@ from ..model import ArgmaxLayer, DenseLayer, GRULayer, InputSpec, LSTMLayer, NPU
 from .layers import QuantLinear
 from .network import QuantBlock
 from .rnn import X_SCALE, QuantRNN
+from .trainer import run_epoch
 
 __all__ = ["SeqDigitsNet", "SeqTrainConfig", "SeqTrainResult", "train_seq", "export_seq_model", "to_sequence"]
 
@@ -183,21 +183,9 @@ def train_seq(cfg: SeqTrainConfig, data: DigitsSplit | None = None, *, progress:
             e0 = min(cfg.warmup_epochs, cfg.epochs)
             if net.lstm.collect and epoch > e0 and (epoch - e0) % cfg.refit_every == 0:
                 net.lstm.refit_tables(cfg.pwl_pieces)
-        net.train()
-        perm = torch.randperm(len(xtr), generator=gen)
-        total_loss = 0.0
-        for i in range(spe):
-            idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            for g, b in zip(opt.param_groups, base, strict=True):
-                g["lr"] = b * 0.5 * (1 + math.cos(math.pi * step / total))
-            loss = F.cross_entropy(net(xtr[idx]), ytr[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total_loss += float(loss.detach()) * len(idx)
-            step += 1
-        history.append({"epoch": epoch, "phase": net.phase, "loss": total_loss / len(xtr)})
-        bar.set_postfix(phase=net.phase, loss=f"{total_loss / len(xtr):.3f}")
+        loss, step = run_epoch(net, opt, base, xtr, ytr, gen, cfg.batch_size, step, total)
+        history.append({"epoch": epoch, "phase": net.phase, "loss": loss})
+        bar.set_postfix(phase=net.phase, loss=f"{loss:.3f}")
     if cfg.kind != "fp32":
         net.lstm.phase = "exact"  # what is evaluated and exported is always the integer LSTM
         net.lstm.collect = False

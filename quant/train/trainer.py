@@ -90,6 +90,27 @@ def _accuracy(net: DigitsNet, x: torch.Tensor, y: torch.Tensor) -> float:
     return int((net.predict(x) == y).sum()) / len(y)
 
 
+def run_epoch(net, opt, base_lrs, xtr, ytr, gen, batch_size: int, step: int, total: int) -> tuple[float, int]:
+    """One shuffled epoch of cross-entropy training with the cosine learning-rate schedule.
+
+    Returns the mean training loss and the updated global step; shared by every training task.
+    """
+    net.train()
+    perm = torch.randperm(len(xtr), generator=gen)
+    total_loss = 0.0
+    for i in range(math.ceil(len(xtr) / batch_size)):
+        idx = perm[i * batch_size : (i + 1) * batch_size]
+        for g, b in zip(opt.param_groups, base_lrs, strict=True):
+            g["lr"] = b * 0.5 * (1 + math.cos(math.pi * step / total))
+        loss = F.cross_entropy(net(xtr[idx]), ytr[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total_loss += float(loss.detach()) * len(idx)
+        step += 1
+    return total_loss / len(xtr), step
+
+
 def train(cfg: TrainConfig, data: DigitsSplit | None = None, *, progress: bool = True) -> TrainResult:
     """Train one network from scratch; deterministic for a given config."""
     from tqdm import tqdm
@@ -122,21 +143,9 @@ def train(cfg: TrainConfig, data: DigitsSplit | None = None, *, progress: bool =
         if epoch == cfg.epochs and cfg.exact_epochs:
             qat_acc = _accuracy(net, xte, yte)
             net.set_phase("exact")
-        net.train()
-        perm = torch.randperm(len(xtr), generator=gen)
-        total_loss = 0.0
-        for i in range(steps_per_epoch):
-            idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            for g, b in zip(opt.param_groups, base, strict=True):
-                g["lr"] = b * 0.5 * (1 + math.cos(math.pi * step / total))
-            loss = F.cross_entropy(net(xtr[idx]), ytr[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total_loss += float(loss.detach()) * len(idx)
-            step += 1
-        history.append({"epoch": epoch, "phase": net.phase, "loss": total_loss / len(xtr)})
-        bar.set_postfix(phase=net.phase, loss=f"{total_loss / len(xtr):.3f}")
+        loss, step = run_epoch(net, opt, base, xtr, ytr, gen, cfg.batch_size, step, total)
+        history.append({"epoch": epoch, "phase": net.phase, "loss": loss})
+        bar.set_postfix(phase=net.phase, loss=f"{loss:.3f}")
     acc = _accuracy(net, xte, yte)
     if not cfg.exact_epochs:
         qat_acc = acc
