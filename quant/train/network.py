@@ -35,6 +35,7 @@ from torch import nn
 
 from ..fixed import M_BITS, N_MAX
 from .actquant import ActQuant
+from .fixed_t import rshift_round_t
 from .layers import QuantConv2d, QuantLinear
 
 __all__ = ["Folded", "QuantBlock", "DigitsNet", "TASKS", "PHASES", "INPUT_SCALE", "quantize_multipliers"]
@@ -131,8 +132,7 @@ class QuantBlock(nn.Module):
             acc = self.layer.integer_forward(q.detach().double(), f.v).round().to(torch.int64)
             t = (acc + f.bias.view(shape)) * f.M.view(shape)
             n = f.n.view(shape)
-            half = torch.where(n > 0, torch.bitwise_left_shift(torch.ones_like(n), (n - 1).clamp_min(0)), 0)
-            y = torch.bitwise_right_shift(t + half, n)
+            y = rshift_round_t(t, n)
             y = torch.clamp(y, 0 if self.relu else -128, 127).float()
         # Straight-through: the value is the integer result, the gradient that of the float block.
         z = self._frozen_bn(self.layer(q * in_scale), shape)

@@ -51,6 +51,7 @@ from ..codes import decode, encode
 from ..config import NPUConfig
 from ..pwl import INT16_MIN, PWLTable, fit
 from ..rnn import LN_EPS, RNNParams, default_tables, lstm_shifts
+from .fixed_t import rshift_round_t, sat_t
 from .network import quantize_multipliers
 from .weights import make_weight
 
@@ -75,19 +76,6 @@ X_SCALE = 1.0 / 128
 Z_FRAC_BITS, G_FRAC_BITS = 12, 15
 _INT32 = (1 << 31) - 1
 _HIST_BINS = 1 << 16
-
-
-def rshift_round_t(x: torch.Tensor, n) -> torch.Tensor:
-    """:func:`quant.fixed.rshift_round` on int64 tensors (``n`` an int or an int64 tensor, >= 0)."""
-    if isinstance(n, int):
-        return x if n == 0 else torch.bitwise_right_shift(x + (1 << (n - 1)), n)
-    half = torch.where(n > 0, torch.bitwise_left_shift(torch.ones_like(n), (n - 1).clamp_min(0)), 0)
-    return torch.bitwise_right_shift(x + half, n)
-
-
-def sat_t(x: torch.Tensor, bits: int) -> torch.Tensor:
-    """:func:`quant.fixed.sat` on int64 tensors."""
-    return torch.clamp(x, -(1 << (bits - 1)), (1 << (bits - 1)) - 1)
 
 
 def div_round_t(a: torch.Tensor, b) -> torch.Tensor:
