@@ -225,89 +225,91 @@ class HostInterface(wiring.Component):
         i, o, bus = self.i_stream, self.o_stream, self.bus
         n_reg = len(regions)
         max_wb = max(r.word_bytes for r in regions)
-        aw = self.addr_width
+        aw, rb = self.addr_width, self.region_bits
         nw = maxp.bit_length()  # a word count that passes the length checks fits in nw bits
+        n_info = len(self.info)
+
+        # One byte-wide block RAM holds the INFO reply, the 16 registers (4 bytes each: the ID, the
+        # reserved zeros, USER0..7; STATUS and CYCLES are read live) and the error counters. Both
+        # bases are 64-aligned, so a register or counter address is a bit field, not a sum.
+        reg_base = -(-n_info // 64) * 64
+        cnt_base = reg_base + 64
+        depth = cnt_base + 4 * Counter.COUNT
+        ident = (REG_ID_MAGIC | cfg.protocol_version).to_bytes(4, "little")
+        init = list(self.info) + [0] * (reg_base - n_info) + list(ident) + [0] * (depth - reg_base - 4)
+        m.submodules.bytemem = bytemem = Memory(shape=8, depth=depth, init=init)
+        bm_w = bytemem.write_port()
+        bm_r = bytemem.read_port(transparent_for=(bm_w,))
+        # Both ports share one address register and the read port is transparent, so the logic Yosys
+        # wraps around an iCE40 block RAM to emulate Amaranth's read-during-write rule shrinks to a
+        # byte-wide bypass (a read-first port costs three times as much). The link never uses the
+        # data read in a cycle that writes.
 
         # Requests and replies never overlap (the protocol is strictly request/reply), so one CRC
         # register serves both directions.
         m.submodules.crc = crc = CRC16()
         m.submodules.staging = staging = Memory(shape=8, depth=maxp, init=[])
-        st_w, st_r = staging.write_port(), staging.read_port()
-        m.submodules.rom = rom = Memory(shape=8, depth=len(self.info), init=list(self.info))
-        rom_r = rom.read_port()
-        # The error counters (addresses 0..10) and the USER registers (addresses 24..31) live in one
-        # block RAM rather than in 600 flip-flops and their read multiplexers.
-        m.submodules.regfile = regfile = Memory(shape=32, depth=32, init=[])
-        rf_r, rf_w = regfile.read_port(), regfile.write_port()
-        user_base = 32 - N_USER_REGS
+        st_w = staging.write_port()
+        st_r = staging.read_port(transparent_for=(st_w,))
 
         # -- receive side ----------------------------------------------------------------------
-        plen = Signal(16)  # payload length of the frame being received
+        left = Signal(16)  # payload bytes still to come (loaded with the length bytes)
         cmd = Signal(8)  # also echoed in the reply
-        pidx = Signal(range(maxp + 1))  # payload bytes received so far (staging address)
-        left = Signal(16)  # payload bytes still to come
-        # Both ports are addressed by pidx (writes while receiving, reads while committing), so
-        # the read-during-write logic Yosys wraps around a block RAM reduces to nothing.
-        m.d.comb += [st_w.addr.eq(pidx), st_r.addr.eq(pidx)]
+        pidx = Signal(range(maxp + 1))  # staging address: payload bytes received / committed
+        m.d.comb += [st_w.addr.eq(pidx), st_r.addr.eq(pidx)]  # one address again: no collision logic
         oversize = Signal()  # the payload is being skipped (len > max_payload)
-        hdr = Signal(56)  # payload bytes 0..6 (region/index, address/value, count)
-        region, addr, count16 = hdr[0:8], hdr[8:40], hdr[40:56]
-        reg_idx, reg_val = hdr[0:8], hdr[8:40]
-        wb = Signal(range(max_wb + 1))  # word bytes of the addressed region (1 if there is none)
-        wb_last = Signal(range(max_wb))
-        bpos = Signal(range(max_wb))  # byte within the current data word of a WRITE_MEM payload
-        words = Signal(range(maxp + 1))  # whole data words in a WRITE_MEM payload
+        hsel = Signal(8)  # one-hot position in the payload header (bit 7: past it); in a reply, the header byte
+        rbyte = Signal(8)  # payload byte 0: region or register index
+        addr = Signal(aw)  # word address (the low bits of payload bytes 1..4); counts up while accessing
+        addr_hi = Signal()  # address bits above aw are set
+        val0 = Signal()  # bit 0 of a WRITE_REG value (CONTROL: start)
+        cnt = Signal(nw)  # READ_MEM count (payload bytes 5..6), low bits
+        cnt_hi = Signal()  # ... and its bits above them are set
+        wbm1 = Signal(range(max_wb))  # word bytes of the addressed region, minus one
+        bpos = Signal(range(max_wb))  # byte within the current word
+        words = Signal(range(maxp + 1))  # whole data words (WRITE_MEM payload, READ_MEM count)
+        len0, len1, len5, len7, len_ge5 = Signal(), Signal(), Signal(), Signal(), Signal()
         idle = Signal(range(self.idle_timeout + 1))
 
-        # -- checks, registered one by one so the decision itself is a short priority chain -------
+        # -- checks ----------------------------------------------------------------------------
         crc_ok = Signal()
         is_info, is_start, is_status, is_errors = Signal(), Signal(), Signal(), Signal()
         is_wmem, is_rmem, is_wreg, is_rreg = Signal(), Signal(), Signal(), Signal()
-        len0, len1, len5, len7, len_ge5 = Signal(), Signal(), Signal(), Signal(), Signal()
-        region_ok = Signal()
-        aligned = Signal()  # a WRITE_MEM payload of a whole, non-zero number of words
-        count_bad = Signal()  # a READ_MEM count of 0 or more than max_payload / word_bytes
-        cnt_zero, cnt_over = Signal(), Signal(n_reg)
-        addr_hi = Signal()  # address bits above the widest region's are set
-        end = Signal(max(aw, nw) + 1)  # one past the last word accessed (low address bits)
-        depth_ok = Signal()
-        rd_len = Signal(16)  # READ_MEM reply bytes
-        ok_len = Signal(16)  # reply bytes if the request is OK
-        reg_writable, reg_exists, reg_user = Signal(), Signal(), Signal()
+        region_ok, aligned, count_bad, depth_ok = Signal(), Signal(), Signal(), Signal()
+        end = Signal(max(aw, nw) + 1)  # one past the last word accessed
 
         # -- reply side ------------------------------------------------------------------------
         rstatus = Signal(4)
-        rlen = Signal(16)  # reply payload bytes
-        rem = Signal(16)  # reply payload bytes still to send
-        in_hdr = Signal()  # txw holds the reply header
-        first = Signal()  # the sync byte, outside the CRC
-        ptr = Signal(range(max(len(self.info), 32) + 1))  # next ROM byte / status word / counter
-        txw = Signal(max(40, 8 * max_wb))  # bytes to send, low first; also assembles WRITE_MEM words
-        txn = Signal(range(max(5, max_wb) + 1))  # bytes left in txw
-        cur = Signal(aw)  # word address of the next memory access
-        count = Signal(range(maxp + 1))  # words left to commit
-        j = Signal(range(max_wb))  # byte within a word being committed
+        rlen = Signal(max(n_info, maxp + 1, 4 * Counter.COUNT, 8).bit_length())  # reply bytes; counts down
+        obyte = Signal(8)  # the byte on o_stream (registered)
+        m.d.comb += o.payload.eq(obyte)
+        sh = Signal(8 * max_wb)  # a memory word: read from the bus, or assembled from staging bytes
+        snap = Signal(32)  # the STATUS or CYCLES value being sent (a snapshot: no torn value)
+        selc = Signal()  # the next snapshot is CYCLES
+        ptr = Signal(range(depth))  # byte memory address of the next reply / register byte
+        src_mem, src_snap, src_bus = Signal(), Signal(), Signal()  # where reply payload bytes come from
+        j = Signal(range(len(sh) // 8 + 1))  # bytes of the word being assembled
         cycles = Signal(32)
-        # where reply words come from: the INFO ROM, the bus, a 32-bit value, the register file
-        src_rom, src_bus, src_w32, src_rf = Signal(), Signal(), Signal(), Signal()
-        ptr0 = Signal.like(ptr)
-        W32_ID, W32_STATUS, W32_CYCLES, W32_ZERO = range(4)
-        w32_sel = Signal(2)  # which 32-bit value a READ_REG / STATUS word is
+        # the bus request fields are always driven (only `valid` says when): no gating logic
+        m.d.comb += [bus.we.eq(is_wmem), bus.region.eq(rbyte[:rb]), bus.addr.eq(addr), bus.wdata.eq(sh)]
 
-        # -- counter updates: one read-modify-write at a time, requested by pending bits ----------
+        # -- error counters: one byte-serial increment at a time, requested by pending bits ------
         pend_reply, pend_frame, pend_sync = Signal(), Signal(), Signal()
-        upd = Signal(2)  # 0 idle, 1 read, 2 add, 3 write
-        upd_idx = Signal(5)
-        upd_sum = Signal(32)
-        rf_addr = Signal(5)  # the register file's read address, always from a register
-        m.d.comb += rf_r.addr.eq(rf_addr)
-        rf_free = Signal()  # the FSM may use the register file this cycle
+        upd = Signal(2)  # 0 idle, 1 read, 2 add one and write (then the next byte if it carried)
+        uidx = Signal(4)  # counter being incremented
+        ub = Signal(2)  # byte of the counter
+        # The byte memory is addressed by the updater while it runs, else by the FSM's pointer; both
+        # ports share the address, so the read-during-write logic stays small.
+        baddr = Mux(upd != 0, Cat(ub, uidx, Const(cnt_base >> 6)), ptr)
+        m.d.comb += [bm_w.addr.eq(baddr), bm_r.addr.eq(baddr)]
+        rf_free = Signal()  # the FSM may use the byte memory (no count in flight or pending)
         m.d.comb += rf_free.eq((upd == 0) & ~pend_reply & ~pend_frame & ~pend_sync)
         pick = Mux(pend_reply, rstatus, Mux(pend_frame, Counter.FRAMING_ERRORS, Counter.SYNC_DISCARDS))
+        m.d.comb += bm_w.data.eq(st_r.data)  # a register write copies a staging byte
         with m.Switch(upd):
             with m.Case(0):
                 with m.If(pend_reply | pend_frame | pend_sync):
-                    m.d.sync += [upd_idx.eq(pick), rf_addr.eq(pick), upd.eq(1)]
+                    m.d.sync += [uidx.eq(pick[:4]), ub.eq(0), upd.eq(1)]
                     with m.If(pend_reply):
                         m.d.sync += pend_reply.eq(0)
                     with m.Elif(pend_frame):
@@ -317,27 +319,45 @@ class HostInterface(wiring.Component):
             with m.Case(1):
                 m.d.sync += upd.eq(2)
             with m.Case(2):
-                m.d.sync += [upd_sum.eq(rf_r.data + 1), upd.eq(3)]
-            with m.Case(3):
-                m.d.comb += [rf_w.addr.eq(upd_idx), rf_w.data.eq(upd_sum), rf_w.en.eq(1)]
-                m.d.sync += upd.eq(0)
+                m.d.comb += [bm_w.data.eq(bm_r.data + 1), bm_w.en.eq(1)]
+                with m.If((bm_r.data == 0xFF) & (ub != 3)):
+                    m.d.sync += [ub.eq(ub + 1), upd.eq(1)]
+                with m.Else():
+                    m.d.sync += upd.eq(0)
         with m.If(self.framing_error):  # after the updater's clear: a new event re-arms the bit
             m.d.sync += pend_frame.eq(1)
 
         user = [Signal(32, name=f"user{k}") for k in range(N_USER_REGS)]  # copies for the design
         m.d.comb += [self.regs[k].eq(user[k]) for k in range(N_USER_REGS)]
 
-        m.d.comb += crc.data.eq(Mux(o.valid, o.payload, i.payload))
+        m.d.comb += crc.data.eq(Mux(o.valid, obyte, i.payload))
         m.d.sync += self.start.eq(0)
         with m.If(self.start):
             m.d.sync += cycles.eq(0)
         with m.Elif(self.status[0]):
             m.d.sync += cycles.eq(cycles + 1)
 
-        def reply(code, length=0):
+        def reply(code):
             """Start the reply for the current request and have it counted under its status."""
-            m.d.sync += [rstatus.eq(code), rlen.eq(length), pend_reply.eq(1)]
+            m.d.sync += [rstatus.eq(code), pend_reply.eq(1), hsel.eq(1)]
             m.next = "TX_HDR"
+
+        def capture(dst, dst_hi, lo):
+            """Payload byte -> bits lo..lo+7 of a field kept as its low bits plus a sticky "higher bits set"."""
+            n = max(0, min(8, len(dst) - lo))
+            if n:
+                m.d.sync += dst[lo : lo + n].eq(i.payload[:n])
+            if n < 8:
+                m.d.sync += dst_hi.eq(dst_hi | (i.payload[n:] != 0))
+
+        def rx_state(name, nxt=None):
+            """Common part of the receive states: take bytes into the CRC, abandon on idle."""
+            m.d.comb += [i.ready.eq(1), in_frame.eq(1), crc.en.eq(i.valid)]
+            if nxt is not None:
+                with m.If(i.valid):
+                    m.next = nxt
+            with m.If(~i.valid & timed_out):
+                m.next = "ABORT"
 
         got = i.valid & i.ready
         in_frame = Signal()
@@ -348,7 +368,6 @@ class HostInterface(wiring.Component):
         # registered a cycle ahead (the comparator is wide): high exactly when idle == idle_timeout
         timed_out = Signal()
         m.d.sync += timed_out.eq(in_frame & ~got & (idle == self.idle_timeout - 1))
-        timeout_code = Mux(oversize, Status.OVERSIZE, Status.TIMEOUT)
 
         with m.FSM(name="link") as fsm:
             with m.State("SYNC"):
@@ -361,74 +380,88 @@ class HostInterface(wiring.Component):
                     with m.Else():
                         m.d.sync += pend_sync.eq(1)
 
-            for state, nxt, action in (
-                ("LEN0", "LEN1", plen[0:8].eq(i.payload)),
-                ("LEN1", "CMD", plen[8:16].eq(i.payload)),
-            ):
-                with m.State(state):
-                    m.d.comb += [i.ready.eq(1), in_frame.eq(1), crc.en.eq(i.valid)]
-                    with m.If(i.valid):
-                        m.d.sync += action
-                        m.next = nxt
-                    with m.Elif(timed_out):
-                        m.next = "ABORT"
+            with m.State("LEN0"):
+                rx_state("LEN0", "LEN1")
+                with m.If(i.valid):
+                    m.d.sync += left[0:8].eq(i.payload)
+            with m.State("LEN1"):
+                rx_state("LEN1", "CMD")
+                with m.If(i.valid):
+                    m.d.sync += left[8:16].eq(i.payload)
 
             with m.State("CMD"):
-                m.d.comb += [i.ready.eq(1), in_frame.eq(1), crc.en.eq(i.valid)]
-                m.d.sync += [pidx.eq(0), left.eq(plen), bpos.eq(0), words.eq(0), wb.eq(1)]
+                rx_state("CMD")
+                hi0, lo = left[8:16] == 0, left[0:8]
+                m.d.sync += [
+                    pidx.eq(0),
+                    bpos.eq(0),
+                    words.eq(0),
+                    wbm1.eq(0),
+                    hsel.eq(1),
+                    addr_hi.eq(0),
+                    cnt_hi.eq(0),
+                    len0.eq(hi0 & (lo == 0)),
+                    len1.eq(hi0 & (lo == 1)),
+                    len5.eq(hi0 & (lo == 5)),
+                    len7.eq(hi0 & (lo == 7)),
+                    len_ge5.eq(~hi0 | (lo >= 5)),
+                ]
                 with m.If(i.valid):
-                    m.d.sync += [cmd.eq(i.payload), oversize.eq(plen > maxp)]
-                    with m.If(plen == 0):
+                    m.d.sync += [cmd.eq(i.payload), oversize.eq(left > maxp)]
+                    with m.If(left == 0):
                         m.next = "CRC0"
                     with m.Else():
                         m.next = "PAYLOAD"
-                with m.Elif(timed_out):
-                    m.next = "ABORT"
 
             with m.State("PAYLOAD"):
                 # An oversize payload cannot be buffered: it is skipped (and its CRC after it), and
                 # the reply is OVERSIZE, also when the frame stops early.
-                m.d.comb += [i.ready.eq(1), in_frame.eq(1), crc.en.eq(i.valid)]
+                rx_state("PAYLOAD")
                 m.d.comb += [st_w.data.eq(i.payload), st_w.en.eq(i.valid & ~oversize)]
                 with m.If(i.valid):
-                    m.d.sync += [pidx.eq(pidx + 1), left.eq(left - 1)]
-                    with m.If(pidx < 7):
-                        m.d.sync += hdr.word_select(pidx[:3], 8).eq(i.payload)
-                    with m.If(pidx == 0):
+                    m.d.sync += [
+                        pidx.eq(pidx + 1),
+                        left.eq(left - 1),
+                        hsel.eq(Cat(Const(0, 1), hsel[0:6], hsel[6] | hsel[7])),
+                    ]
+                    with m.If(hsel[0]):
+                        m.d.sync += rbyte.eq(i.payload)
                         with m.Switch(i.payload):
                             for r_id, r in enumerate(regions):
                                 with m.Case(r_id):
-                                    m.d.sync += wb.eq(r.word_bytes)
-                    with m.If(pidx >= 5):
+                                    m.d.sync += wbm1.eq(r.word_bytes - 1)
+                    for b in range(4):
+                        with m.If(hsel[1 + b]):
+                            capture(addr, addr_hi, 8 * b)
+                            if b == 0:
+                                m.d.sync += val0.eq(i.payload[0])
+                    for b in range(2):
+                        with m.If(hsel[5 + b]):
+                            capture(cnt, cnt_hi, 8 * b)
+                    with m.If(hsel[5] | hsel[6] | hsel[7]):
                         # Count whole data words as they arrive (a WRITE_MEM length check without a divider).
-                        with m.If(bpos + 1 == wb):
+                        with m.If(bpos == wbm1):
                             m.d.sync += [bpos.eq(0), words.eq(words + 1)]
                         with m.Else():
                             m.d.sync += bpos.eq(bpos + 1)
                     with m.If(left == 1):
                         m.next = "CRC0"
-                with m.Elif(timed_out):
+
+            with m.State("CRC0"):
+                rx_state("CRC0", "CRC1")
+            with m.State("CRC1"):
+                rx_state("CRC1", "CHECK")
+                with m.If(i.valid & oversize):
                     m.next = "ABORT"
 
-            for state, nxt in (("CRC0", "CRC1"), ("CRC1", "PRECHECK")):
-                with m.State(state):
-                    m.d.comb += [i.ready.eq(1), in_frame.eq(1), crc.en.eq(i.valid)]
-                    with m.If(i.valid):
-                        if state == "CRC1":
-                            with m.If(oversize):
-                                m.next = "ABORT"
-                            with m.Else():
-                                m.next = nxt
-                        else:
-                            m.next = nxt
-                    with m.Elif(timed_out):
-                        m.next = "ABORT"
-
             with m.State("ABORT"):  # the frame stopped arriving, or an oversize one was skipped
-                reply(timeout_code)
+                m.d.sync += rlen.eq(0)
+                reply(Mux(oversize, Status.OVERSIZE, Status.TIMEOUT))
 
-            with m.State("PRECHECK"):
-                is_rmem_now = cmd == Command.READ_MEM
+            # -- checks, registered one by one so the decision itself is a short priority chain ---
+            with m.State("CHECK"):
+                rmem, rreg = cmd == Command.READ_MEM, cmd == Command.READ_REG
+                live = rreg & ((rbyte == Reg.STATUS) | (rbyte == Reg.CYCLES))
                 m.d.sync += [
                     crc_ok.eq(crc.zero),
                     is_info.eq(cmd == Command.INFO),
@@ -436,81 +469,53 @@ class HostInterface(wiring.Component):
                     is_status.eq(cmd == Command.STATUS),
                     is_errors.eq(cmd == Command.ERRORS),
                     is_wmem.eq(cmd == Command.WRITE_MEM),
-                    is_rmem.eq(is_rmem_now),
+                    is_rmem.eq(rmem),
                     is_wreg.eq(cmd == Command.WRITE_REG),
-                    is_rreg.eq(cmd == Command.READ_REG),
-                    len0.eq(plen == 0),
-                    len1.eq(plen == 1),
-                    len5.eq(plen == 5),
-                    len7.eq(plen == 7),
-                    len_ge5.eq(plen >= 5),
-                    region_ok.eq(region < n_reg),
+                    is_rreg.eq(rreg),
+                    region_ok.eq(rbyte < n_reg),
                     aligned.eq((bpos == 0) & (words != 0)),
-                    addr_hi.eq(addr[aw:] != 0 if aw < 32 else 0),
-                    reg_writable.eq((reg_idx == Reg.CONTROL) | ((reg_idx >= Reg.USER) & (reg_idx < N_REGS))),
-                    reg_exists.eq(reg_idx < N_REGS),
-                    reg_user.eq(reg_idx >= Reg.USER),
-                    cnt_zero.eq(count16 == 0),
-                    rd_len.eq(0),
-                    wb_last.eq(wb - 1),
-                    src_rom.eq(cmd == Command.INFO),
-                    src_bus.eq(is_rmem_now),
-                    src_w32.eq((cmd == Command.STATUS) | ((cmd == Command.READ_REG) & (reg_idx < Reg.USER))),
-                    src_rf.eq((cmd == Command.ERRORS) | ((cmd == Command.READ_REG) & (reg_idx >= Reg.USER))),
-                    ptr0.eq(Mux(cmd == Command.READ_REG, user_base + reg_idx[:3], 0)),
-                    w32_sel.eq(W32_ZERO),
-                ]
-                with m.If(cmd == Command.STATUS):
-                    m.d.sync += w32_sel.eq(W32_STATUS)
-                with m.Elif(reg_idx == Reg.ID):
-                    m.d.sync += w32_sel.eq(W32_ID)
-                with m.Elif(reg_idx == Reg.STATUS):
-                    m.d.sync += w32_sel.eq(W32_STATUS)
-                with m.Elif(reg_idx == Reg.CYCLES):
-                    m.d.sync += w32_sel.eq(W32_CYCLES)
-                # one comparator per region now, the selection by region in the next cycle
-                m.d.sync += [cnt_over[r_id].eq(count16 > maxp // r.word_bytes) for r_id, r in enumerate(regions)]
-                with m.Switch(region[: self.region_bits]):
-                    for r_id, r in enumerate(regions):
-                        with m.Case(r_id):
-                            m.d.sync += rd_len.eq(count16[:nw] * r.word_bytes)
-                m.next = "PRECHECK2"
-            with m.State("PRECHECK2"):
-                m.d.sync += [
-                    count_bad.eq(cnt_zero | cnt_over.bit_select(region[: self.region_bits], 1)),
-                    end.eq(addr[:aw] + Mux(is_rmem, count16[:nw], words)),
-                    ok_len.eq(
-                        Mux(is_info, len(self.info), 0)
-                        | Mux(is_status, 8, 0)
-                        | Mux(is_errors, 4 * Counter.COUNT, 0)
-                        | Mux(is_rreg, 4, 0)
-                        | Mux(is_rmem, rd_len, 0)
+                    src_bus.eq(rmem),
+                    src_snap.eq((cmd == Command.STATUS) | live),
+                    src_mem.eq(~rmem & (cmd != Command.STATUS) & ~live),
+                    selc.eq(rreg & (rbyte == Reg.CYCLES)),
+                    rlen.eq(
+                        Mux(cmd == Command.INFO, n_info, 0)
+                        | Mux(cmd == Command.STATUS, 8, 0)
+                        | Mux(cmd == Command.ERRORS, 4 * Counter.COUNT, 0)
+                        | Mux(rreg, 4, 0)
                     ),
                 ]
-                m.next = "PRECHECK3"
-            with m.State("PRECHECK3"):
-                m.d.sync += depth_ok.eq(0)
-                with m.Switch(region[: self.region_bits]):
+                with m.If(rmem):  # the READ_MEM reply length is counted out in LENGTH
+                    m.d.sync += [words.eq(0), bpos.eq(0)]
+                m.next = "LENGTH"
+
+            # READ_MEM: count reply bytes a word at a time up to `count` words; stopping past
+            # max_payload is the "count > max_payload / word_bytes" check, without a divider.
+            with m.State("LENGTH"):
+                with m.If(~is_rmem | ((words == cnt) & ~cnt_hi) | (rlen > maxp)):
+                    m.next = "ADD"
+                with m.Else():
+                    m.d.sync += rlen.eq(rlen + 1)
+                    with m.If(bpos == wbm1):
+                        m.d.sync += [bpos.eq(0), words.eq(words + 1)]
+                    with m.Else():
+                        m.d.sync += bpos.eq(bpos + 1)
+            with m.State("ADD"):
+                m.d.sync += end.eq(addr + words)
+                m.next = "RANGE"
+            with m.State("RANGE"):
+                m.d.sync += [count_bad.eq(((cnt == 0) & ~cnt_hi) | (rlen > maxp)), depth_ok.eq(0)]
+                with m.Switch(rbyte[:rb]):
                     for r_id, r in enumerate(regions):
                         with m.Case(r_id):
                             m.d.sync += depth_ok.eq(~addr_hi & (end <= r.depth))
-                m.next = "CHECK"
+                m.next = "DECIDE"
 
-            # The decision is a priority chain over the registered checks (docs/protocol.md order),
-            # registered in its turn; DECIDE then acts on it.
+            # The decision is a priority chain over the registered checks (docs/protocol.md order).
             code = Signal(4)
             go_commit, go_regwr, do_start = Signal(), Signal(), Signal()
-            chk_code = Signal(4)
-            chk_commit, chk_regwr, chk_start = Signal(), Signal(), Signal()
-            with m.State("CHECK"):
-                m.d.sync += [cur.eq(addr[:aw]), j.eq(0), ptr.eq(ptr0), count.eq(words), pidx.eq(5)]
-                m.d.sync += [
-                    chk_code.eq(code),
-                    chk_commit.eq(go_commit),
-                    chk_regwr.eq(go_regwr),
-                    chk_start.eq(do_start),
-                ]
-                m.next = "DECIDE"
+            with m.State("DECIDE"):
+                reg_user = rbyte[3:8] == Reg.USER >> 3
                 with m.If(~crc_ok):
                     m.d.comb += code.eq(Status.BAD_CRC)
                 with m.Elif(is_info | is_start | is_status | is_errors):
@@ -541,148 +546,163 @@ class HostInterface(wiring.Component):
                 with m.Elif(is_wreg):
                     with m.If(~len5):
                         m.d.comb += code.eq(Status.BAD_LENGTH)
-                    with m.Elif(~reg_writable):
+                    with m.Elif((rbyte != Reg.CONTROL) & ~reg_user):
                         m.d.comb += code.eq(Status.BAD_REGISTER)
                     with m.Elif(~reg_user):  # CONTROL: bit 0 pulses start
-                        m.d.comb += do_start.eq(reg_val[0])
+                        m.d.comb += do_start.eq(val0)
                     with m.Else():
                         m.d.comb += go_regwr.eq(1)
                 with m.Elif(is_rreg):
                     with m.If(~len1):
                         m.d.comb += code.eq(Status.BAD_LENGTH)
-                    with m.Elif(~reg_exists):
+                    with m.Elif(rbyte >= N_REGS):
                         m.d.comb += code.eq(Status.BAD_REGISTER)
                 with m.Else():
                     m.d.comb += code.eq(Status.UNKNOWN_CMD)
 
-            with m.State("DECIDE"):
-                with m.If(chk_commit):
+                m.d.sync += [
+                    bpos.eq(0),
+                    j.eq(0),
+                    pidx.eq(Mux(go_regwr, 1, 5)),
+                    ptr.eq(
+                        Mux(
+                            is_errors,
+                            cnt_base,
+                            Mux(is_rreg | is_wreg, Cat(Const(0, 2), rbyte[0:4], Const(reg_base >> 6)), 0),
+                        )
+                    ),
+                ]
+                with m.If(go_commit):
                     m.next = "COMMIT_RD"
-                with m.Elif(chk_regwr):
-                    m.next = "REG_WR"
+                with m.Elif(go_regwr):
+                    m.next = "REG_RD"
                 with m.Else():
-                    m.d.sync += [self.start.eq(chk_start), rstatus.eq(chk_code), pend_reply.eq(1)]
-                    m.d.sync += rlen.eq(Mux(chk_code == Status.OK, ok_len, 0))
-                    m.next = "TX_HDR"
+                    m.d.sync += self.start.eq(do_start)
+                    with m.If(code != Status.OK):
+                        m.d.sync += rlen.eq(0)
+                    reply(code)
 
+            # WRITE_REG to USERn: the value's four staging bytes -> the byte memory and the copy.
+            with m.State("REG_RD"):  # st_r.data shows the staging byte at pidx from the next cycle
+                with m.If(rf_free):  # and the updater cannot start in REG_WR's cycle: nothing is pending
+                    m.next = "REG_WR"
             with m.State("REG_WR"):
-                with m.If(rf_free):
-                    m.d.comb += [rf_w.addr.eq(user_base + reg_idx[:3]), rf_w.data.eq(reg_val), rf_w.en.eq(1)]
-                    with m.Switch(reg_idx[:3]):
-                        for u in range(N_USER_REGS):
-                            with m.Case(u):
-                                m.d.sync += user[u].eq(reg_val)
+                m.d.comb += bm_w.en.eq(1)
+                with m.Switch(Cat(ptr[0:2], rbyte[0:3])):
+                    for k in range(4 * N_USER_REGS):
+                        with m.Case(k):
+                            m.d.sync += user[k // 4].word_select(k % 4, 8).eq(st_r.data)
+                m.d.sync += [ptr.eq(ptr + 1), pidx.eq(pidx + 1)]
+                with m.If(ptr[0:2] == 3):
                     m.next = "DONE"
+                with m.Else():
+                    m.next = "REG_RD"
 
             with m.State("DONE"):  # a write has been carried out
+                m.d.sync += rlen.eq(0)
                 reply(Status.OK)
 
-            # WRITE_MEM commit: staging bytes -> words (assembled in txw) -> bus, only after every
-            # check passed. Bytes of txw above the region's word are stale; the memory ignores them.
-            with m.State("COMMIT_RD"):
-                m.d.sync += pidx.eq(pidx + 1)
-                m.next = "COMMIT_CAP"
-            with m.State("COMMIT_CAP"):  # one byte a cycle: the next address is already in pidx
-                m.d.sync += txw.word_select(j, 8).eq(st_r.data)
-                with m.If(j == wb_last):
-                    m.d.sync += j.eq(0)
+            # WRITE_MEM commit: staging bytes -> a word (shifted into sh from the top, padded to
+            # its width) -> bus, only after every check passed. Bytes above the region's word
+            # are stale; the memory ignores them.
+            shift_in = Cat(sh[8:], st_r.data)
+            with m.State("COMMIT_RD"):  # the staging byte at pidx is read (or a pad byte shifted)
+                with m.If(j <= wbm1):
+                    m.next = "COMMIT_CAP"
+                with m.Else():
+                    m.d.sync += [sh.eq(shift_in), j.eq(j + 1)]
+                    with m.If(j == len(sh) // 8 - 1):
+                        m.next = "COMMIT_WR"
+            with m.State("COMMIT_CAP"):
+                m.d.sync += [sh.eq(shift_in), j.eq(j + 1), pidx.eq(pidx + 1)]
+                with m.If(j == len(sh) // 8 - 1):
                     m.next = "COMMIT_WR"
                 with m.Else():
-                    m.d.sync += [j.eq(j + 1), pidx.eq(pidx + 1)]
+                    m.next = "COMMIT_RD"
             with m.State("COMMIT_WR"):
-                m.d.comb += [
-                    bus.valid.eq(1),
-                    bus.we.eq(1),
-                    bus.region.eq(region[: self.region_bits]),
-                    bus.addr.eq(cur),
-                    bus.wdata.eq(txw),
-                ]
+                m.d.comb += bus.valid.eq(1)
                 with m.If(bus.ready):
-                    m.d.sync += [count.eq(count - 1), cur.eq(cur + 1)]
-                    with m.If(count == 1):
+                    m.d.sync += [addr.eq(addr + 1), j.eq(0)]
+                    with m.If(addr + 1 == end):
                         m.next = "DONE"
                     with m.Else():
                         m.next = "COMMIT_RD"
 
-            # -- reply ---------------------------------------------------------------------------
+            # -- reply: every byte goes through obyte. The header and the CRC bytes are selected by
+            # the one-hot hsel; payload bytes come from one of three sources.
             with m.State("TX_HDR"):
-                m.d.comb += crc.clear.eq(1)
-                m.d.sync += [
-                    txw.eq(Cat(Const(SYNC_REPLY, 8), rlen, cmd, rstatus)),
-                    txn.eq(5),
-                    rem.eq(rlen),
-                    in_hdr.eq(1),
-                    first.eq(1),
-                ]
-                m.next = "TX_DATA"
-
-            with m.State("TX_DATA"):
-                m.d.comb += [o.valid.eq(1), o.payload.eq(txw[0:8]), crc.en.eq(o.ready & ~first)]
+                with m.If(hsel[0]):
+                    m.d.comb += crc.clear.eq(1)
+                misc = (
+                    Const(SYNC_REPLY, 8),
+                    rlen[0:8],
+                    rlen[8:16],
+                    cmd,
+                    rstatus,
+                    crc.crc[8:16],
+                    crc.crc[0:8],
+                )
+                sel = Const(0, 8)
+                for k, v in enumerate(misc):
+                    sel = sel | Mux(hsel[k], v, 0)
+                m.d.sync += obyte.eq(sel)
+                m.next = "TX_HDR_SEND"
+            with m.State("TX_HDR_SEND"):
+                # the sync byte and the CRC itself are outside the CRC
+                m.d.comb += [o.valid.eq(1), crc.en.eq(o.ready & (hsel[1:5] != 0))]
                 with m.If(o.ready):
-                    m.d.sync += [txw.eq(txw >> 8), txn.eq(txn - 1), first.eq(0)]
-                    with m.If(~in_hdr):
-                        m.d.sync += rem.eq(rem - 1)
-                    with m.If(txn == 1):
-                        m.d.sync += in_hdr.eq(0)
-                        m.next = "TX_NEXT"
+                    m.d.sync += hsel.eq(hsel << 1)
+                    with m.If(hsel[6]):
+                        m.next = "SYNC"
+                    with m.Elif(~hsel[4]):
+                        m.next = "TX_HDR"
+                    with m.Elif(rlen != 0):
+                        m.next = "TX_FETCH"
+                    with m.Else():
+                        m.next = "TX_HDR"
 
-            with m.State("TX_NEXT"):  # replies end on a word boundary
-                with m.If(rem == 0):
-                    m.next = "TX_CRC0"
-                with m.Else():
-                    m.next = "TX_FETCH"
-
-            with m.State("TX_FETCH"):  # exactly one source flag is set (decoded before CHECK)
-                with m.If(src_rom):
-                    m.d.comb += rom_r.addr.eq(ptr)
-                    m.d.sync += ptr.eq(ptr + 1)
-                    m.next = "TX_ROM"
+            with m.State("TX_FETCH"):  # exactly one source flag is set (decoded in CHECK)
                 with m.If(src_bus):
-                    m.d.comb += [bus.valid.eq(1), bus.region.eq(region[: self.region_bits]), bus.addr.eq(cur)]
-                    with m.If(bus.ready):
-                        m.d.sync += cur.eq(cur + 1)
-                        m.next = "TX_WAIT"
-                with m.If(src_w32):
-                    with m.Switch(w32_sel):
-                        with m.Case(W32_ID):
-                            m.d.sync += txw.eq(REG_ID_MAGIC | cfg.protocol_version)
-                        with m.Case(W32_STATUS):
-                            m.d.sync += txw.eq(self.status)
-                        with m.Case(W32_CYCLES):
-                            m.d.sync += txw.eq(cycles)
-                        with m.Default():
-                            m.d.sync += txw.eq(0)
-                    m.d.sync += [txn.eq(4), w32_sel.eq(W32_CYCLES)]  # STATUS: status, then cycles
-                    m.next = "TX_DATA"
-                with m.If(src_rf & rf_free):  # the counters must include every pending count
-                    m.d.sync += [rf_addr.eq(ptr), ptr.eq(ptr + 1)]
-                    m.next = "TX_RF_ADDR"
+                    with m.If(bpos == 0):
+                        m.next = "TX_BUS"
+                    with m.Else():
+                        m.next = "TX_WORD"
+                with m.If(src_snap):
+                    with m.If(ptr[0:2] == 0):  # a snapshot per word
+                        m.d.sync += [snap.eq(Mux(selc, cycles, self.status)), selc.eq(1)]
+                    m.next = "TX_SNAP"
+                with m.If(src_mem & rf_free):  # the counters must include every pending count
+                    m.next = "TX_MEM"  # the block RAM answers one cycle after its address (ptr)
 
-            with m.State("TX_RF_ADDR"):
-                m.next = "TX_RF"
-            with m.State("TX_RF"):
-                m.d.sync += [txw.eq(rf_r.data), txn.eq(4)]
-                m.next = "TX_DATA"
-
-            with m.State("TX_ROM"):  # the ROM answers one cycle after its address
-                m.d.sync += [txw.eq(rom_r.data), txn.eq(1)]
-                m.next = "TX_DATA"
-
+            with m.State("TX_MEM"):
+                m.d.sync += obyte.eq(bm_r.data)
+                m.next = "TX_SEND"
+            with m.State("TX_SNAP"):
+                m.d.sync += obyte.eq(snap.word_select(ptr[0:2], 8))
+                m.next = "TX_SEND"
+            with m.State("TX_BUS"):
+                m.d.comb += bus.valid.eq(1)
+                with m.If(bus.ready):
+                    m.d.sync += addr.eq(addr + 1)
+                    m.next = "TX_WAIT"
             with m.State("TX_WAIT"):
                 with m.If(bus.rvalid):
-                    m.d.sync += [txw.eq(bus.rdata), txn.eq(wb)]
-                    m.next = "TX_DATA"
+                    m.d.sync += sh.eq(bus.rdata)
+                    m.next = "TX_WORD"
+            with m.State("TX_WORD"):
+                m.d.sync += [obyte.eq(sh[0:8]), sh.eq(shift_in)]
+                m.d.sync += bpos.eq(Mux(bpos == wbm1, 0, bpos + 1))
+                m.next = "TX_SEND"
 
-            with m.State("TX_CRC0"):
-                m.d.comb += [o.valid.eq(1), o.payload.eq(crc.crc[8:16])]
+            with m.State("TX_SEND"):
+                m.d.comb += [o.valid.eq(1), crc.en.eq(o.ready)]
                 with m.If(o.ready):
-                    m.next = "TX_CRC1"
-            with m.State("TX_CRC1"):
-                m.d.comb += [o.valid.eq(1), o.payload.eq(crc.crc[0:8])]
-                with m.If(o.ready):
-                    m.next = "SYNC"
+                    m.d.sync += [ptr.eq(ptr + 1), rlen.eq(rlen - 1)]
+                    with m.If(rlen == 1):
+                        m.next = "TX_HDR"  # hsel is at the CRC's high byte
+                    with m.Else():
+                        m.next = "TX_FETCH"
         # Ask Yosys for a one-hot state register: its detection skips a register with an initial
-        # value (Amaranth's FSMs all have one), and a binary-coded 25-state next-state function is
-        # the longest path of this block on an iCE40.
+        # value (Amaranth's FSMs all have one).
         fsm.state.attrs["fsm_encoding"] = "one-hot"
         return m
