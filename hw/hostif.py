@@ -23,12 +23,12 @@ import struct
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from quant.config import NPUConfig
 from quant.memmap import Region, check_memory_map, default_memory_map
 
+from .byteram import ByteRAM
 from .crc import CRC16
 
 __all__ = [
@@ -163,6 +163,9 @@ class HostInterface(wiring.Component):
     idle_timeout : int, optional
         Cycles without a byte after which a half-received frame is abandoned. Default: 20 ms of
         ``config.clk_hz``, longer than the gaps a USB-serial adapter leaves inside a frame.
+    ebr_model : bool
+        Build the block RAMs from the simulation model of the iCE40 primitive (hw/byteram.py), to
+        test the iCE40 path in simulation.
 
     Members
     -------
@@ -183,10 +186,11 @@ class HostInterface(wiring.Component):
         Pulse from the UART receiver, counted in the ``FRAMING_ERRORS`` counter.
     """
 
-    def __init__(self, config: NPUConfig, regions=None, *, idle_timeout: int | None = None):
+    def __init__(self, config: NPUConfig, regions=None, *, idle_timeout: int | None = None, ebr_model: bool = False):
         if not isinstance(config, NPUConfig):
             raise TypeError(f"expected an NPUConfig, got {type(config).__name__}")
         self.config = config
+        self.ebr_model = ebr_model
         self.regions: tuple[Region, ...] = check_memory_map(default_memory_map(config) if regions is None else regions)
         self.idle_timeout = max(16, config.clk_hz // 50) if idle_timeout is None else idle_timeout
         if not 4 <= self.idle_timeout < 1 << 32:
@@ -237,26 +241,18 @@ class HostInterface(wiring.Component):
         depth = cnt_base + 4 * Counter.COUNT
         ident = (REG_ID_MAGIC | cfg.protocol_version).to_bytes(4, "little")
         init = list(self.info) + [0] * (reg_base - n_info) + list(ident) + [0] * (depth - reg_base - 4)
-        m.submodules.bytemem = bytemem = Memory(shape=8, depth=depth, init=init)
-        bm_w = bytemem.write_port()
-        bm_r = bytemem.read_port(transparent_for=(bm_w,))
-        # Both ports share one address register and the read port is transparent, so the logic Yosys
-        # wraps around an iCE40 block RAM to emulate Amaranth's read-during-write rule shrinks to a
-        # byte-wide bypass (a read-first port costs three times as much). The link never uses the
-        # data read in a cycle that writes.
+        m.submodules.bytemem = bytemem = ByteRAM(depth, init, model=self.ebr_model)
 
         # Requests and replies never overlap (the protocol is strictly request/reply), so one CRC
         # register serves both directions.
         m.submodules.crc = crc = CRC16()
-        m.submodules.staging = staging = Memory(shape=8, depth=maxp, init=[])
-        st_w = staging.write_port()
-        st_r = staging.read_port(transparent_for=(st_w,))
+        m.submodules.staging = staging = ByteRAM(maxp, model=self.ebr_model)
 
         # -- receive side ----------------------------------------------------------------------
         left = Signal(16)  # payload bytes still to come (loaded with the length bytes)
         cmd = Signal(8)  # also echoed in the reply
         pidx = Signal(range(maxp + 1))  # staging address: payload bytes received / committed
-        m.d.comb += [st_w.addr.eq(pidx), st_r.addr.eq(pidx)]  # one address again: no collision logic
+        m.d.comb += [staging.addr.eq(pidx), staging.wdata.eq(i.payload)]
         oversize = Signal()  # the payload is being skipped (len > max_payload)
         hsel = Signal(8)  # one-hot position in the payload header (bit 7: past it); in a reply, the header byte
         rbyte = Signal(8)  # payload byte 0: region or register index
@@ -301,11 +297,11 @@ class HostInterface(wiring.Component):
         # The byte memory is addressed by the updater while it runs, else by the FSM's pointer; both
         # ports share the address, so the read-during-write logic stays small.
         baddr = Mux(upd != 0, Cat(ub, uidx, Const(cnt_base >> 6)), ptr)
-        m.d.comb += [bm_w.addr.eq(baddr), bm_r.addr.eq(baddr)]
+        m.d.comb += bytemem.addr.eq(baddr)
         rf_free = Signal()  # the FSM may use the byte memory (no count in flight or pending)
         m.d.comb += rf_free.eq((upd == 0) & ~pend_reply & ~pend_frame & ~pend_sync)
         pick = Mux(pend_reply, rstatus, Mux(pend_frame, Counter.FRAMING_ERRORS, Counter.SYNC_DISCARDS))
-        m.d.comb += bm_w.data.eq(st_r.data)  # a register write copies a staging byte
+        m.d.comb += bytemem.wdata.eq(staging.rdata)  # a register write copies a staging byte
         with m.Switch(upd):
             with m.Case(0):
                 with m.If(pend_reply | pend_frame | pend_sync):
@@ -319,8 +315,8 @@ class HostInterface(wiring.Component):
             with m.Case(1):
                 m.d.sync += upd.eq(2)
             with m.Case(2):
-                m.d.comb += [bm_w.data.eq(bm_r.data + 1), bm_w.en.eq(1)]
-                with m.If((bm_r.data == 0xFF) & (ub != 3)):
+                m.d.comb += [bytemem.wdata.eq(bytemem.rdata + 1), bytemem.we.eq(1)]
+                with m.If((bytemem.rdata == 0xFF) & (ub != 3)):
                     m.d.sync += [ub.eq(ub + 1), upd.eq(1)]
                 with m.Else():
                     m.d.sync += upd.eq(0)
@@ -417,7 +413,7 @@ class HostInterface(wiring.Component):
                 # An oversize payload cannot be buffered: it is skipped (and its CRC after it), and
                 # the reply is OVERSIZE, also when the frame stops early.
                 rx_state("PAYLOAD")
-                m.d.comb += [st_w.data.eq(i.payload), st_w.en.eq(i.valid & ~oversize)]
+                m.d.comb += staging.we.eq(i.valid & ~oversize)
                 with m.If(i.valid):
                     m.d.sync += [
                         pidx.eq(pidx + 1),
@@ -583,15 +579,15 @@ class HostInterface(wiring.Component):
                     reply(code)
 
             # WRITE_REG to USERn: the value's four staging bytes -> the byte memory and the copy.
-            with m.State("REG_RD"):  # st_r.data shows the staging byte at pidx from the next cycle
+            with m.State("REG_RD"):  # staging.rdata shows the staging byte at pidx from the next cycle
                 with m.If(rf_free):  # and the updater cannot start in REG_WR's cycle: nothing is pending
                     m.next = "REG_WR"
             with m.State("REG_WR"):
-                m.d.comb += bm_w.en.eq(1)
+                m.d.comb += bytemem.we.eq(1)
                 with m.Switch(Cat(ptr[0:2], rbyte[0:3])):
                     for k in range(4 * N_USER_REGS):
                         with m.Case(k):
-                            m.d.sync += user[k // 4].word_select(k % 4, 8).eq(st_r.data)
+                            m.d.sync += user[k // 4].word_select(k % 4, 8).eq(staging.rdata)
                 m.d.sync += [ptr.eq(ptr + 1), pidx.eq(pidx + 1)]
                 with m.If(ptr[0:2] == 3):
                     m.next = "DONE"
@@ -605,7 +601,7 @@ class HostInterface(wiring.Component):
             # WRITE_MEM commit: staging bytes -> a word (shifted into sh from the top, padded to
             # its width) -> bus, only after every check passed. Bytes above the region's word
             # are stale; the memory ignores them.
-            shift_in = Cat(sh[8:], st_r.data)
+            shift_in = Cat(sh[8:], staging.rdata)
             with m.State("COMMIT_RD"):  # the staging byte at pidx is read (or a pad byte shifted)
                 with m.If(j <= wbm1):
                     m.next = "COMMIT_CAP"
@@ -675,7 +671,7 @@ class HostInterface(wiring.Component):
                     m.next = "TX_MEM"  # the block RAM answers one cycle after its address (ptr)
 
             with m.State("TX_MEM"):
-                m.d.sync += obyte.eq(bm_r.data)
+                m.d.sync += obyte.eq(bytemem.rdata)
                 m.next = "TX_SEND"
             with m.State("TX_SNAP"):
                 m.d.sync += obyte.eq(snap.word_select(ptr[0:2], 8))

@@ -40,6 +40,8 @@ class LinkTestTop(wiring.Component):
         False: byte streams ``rx``/``tx`` straight into the host interface (fast simulation).
     idle_timeout : int, optional
         Passed to :class:`HostInterface`.
+    ebr_model : bool
+        Passed to :class:`HostInterface`: its block RAMs as the model of the iCE40 primitive.
 
     Members
     -------
@@ -49,8 +51,17 @@ class LinkTestTop(wiring.Component):
         Request and reply bytes (``uart=False``).
     """
 
-    def __init__(self, config: NPUConfig, regions=None, *, uart: bool = False, idle_timeout: int | None = None):
+    def __init__(
+        self,
+        config: NPUConfig,
+        regions=None,
+        *,
+        uart: bool = False,
+        idle_timeout: int | None = None,
+        ebr_model: bool = False,
+    ):
         self.config = config
+        self.ebr_model = ebr_model
         self.regions = check_memory_map(default_memory_map(config) if regions is None else regions)
         self.uart = uart
         self.idle_timeout = idle_timeout
@@ -63,7 +74,9 @@ class LinkTestTop(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self.config
-        m.submodules.hostif = hostif = HostInterface(cfg, self.regions, idle_timeout=self.idle_timeout)
+        m.submodules.hostif = hostif = HostInterface(
+            cfg, self.regions, idle_timeout=self.idle_timeout, ebr_model=self.ebr_model
+        )
         if self.uart:
             m.submodules.uart_rx = urx = UARTRx(clk_hz=cfg.clk_hz, baud=cfg.baud)
             m.submodules.uart_tx = utx = UARTTx(clk_hz=cfg.clk_hz, baud=cfg.baud)

@@ -10,14 +10,14 @@ FUZZ_CONFIG = NPUConfig(act_depth=64, weight_depth=128, chan_depth=32, max_paylo
 FUZZ_TIMEOUT = 64
 
 
-def run_fuzz(frames: int, seed: int, report=None):
+def run_fuzz(frames: int, seed: int, report=None, *, ebr_model: bool = False):
     cfg = FUZZ_CONFIG
-    params = {"config": cfg.to_dict(), "idle_timeout": FUZZ_TIMEOUT}
+    params = {"config": cfg.to_dict(), "idle_timeout": FUZZ_TIMEOUT, "ebr_model": ebr_model}
     bench = dict(params, frames=frames, seed=seed, report=str(report) if report else None)
     run_cocotb(
-        "linkfuzz",
+        "linkfuzz_ebr" if ebr_model else "linkfuzz",
         params,
-        lambda: LinkTestTop(cfg, idle_timeout=FUZZ_TIMEOUT),
+        lambda: LinkTestTop(cfg, idle_timeout=FUZZ_TIMEOUT, ebr_model=ebr_model),
         "link_fuzz_bench",
         bench_params=bench,
     )
@@ -31,3 +31,11 @@ def test_fuzz_10000_frames(tmp_path):
     # The counters account for everything: one reply per request that reached the parser's end.
     c = r["counters"]
     assert c["bad_crc"] > 100 and c["timeout"] > 100 and c["oversize"] > 50 and c["sync_discards"] > 1000
+
+
+def test_fuzz_through_the_ice40_block_ram_model(tmp_path):
+    """The iCE40 path of hw/byteram.py (SB_RAM40_4K wiring, packed INFO/ID contents) behaves the same."""
+    report = tmp_path / "fuzz.json"
+    run_fuzz(2_000, seed=11, report=report, ebr_model=True)
+    r = json.loads(report.read_text())
+    assert r["bursts"] >= 2_000 and r["mismatches"] == 0 and r["kinds"]["valid"] > 500
