@@ -249,7 +249,11 @@ class HostInterface(wiring.Component):
         m.submodules.staging = staging = ByteRAM(maxp, model=self.ebr_model)
 
         # -- receive side ----------------------------------------------------------------------
-        left = Signal(16)  # payload bytes still to come (loaded with the length bytes)
+        # payload bytes still to come (loaded with the length bytes); later the reply length, counted
+        # up for READ_MEM and down while the reply payload goes out
+        left = Signal(16)
+        left_up = Signal()
+        left_step = (left + Cat(Const(1, 1), Mux(left_up, 0, 0x7FFF)))[:16]
         cmd = Signal(8)  # also echoed in the reply
         pidx = Signal(range(maxp + 1))  # staging address: payload bytes received / committed
         m.d.comb += [staging.addr.eq(pidx), staging.wdata.eq(i.payload)]
@@ -259,11 +263,10 @@ class HostInterface(wiring.Component):
         addr = Signal(aw)  # word address (the low bits of payload bytes 1..4); counts up while accessing
         addr_hi = Signal()  # address bits above aw are set
         val0 = Signal()  # bit 0 of a WRITE_REG value (CONTROL: start)
-        cnt = Signal(nw)  # READ_MEM count (payload bytes 5..6), low bits
-        cnt_hi = Signal()  # ... and its bits above them are set
+        cnt_hi = Signal()  # bits of the READ_MEM count above `words` are set
         wbm1 = Signal(range(max_wb))  # word bytes of the addressed region, minus one
         bpos = Signal(range(max_wb))  # byte within the current word
-        words = Signal(range(maxp + 1))  # whole data words (WRITE_MEM payload, READ_MEM count)
+        words = Signal(range(maxp + 1))  # WRITE_MEM: whole data words received; READ_MEM: the count (low bits)
         len0, len1, len5, len7, len_ge5 = Signal(), Signal(), Signal(), Signal(), Signal()
         idle = Signal(range(self.idle_timeout + 1))
 
@@ -271,12 +274,14 @@ class HostInterface(wiring.Component):
         crc_ok = Signal()
         is_info, is_start, is_status, is_errors = Signal(), Signal(), Signal(), Signal()
         is_wmem, is_rmem, is_wreg, is_rreg = Signal(), Signal(), Signal(), Signal()
+        # one adder: a WRITE_MEM payload counts its words up, a READ_MEM reply its count down
+        words_step = (words + Mux(is_rmem, (1 << len(words)) - 1, 1))[: len(words)]
         region_ok, aligned, count_bad, depth_ok = Signal(), Signal(), Signal(), Signal()
+        over, no_words = Signal(), Signal()  # READ_MEM length count: past max_payload / all words counted
         end = Signal(max(aw, nw) + 1)  # one past the last word accessed
 
         # -- reply side ------------------------------------------------------------------------
         rstatus = Signal(4)
-        rlen = Signal(max(n_info, maxp + 1, 4 * Counter.COUNT, 8).bit_length())  # reply bytes; counts down
         obyte = Signal(8)  # the byte on o_stream (registered)
         m.d.comb += o.payload.eq(obyte)
         sh = Signal(8 * max_wb)  # a memory word: read from the bus, or assembled from staging bytes
@@ -403,7 +408,19 @@ class HostInterface(wiring.Component):
                     len_ge5.eq(~hi0 | (lo >= 5)),
                 ]
                 with m.If(i.valid):
-                    m.d.sync += [cmd.eq(i.payload), oversize.eq(left > maxp)]
+                    c = i.payload
+                    m.d.sync += [
+                        cmd.eq(c),
+                        oversize.eq(left > maxp),
+                        is_info.eq(c == Command.INFO),
+                        is_start.eq(c == Command.START),
+                        is_status.eq(c == Command.STATUS),
+                        is_errors.eq(c == Command.ERRORS),
+                        is_wmem.eq(c == Command.WRITE_MEM),
+                        is_rmem.eq(c == Command.READ_MEM),
+                        is_wreg.eq(c == Command.WRITE_REG),
+                        is_rreg.eq(c == Command.READ_REG),
+                    ]
                     with m.If(left == 0):
                         m.next = "CRC0"
                     with m.Else():
@@ -417,7 +434,7 @@ class HostInterface(wiring.Component):
                 with m.If(i.valid):
                     m.d.sync += [
                         pidx.eq(pidx + 1),
-                        left.eq(left - 1),
+                        left.eq(left_step),
                         hsel.eq(Cat(Const(0, 1), hsel[0:6], hsel[6] | hsel[7])),
                     ]
                     with m.If(hsel[0]):
@@ -431,13 +448,14 @@ class HostInterface(wiring.Component):
                             capture(addr, addr_hi, 8 * b)
                             if b == 0:
                                 m.d.sync += val0.eq(i.payload[0])
-                    for b in range(2):
-                        with m.If(hsel[5 + b]):
-                            capture(cnt, cnt_hi, 8 * b)
-                    with m.If(hsel[5] | hsel[6] | hsel[7]):
+                    with m.If(is_rmem):  # the count
+                        for b in range(2):
+                            with m.If(hsel[5 + b]):
+                                capture(words, cnt_hi, 8 * b)
+                    with m.Elif(hsel[5] | hsel[6] | hsel[7]):
                         # Count whole data words as they arrive (a WRITE_MEM length check without a divider).
                         with m.If(bpos == wbm1):
-                            m.d.sync += [bpos.eq(0), words.eq(words + 1)]
+                            m.d.sync += [bpos.eq(0), words.eq(words_step)]
                         with m.Else():
                             m.d.sync += bpos.eq(bpos + 1)
                     with m.If(left == 1):
@@ -451,61 +469,57 @@ class HostInterface(wiring.Component):
                     m.next = "ABORT"
 
             with m.State("ABORT"):  # the frame stopped arriving, or an oversize one was skipped
-                m.d.sync += rlen.eq(0)
+                m.d.sync += left.eq(0)
                 reply(Mux(oversize, Status.OVERSIZE, Status.TIMEOUT))
 
             # -- checks, registered one by one so the decision itself is a short priority chain ---
             with m.State("CHECK"):
-                rmem, rreg = cmd == Command.READ_MEM, cmd == Command.READ_REG
-                live = rreg & ((rbyte == Reg.STATUS) | (rbyte == Reg.CYCLES))
+                live = is_rreg & ((rbyte == Reg.STATUS) | (rbyte == Reg.CYCLES))
                 m.d.sync += [
                     crc_ok.eq(crc.zero),
-                    is_info.eq(cmd == Command.INFO),
-                    is_start.eq(cmd == Command.START),
-                    is_status.eq(cmd == Command.STATUS),
-                    is_errors.eq(cmd == Command.ERRORS),
-                    is_wmem.eq(cmd == Command.WRITE_MEM),
-                    is_rmem.eq(rmem),
-                    is_wreg.eq(cmd == Command.WRITE_REG),
-                    is_rreg.eq(rreg),
+                    count_bad.eq((words == 0) | cnt_hi),
+                    over.eq(0),
+                    no_words.eq(0),
                     region_ok.eq(rbyte < n_reg),
                     aligned.eq((bpos == 0) & (words != 0)),
-                    src_bus.eq(rmem),
-                    src_snap.eq((cmd == Command.STATUS) | live),
-                    src_mem.eq(~rmem & (cmd != Command.STATUS) & ~live),
-                    selc.eq(rreg & (rbyte == Reg.CYCLES)),
-                    rlen.eq(
-                        Mux(cmd == Command.INFO, n_info, 0)
-                        | Mux(cmd == Command.STATUS, 8, 0)
-                        | Mux(cmd == Command.ERRORS, 4 * Counter.COUNT, 0)
-                        | Mux(rreg, 4, 0)
+                    src_bus.eq(is_rmem),
+                    src_snap.eq(is_status | live),
+                    src_mem.eq(~is_rmem & ~is_status & ~live),
+                    selc.eq(is_rreg & (rbyte == Reg.CYCLES)),
+                    bpos.eq(0),
+                    # the reply length if OK (READ_MEM: counted in LENGTH)
+                    left.eq(
+                        Mux(is_info, n_info, 0)
+                        | Mux(is_status, 8, 0)
+                        | Mux(is_errors, 4 * Counter.COUNT, 0)
+                        | Mux(is_rreg, 4, 0)
                     ),
                 ]
-                with m.If(rmem):  # the READ_MEM reply length is counted out in LENGTH
-                    m.d.sync += [words.eq(0), bpos.eq(0)]
-                m.next = "LENGTH"
-
-            # READ_MEM: count reply bytes a word at a time up to `count` words; stopping past
-            # max_payload is the "count > max_payload / word_bytes" check, without a divider.
-            with m.State("LENGTH"):
-                with m.If(~is_rmem | ((words == cnt) & ~cnt_hi) | (rlen > maxp)):
-                    m.next = "ADD"
-                with m.Else():
-                    m.d.sync += rlen.eq(rlen + 1)
-                    with m.If(bpos == wbm1):
-                        m.d.sync += [bpos.eq(0), words.eq(words + 1)]
-                    with m.Else():
-                        m.d.sync += bpos.eq(bpos + 1)
-            with m.State("ADD"):
-                m.d.sync += end.eq(addr + words)
                 m.next = "RANGE"
-            with m.State("RANGE"):
-                m.d.sync += [count_bad.eq(((cnt == 0) & ~cnt_hi) | (rlen > maxp)), depth_ok.eq(0)]
+
+            with m.State("RANGE"):  # one past the last word accessed, against the region's depth
+                last = addr + words
+                m.d.sync += [end.eq(last), depth_ok.eq(0)]
                 with m.Switch(rbyte[:rb]):
                     for r_id, r in enumerate(regions):
                         with m.Case(r_id):
-                            m.d.sync += depth_ok.eq(~addr_hi & (end <= r.depth))
-                m.next = "DECIDE"
+                            m.d.sync += depth_ok.eq(~addr_hi & (last <= r.depth))
+                m.next = "LENGTH"
+
+            # READ_MEM: count the reply bytes, a word at a time, until `count` words are done; running
+            # past max_payload is the "count > max_payload / word_bytes" check, without a divider.
+            # Both stop conditions are registered a step ahead (they are off the FSM's path).
+            with m.State("LENGTH"):
+                with m.If(~is_rmem | count_bad | over | no_words):
+                    m.d.sync += count_bad.eq(count_bad | over)
+                    m.next = "DECIDE"
+                with m.Else():
+                    m.d.comb += left_up.eq(1)
+                    m.d.sync += [left.eq(left_step), over.eq(left >= maxp)]
+                    with m.If(bpos == wbm1):
+                        m.d.sync += [bpos.eq(0), words.eq(words_step), no_words.eq(words == 1)]
+                    with m.Else():
+                        m.d.sync += bpos.eq(bpos + 1)
 
             # The decision is a priority chain over the registered checks (docs/protocol.md order).
             code = Signal(4)
@@ -575,7 +589,7 @@ class HostInterface(wiring.Component):
                 with m.Else():
                     m.d.sync += self.start.eq(do_start)
                     with m.If(code != Status.OK):
-                        m.d.sync += rlen.eq(0)
+                        m.d.sync += left.eq(0)
                     reply(code)
 
             # WRITE_REG to USERn: the value's four staging bytes -> the byte memory and the copy.
@@ -595,7 +609,7 @@ class HostInterface(wiring.Component):
                     m.next = "REG_RD"
 
             with m.State("DONE"):  # a write has been carried out
-                m.d.sync += rlen.eq(0)
+                m.d.sync += left.eq(0)
                 reply(Status.OK)
 
             # WRITE_MEM commit: staging bytes -> a word (shifted into sh from the top, padded to
@@ -631,8 +645,8 @@ class HostInterface(wiring.Component):
                     m.d.comb += crc.clear.eq(1)
                 misc = (
                     Const(SYNC_REPLY, 8),
-                    rlen[0:8],
-                    rlen[8:16],
+                    left[0:8],
+                    left[8:16],
                     cmd,
                     rstatus,
                     crc.crc[8:16],
@@ -652,7 +666,7 @@ class HostInterface(wiring.Component):
                         m.next = "SYNC"
                     with m.Elif(~hsel[4]):
                         m.next = "TX_HDR"
-                    with m.Elif(rlen != 0):
+                    with m.Elif(left != 0):
                         m.next = "TX_FETCH"
                     with m.Else():
                         m.next = "TX_HDR"
@@ -662,20 +676,13 @@ class HostInterface(wiring.Component):
                     with m.If(bpos == 0):
                         m.next = "TX_BUS"
                     with m.Else():
-                        m.next = "TX_WORD"
+                        m.next = "TX_LOAD"
                 with m.If(src_snap):
                     with m.If(ptr[0:2] == 0):  # a snapshot per word
                         m.d.sync += [snap.eq(Mux(selc, cycles, self.status)), selc.eq(1)]
-                    m.next = "TX_SNAP"
+                    m.next = "TX_LOAD"
                 with m.If(src_mem & rf_free):  # the counters must include every pending count
-                    m.next = "TX_MEM"  # the block RAM answers one cycle after its address (ptr)
-
-            with m.State("TX_MEM"):
-                m.d.sync += obyte.eq(bytemem.rdata)
-                m.next = "TX_SEND"
-            with m.State("TX_SNAP"):
-                m.d.sync += obyte.eq(snap.word_select(ptr[0:2], 8))
-                m.next = "TX_SEND"
+                    m.next = "TX_LOAD"  # the block RAM answers one cycle after its address (ptr)
             with m.State("TX_BUS"):
                 m.d.comb += bus.valid.eq(1)
                 with m.If(bus.ready):
@@ -684,17 +691,17 @@ class HostInterface(wiring.Component):
             with m.State("TX_WAIT"):
                 with m.If(bus.rvalid):
                     m.d.sync += sh.eq(bus.rdata)
-                    m.next = "TX_WORD"
-            with m.State("TX_WORD"):
-                m.d.sync += [obyte.eq(sh[0:8]), sh.eq(shift_in)]
-                m.d.sync += bpos.eq(Mux(bpos == wbm1, 0, bpos + 1))
+                    m.next = "TX_LOAD"
+            with m.State("TX_LOAD"):
+                m.d.sync += obyte.eq(Mux(src_mem, bytemem.rdata, Mux(src_snap, snap.word_select(ptr[0:2], 8), sh[0:8])))
+                m.d.sync += [sh.eq(shift_in), bpos.eq(Mux(bpos == wbm1, 0, bpos + 1))]
                 m.next = "TX_SEND"
 
             with m.State("TX_SEND"):
                 m.d.comb += [o.valid.eq(1), crc.en.eq(o.ready)]
                 with m.If(o.ready):
-                    m.d.sync += [ptr.eq(ptr + 1), rlen.eq(rlen - 1)]
-                    with m.If(rlen == 1):
+                    m.d.sync += [ptr.eq(ptr + 1), left.eq(left_step)]
+                    with m.If(left == 1):
                         m.next = "TX_HDR"  # hsel is at the CRC's high byte
                     with m.Else():
                         m.next = "TX_FETCH"
