@@ -277,11 +277,13 @@ class HostInterface(wiring.Component):
         # one adder: a WRITE_MEM payload counts its words up, a READ_MEM reply its count down
         words_step = (words + Mux(is_rmem, (1 << len(words)) - 1, 1))[: len(words)]
         region_ok, aligned, count_bad, depth_ok = Signal(), Signal(), Signal(), Signal()
+        reg_user, reg_ctl, reg_exists = Signal(), Signal(), Signal()
         over, no_words = Signal(), Signal()  # READ_MEM length count: past max_payload / all words counted
         end = Signal(max(aw, nw) + 1)  # one past the last word accessed
 
         # -- reply side ------------------------------------------------------------------------
         rstatus = Signal(4)
+        ok = rstatus == Status.OK
         obyte = Signal(8)  # the byte on o_stream (registered)
         m.d.comb += o.payload.eq(obyte)
         sh = Signal(8 * max_wb)  # a memory word: read from the bus, or assembled from staging bytes
@@ -469,7 +471,6 @@ class HostInterface(wiring.Component):
                     m.next = "ABORT"
 
             with m.State("ABORT"):  # the frame stopped arriving, or an oversize one was skipped
-                m.d.sync += left.eq(0)
                 reply(Mux(oversize, Status.OVERSIZE, Status.TIMEOUT))
 
             # -- checks, registered one by one so the decision itself is a short priority chain ---
@@ -478,6 +479,9 @@ class HostInterface(wiring.Component):
                 m.d.sync += [
                     crc_ok.eq(crc.zero),
                     count_bad.eq((words == 0) | cnt_hi),
+                    reg_user.eq(rbyte[3:8] == Reg.USER >> 3),
+                    reg_ctl.eq(rbyte == Reg.CONTROL),
+                    reg_exists.eq(rbyte < N_REGS),
                     over.eq(0),
                     no_words.eq(0),
                     region_ok.eq(rbyte < n_reg),
@@ -495,9 +499,7 @@ class HostInterface(wiring.Component):
                         | Mux(is_rreg, 4, 0)
                     ),
                 ]
-                m.next = "RANGE"
-
-            with m.State("RANGE"):  # one past the last word accessed, against the region's depth
+                # one past the last word accessed, against the region's depth
                 last = addr + words
                 m.d.sync += [end.eq(last), depth_ok.eq(0)]
                 with m.Switch(rbyte[:rb]):
@@ -525,7 +527,6 @@ class HostInterface(wiring.Component):
             code = Signal(4)
             go_commit, go_regwr, do_start = Signal(), Signal(), Signal()
             with m.State("DECIDE"):
-                reg_user = rbyte[3:8] == Reg.USER >> 3
                 with m.If(~crc_ok):
                     m.d.comb += code.eq(Status.BAD_CRC)
                 with m.Elif(is_info | is_start | is_status | is_errors):
@@ -556,7 +557,7 @@ class HostInterface(wiring.Component):
                 with m.Elif(is_wreg):
                     with m.If(~len5):
                         m.d.comb += code.eq(Status.BAD_LENGTH)
-                    with m.Elif((rbyte != Reg.CONTROL) & ~reg_user):
+                    with m.Elif(~reg_ctl & ~reg_user):
                         m.d.comb += code.eq(Status.BAD_REGISTER)
                     with m.Elif(~reg_user):  # CONTROL: bit 0 pulses start
                         m.d.comb += do_start.eq(val0)
@@ -565,7 +566,7 @@ class HostInterface(wiring.Component):
                 with m.Elif(is_rreg):
                     with m.If(~len1):
                         m.d.comb += code.eq(Status.BAD_LENGTH)
-                    with m.Elif(rbyte >= N_REGS):
+                    with m.Elif(~reg_exists):
                         m.d.comb += code.eq(Status.BAD_REGISTER)
                 with m.Else():
                     m.d.comb += code.eq(Status.UNKNOWN_CMD)
@@ -588,9 +589,7 @@ class HostInterface(wiring.Component):
                     m.next = "REG_RD"
                 with m.Else():
                     m.d.sync += self.start.eq(do_start)
-                    with m.If(code != Status.OK):
-                        m.d.sync += left.eq(0)
-                    reply(code)
+                    reply(code)  # (a refusal has no payload: `left` only counts when the status is OK)
 
             # WRITE_REG to USERn: the value's four staging bytes -> the byte memory and the copy.
             with m.State("REG_RD"):  # staging.rdata shows the staging byte at pidx from the next cycle
@@ -608,8 +607,7 @@ class HostInterface(wiring.Component):
                 with m.Else():
                     m.next = "REG_RD"
 
-            with m.State("DONE"):  # a write has been carried out
-                m.d.sync += left.eq(0)
+            with m.State("DONE"):  # a write has been carried out (`left` is 0)
                 reply(Status.OK)
 
             # WRITE_MEM commit: staging bytes -> a word (shifted into sh from the top, padded to
@@ -645,8 +643,8 @@ class HostInterface(wiring.Component):
                     m.d.comb += crc.clear.eq(1)
                 misc = (
                     Const(SYNC_REPLY, 8),
-                    left[0:8],
-                    left[8:16],
+                    Mux(ok, left[0:8], 0),
+                    Mux(ok, left[8:16], 0),
                     cmd,
                     rstatus,
                     crc.crc[8:16],
@@ -666,7 +664,7 @@ class HostInterface(wiring.Component):
                         m.next = "SYNC"
                     with m.Elif(~hsel[4]):
                         m.next = "TX_HDR"
-                    with m.Elif(left != 0):
+                    with m.Elif(ok & (left != 0)):
                         m.next = "TX_FETCH"
                     with m.Else():
                         m.next = "TX_HDR"

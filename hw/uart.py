@@ -72,8 +72,9 @@ class UARTRx(wiring.Component):
         votes = Signal(2)  # ones seen among the three samples around mid-cell
         shreg = Signal(8)
         busy = Signal()
-        # The three samples sit at half-1, half, half+1; the decision is taken at half+1.
-        in_window = (count >= half - 1) & (count <= half + 1)
+        # The three samples sit at half-1, half, half+1; the decision is taken at half+1 (equality
+        # compares: no carry chains).
+        sample = (count == half - 1) | (count == half)
         decide = count == half + 1
         value = (votes + line) >= 2  # majority, including this cycle's sample
 
@@ -88,7 +89,7 @@ class UARTRx(wiring.Component):
             m.d.sync += count.eq(count + 1)
             with m.If(count == d - 1):
                 m.d.sync += [count.eq(0), bit.eq(bit + 1), votes.eq(0)]
-            with m.If(in_window & ~decide):
+            with m.If(sample):
                 m.d.sync += votes.eq(votes + line)
             with m.If(decide):
                 with m.If(bit == 0):
