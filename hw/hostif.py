@@ -230,7 +230,6 @@ class HostInterface(wiring.Component):
         n_reg = len(regions)
         max_wb = max(r.word_bytes for r in regions)
         aw, rb = self.addr_width, self.region_bits
-        nw = maxp.bit_length()  # a word count that passes the length checks fits in nw bits
         n_info = len(self.info)
 
         # One byte-wide block RAM holds the INFO reply, the 16 registers (4 bytes each: the ID, the
@@ -274,12 +273,13 @@ class HostInterface(wiring.Component):
         crc_ok = Signal()
         is_info, is_start, is_status, is_errors = Signal(), Signal(), Signal(), Signal()
         is_wmem, is_rmem, is_wreg, is_rreg = Signal(), Signal(), Signal(), Signal()
-        # one adder: a WRITE_MEM payload counts its words up, a READ_MEM reply its count down
-        words_step = (words + Mux(is_rmem, (1 << len(words)) - 1, 1))[: len(words)]
+        # one adder: a WRITE_MEM payload counts its words up; the READ_MEM length count and the
+        # WRITE_MEM commit count them down
+        words_up = Signal()
+        words_step = (words + Mux(words_up, 1, (1 << len(words)) - 1))[: len(words)]
         region_ok, aligned, count_bad, depth_ok = Signal(), Signal(), Signal(), Signal()
         reg_user, reg_ctl, reg_exists = Signal(), Signal(), Signal()
         over, no_words = Signal(), Signal()  # READ_MEM length count: past max_payload / all words counted
-        end = Signal(max(aw, nw) + 1)  # one past the last word accessed
 
         # -- reply side ------------------------------------------------------------------------
         rstatus = Signal(4)
@@ -432,6 +432,7 @@ class HostInterface(wiring.Component):
                 # An oversize payload cannot be buffered: it is skipped (and its CRC after it), and
                 # the reply is OVERSIZE, also when the frame stops early.
                 rx_state("PAYLOAD")
+                m.d.comb += words_up.eq(1)
                 m.d.comb += staging.we.eq(i.valid & ~oversize)
                 with m.If(i.valid):
                     m.d.sync += [
@@ -501,7 +502,7 @@ class HostInterface(wiring.Component):
                 ]
                 # one past the last word accessed, against the region's depth
                 last = addr + words
-                m.d.sync += [end.eq(last), depth_ok.eq(0)]
+                m.d.sync += depth_ok.eq(0)
                 with m.Switch(rbyte[:rb]):
                     for r_id, r in enumerate(regions):
                         with m.Case(r_id):
@@ -630,8 +631,8 @@ class HostInterface(wiring.Component):
             with m.State("COMMIT_WR"):
                 m.d.comb += bus.valid.eq(1)
                 with m.If(bus.ready):
-                    m.d.sync += [addr.eq(addr + 1), j.eq(0)]
-                    with m.If(addr + 1 == end):
+                    m.d.sync += [addr.eq(addr + 1), j.eq(0), words.eq(words_step)]
+                    with m.If(words == 1):
                         m.next = "DONE"
                     with m.Else():
                         m.next = "COMMIT_RD"
