@@ -292,6 +292,7 @@ class HostInterface(wiring.Component):
         ptr = Signal(range(depth))  # byte memory address of the next reply / register byte
         src_mem, src_snap, src_bus = Signal(), Signal(), Signal()  # where reply payload bytes come from
         j = Signal(range(len(sh) // 8 + 1))  # bytes of the word being assembled
+        jpad = Signal()  # ... all its data bytes are in: pad bytes follow (registered: off the FSM's path)
         cycles = Signal(32)
         # the bus request fields are always driven (only `valid` says when): no gating logic
         m.d.comb += [bus.we.eq(is_wmem), bus.region.eq(rbyte[:rb]), bus.addr.eq(addr), bus.wdata.eq(sh)]
@@ -575,6 +576,7 @@ class HostInterface(wiring.Component):
                 m.d.sync += [
                     bpos.eq(0),
                     j.eq(0),
+                    jpad.eq(0),
                     pidx.eq(Mux(go_regwr, 1, 5)),
                     ptr.eq(
                         Mux(
@@ -616,14 +618,14 @@ class HostInterface(wiring.Component):
             # are stale; the memory ignores them.
             shift_in = Cat(sh[8:], staging.rdata)
             with m.State("COMMIT_RD"):  # the staging byte at pidx is read (or a pad byte shifted)
-                with m.If(j <= wbm1):
+                with m.If(~jpad):
                     m.next = "COMMIT_CAP"
                 with m.Else():
                     m.d.sync += [sh.eq(shift_in), j.eq(j + 1)]
                     with m.If(j == len(sh) // 8 - 1):
                         m.next = "COMMIT_WR"
             with m.State("COMMIT_CAP"):
-                m.d.sync += [sh.eq(shift_in), j.eq(j + 1), pidx.eq(pidx + 1)]
+                m.d.sync += [sh.eq(shift_in), j.eq(j + 1), pidx.eq(pidx + 1), jpad.eq(j == wbm1)]
                 with m.If(j == len(sh) // 8 - 1):
                     m.next = "COMMIT_WR"
                 with m.Else():
@@ -631,7 +633,7 @@ class HostInterface(wiring.Component):
             with m.State("COMMIT_WR"):
                 m.d.comb += bus.valid.eq(1)
                 with m.If(bus.ready):
-                    m.d.sync += [addr.eq(addr + 1), j.eq(0), words.eq(words_step)]
+                    m.d.sync += [addr.eq(addr + 1), j.eq(0), jpad.eq(0), words.eq(words_step)]
                     with m.If(words == 1):
                         m.next = "DONE"
                     with m.Else():

@@ -17,10 +17,10 @@ from amaranth.lib.wiring import In, Out, connect
 from quant.config import NPUConfig
 from quant.memmap import check_memory_map, default_memory_map
 
-from .hostif import HostInterface
+from .hostif import HostInterface, MemBusSignature
 from .uart import UARTRx, UARTTx
 
-__all__ = ["LinkTestTop", "STATUS_BUSY", "STATUS_DONE"]
+__all__ = ["LinkTestTop", "LinkCore", "STATUS_BUSY", "STATUS_DONE"]
 
 STATUS_BUSY = 1 << 0
 STATUS_DONE = 1 << 1
@@ -117,4 +117,46 @@ class LinkTestTop(wiring.Component):
             with m.If(left == 1):
                 m.d.sync += done.eq(1)
         m.d.comb += hostif.status.eq((left != 0) * STATUS_BUSY | done * STATUS_DONE)
+        return m
+
+
+class LinkCore(wiring.Component):
+    """The host link as the NPU instantiates it (UARTs + HostInterface), its design-side ports as ports.
+
+    For area and timing measurements of the link alone (``hw.synth.synthesize(lambda: LinkCore(cfg),
+    ...)``): the memory bus, ``start`` and ``status`` are ports; the USER registers are left
+    unconnected, as in :class:`hw.npu.NPU`, so their flip-flops are not counted.
+
+    Parameters
+    ----------
+    config : NPUConfig
+    regions : sequence of Region, optional
+        Default: the NPU's memory map (:func:`quant.memmap.npu_memory_map`).
+    """
+
+    def __init__(self, config: NPUConfig, regions=None):
+        from quant.memmap import npu_memory_map
+
+        self.config = config
+        self.regions = check_memory_map(npu_memory_map(config) if regions is None else regions)
+        bus = MemBusSignature(  # as HostInterface sizes it
+            region_bits=max(1, (len(self.regions) - 1).bit_length()),
+            addr_width=max(r.addr_width for r in self.regions),
+            data_width=max(r.width for r in self.regions),
+        )
+        super().__init__(
+            {"uart_rx": In(1, init=1), "uart_tx": Out(1, init=1), "bus": Out(bus), "start": Out(1), "status": In(32)}
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        m.submodules.hostif = hostif = HostInterface(cfg, self.regions)
+        m.submodules.uart_rx = urx = UARTRx(clk_hz=cfg.clk_hz, baud=cfg.baud)
+        m.submodules.uart_tx = utx = UARTTx(clk_hz=cfg.clk_hz, baud=cfg.baud)
+        m.d.comb += [urx.rx.eq(self.uart_rx), self.uart_tx.eq(utx.tx), hostif.framing_error.eq(urx.framing_error)]
+        connect(m, urx.o_stream, hostif.i_stream)
+        connect(m, hostif.o_stream, utx.i_stream)
+        connect(m, hostif.bus, wiring.flipped(self.bus))
+        m.d.comb += [self.start.eq(hostif.start), hostif.status.eq(self.status)]
         return m
