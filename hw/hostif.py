@@ -528,6 +528,7 @@ class HostInterface(wiring.Component):
             # The decision is a priority chain over the registered checks (docs/protocol.md order).
             code = Signal(4)
             go_commit, go_regwr, do_start = Signal(), Signal(), Signal()
+            act_commit, act_regwr, act_start = Signal(), Signal(), Signal()
             with m.State("DECIDE"):
                 with m.If(~crc_ok):
                     m.d.comb += code.eq(Status.BAD_CRC)
@@ -577,7 +578,7 @@ class HostInterface(wiring.Component):
                     bpos.eq(0),
                     j.eq(0),
                     jpad.eq(0),
-                    pidx.eq(Mux(go_regwr, 1, 5)),
+                    pidx.eq(Mux(is_wreg, 1, 5)),
                     ptr.eq(
                         Mux(
                             is_errors,
@@ -586,13 +587,17 @@ class HostInterface(wiring.Component):
                         )
                     ),
                 ]
-                with m.If(go_commit):
+                # registered, and acted on in ACT (the chain is this block's longest path)
+                m.d.sync += [rstatus.eq(code), act_commit.eq(go_commit), act_regwr.eq(go_regwr), act_start.eq(do_start)]
+                m.next = "ACT"
+            with m.State("ACT"):
+                with m.If(act_commit):
                     m.next = "COMMIT_RD"
-                with m.Elif(go_regwr):
+                with m.Elif(act_regwr):
                     m.next = "REG_RD"
                 with m.Else():
-                    m.d.sync += self.start.eq(do_start)
-                    reply(code)  # (a refusal has no payload: `left` only counts when the status is OK)
+                    m.d.sync += self.start.eq(act_start)
+                    reply(rstatus)  # (a refusal has no payload: `left` only counts when the status is OK)
 
             # WRITE_REG to USERn: the value's four staging bytes -> the byte memory and the copy.
             with m.State("REG_RD"):  # staging.rdata shows the staging byte at pidx from the next cycle

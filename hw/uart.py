@@ -72,10 +72,11 @@ class UARTRx(wiring.Component):
         votes = Signal(2)  # ones seen among the three samples around mid-cell
         shreg = Signal(8)
         busy = Signal()
-        # The three samples sit at half-1, half, half+1; the decision is taken at half+1 (equality
-        # compares: no carry chains).
-        sample = (count == half - 1) | (count == half)
-        decide = count == half + 1
+        # The three samples sit at half-1, half, half+1; the decision is taken at half+1. Both
+        # flags are registered from the count a cycle earlier (count only steps by one while busy,
+        # and neither is set when a frame ends), so the compares are off the decision's path.
+        sample, decide = Signal(), Signal()
+        m.d.sync += [sample.eq((count == half - 2) | (count == half - 1)), decide.eq(count == half)]
         value = (votes + line) >= 2  # majority, including this cycle's sample
 
         with m.If(self.o_stream.ready):
@@ -85,6 +86,7 @@ class UARTRx(wiring.Component):
         with m.If(~busy):
             with m.If(~line):  # start-bit edge: the cell began this cycle
                 m.d.sync += [busy.eq(1), count.eq(1), bit.eq(0), votes.eq(0)]
+                m.d.sync += [sample.eq(half - 1 == 1), decide.eq(0)]  # the flags for count 1
         with m.Else():
             m.d.sync += count.eq(count + 1)
             with m.If(count == d - 1):
