@@ -98,8 +98,8 @@ def main() -> int:
     lines += [
         "",
         f"Effective upload rate with no turnaround latency: {eff[BAUDS[0]] / 1000:.1f} kB/s at 115200 baud, "
-        f"{eff[BAUDS[1]] / 1000:.0f} kB/s at 3 Mbaud. The device commits a buffered write at 1.5 clocks per "
-        f"payload byte (about 10 us per full frame at 40 MHz), negligible next to the wire.",
+        f"{eff[BAUDS[1]] / 1000:.0f} kB/s at 3 Mbaud. The device commits a buffered write at about 2.25 clocks "
+        f"per payload byte of 32-bit words (about 15 us per full frame at 40 MHz), negligible next to the wire.",
         "",
         "3 Mbaud needs a clock that divides into it within 1 % (e.g. 48 MHz: 16 clocks per bit); at the "
         "default 40 MHz, `uart_divisor` refuses it (13.33 clocks per bit). Frames with a larger "
