@@ -283,7 +283,6 @@ class HostInterface(wiring.Component):
 
         # -- reply side ------------------------------------------------------------------------
         rstatus = Signal(4)
-        ok = rstatus == Status.OK
         obyte = Signal(8)  # the byte on o_stream (registered)
         m.d.comb += o.payload.eq(obyte)
         sh = Signal(8 * max_wb)  # a memory word: read from the bus, or assembled from staging bytes
@@ -299,7 +298,9 @@ class HostInterface(wiring.Component):
 
         # -- error counters: one byte-serial increment at a time, requested by pending bits ------
         pend_reply, pend_frame, pend_sync = Signal(), Signal(), Signal()
-        upd = Signal(2)  # 0 idle, 1 read, 2 add one and write (then the next byte if it carried)
+        upd = Signal(2)  # 0 idle, 1 read, 2 add one, 3 write (then the next byte if it carried)
+        usum = Signal(8)
+        ucarry = Signal()
         uidx = Signal(4)  # counter being incremented
         ub = Signal(2)  # byte of the counter
         # The byte memory is addressed by the updater while it runs, else by the FSM's pointer; both
@@ -322,9 +323,11 @@ class HostInterface(wiring.Component):
                         m.d.sync += pend_sync.eq(0)
             with m.Case(1):
                 m.d.sync += upd.eq(2)
-            with m.Case(2):
-                m.d.comb += [bytemem.wdata.eq(bytemem.rdata + 1), bytemem.we.eq(1)]
-                with m.If((bytemem.rdata == 0xFF) & (ub != 3)):
+            with m.Case(2):  # registered: the block RAM's output is slow on an ECP5
+                m.d.sync += [usum.eq(bytemem.rdata + 1), ucarry.eq(bytemem.rdata == 0xFF), upd.eq(3)]
+            with m.Case(3):
+                m.d.comb += [bytemem.wdata.eq(usum), bytemem.we.eq(1)]
+                with m.If(ucarry & (ub != 3)):
                     m.d.sync += [ub.eq(ub + 1), upd.eq(1)]
                 with m.Else():
                     m.d.sync += upd.eq(0)
@@ -473,6 +476,7 @@ class HostInterface(wiring.Component):
                     m.next = "ABORT"
 
             with m.State("ABORT"):  # the frame stopped arriving, or an oversize one was skipped
+                m.d.sync += left.eq(0)
                 reply(Mux(oversize, Status.OVERSIZE, Status.TIMEOUT))
 
             # -- checks, registered one by one so the decision itself is a short priority chain ---
@@ -597,7 +601,9 @@ class HostInterface(wiring.Component):
                     m.next = "REG_RD"
                 with m.Else():
                     m.d.sync += self.start.eq(act_start)
-                    reply(rstatus)  # (a refusal has no payload: `left` only counts when the status is OK)
+                    with m.If(rstatus != Status.OK):  # a refusal has no payload
+                        m.d.sync += left.eq(0)
+                    reply(rstatus)
 
             # WRITE_REG to USERn: the value's four staging bytes -> the byte memory and the copy.
             with m.State("REG_RD"):  # staging.rdata shows the staging byte at pidx from the next cycle
@@ -651,8 +657,8 @@ class HostInterface(wiring.Component):
                     m.d.comb += crc.clear.eq(1)
                 misc = (
                     Const(SYNC_REPLY, 8),
-                    Mux(ok, left[0:8], 0),
-                    Mux(ok, left[8:16], 0),
+                    left[0:8],
+                    left[8:16],
                     cmd,
                     rstatus,
                     crc.crc[8:16],
@@ -672,7 +678,7 @@ class HostInterface(wiring.Component):
                         m.next = "SYNC"
                     with m.Elif(~hsel[4]):
                         m.next = "TX_HDR"
-                    with m.Elif(ok & (left != 0)):
+                    with m.Elif(left != 0):
                         m.next = "TX_FETCH"
                     with m.Else():
                         m.next = "TX_HDR"
@@ -706,11 +712,13 @@ class HostInterface(wiring.Component):
             with m.State("TX_SEND"):
                 m.d.comb += [o.valid.eq(1), crc.en.eq(o.ready)]
                 with m.If(o.ready):
-                    m.d.sync += [ptr.eq(ptr + 1), left.eq(left_step)]
-                    with m.If(left == 1):
-                        m.next = "TX_HDR"  # hsel is at the CRC's high byte
-                    with m.Else():
-                        m.next = "TX_FETCH"
+                    m.next = "TX_NEXT"
+            with m.State("TX_NEXT"):  # (the counters step a cycle after `ready`: off the UART's path)
+                m.d.sync += [ptr.eq(ptr + 1), left.eq(left_step)]
+                with m.If(left == 1):
+                    m.next = "TX_HDR"  # hsel is at the CRC's high byte
+                with m.Else():
+                    m.next = "TX_FETCH"
         # Ask Yosys for a one-hot state register: its detection skips a register with an initial
         # value (Amaranth's FSMs all have one).
         fsm.state.attrs["fsm_encoding"] = "one-hot"
