@@ -15,6 +15,12 @@ A write request is buffered whole in a staging memory and reaches the bus only a
 every range check passed, so a corrupted or refused request never leaves a partial write. A frame
 that stops arriving (no byte for ``idle_timeout`` cycles) is abandoned with a ``TIMEOUT`` reply
 and the parser goes back to hunting for the sync byte.
+
+The datapath is a byte wide almost everywhere, because the wire gives it thousands of clocks per
+byte: one byte RAM holds the INFO reply, the registers and the error counters (incremented a byte
+at a time), every reply byte passes through one output register, and the one word-wide register
+is the bus word (read from the bus, or assembled from staging bytes). docs/architecture.md has
+the area and timing figures.
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ __all__ = [
     "N_REGS",
     "N_USER_REGS",
     "info_payload",
+    "byte_ram_layout",
+    "link_memories",
 ]
 
 SYNC_REQUEST = 0xA5
@@ -151,6 +159,23 @@ def info_payload(config: NPUConfig, regions, idle_timeout: int) -> bytes:
     return bytes(out)
 
 
+def byte_ram_layout(info_len: int) -> tuple[int, int, int]:
+    """Where the link's byte RAM keeps the 16 registers and the counters, and its depth, in bytes.
+
+    The INFO reply comes first; the register and counter blocks start on 64-byte boundaries, so
+    their addresses are bit fields.
+    """
+    reg_base = -(-info_len // 64) * 64
+    cnt_base = reg_base + 4 * N_REGS
+    return reg_base, cnt_base, cnt_base + 4 * Counter.COUNT
+
+
+def link_memories(config: NPUConfig, regions) -> list[tuple[str, int, int]]:
+    """The host link's block RAMs as (name, depth, width): the staging buffer and the byte RAM."""
+    info_len = len(info_payload(config, check_memory_map(regions), 0))
+    return [("link staging", config.max_payload, 8), ("link byte RAM", byte_ram_layout(info_len)[2], 8)]
+
+
 class HostInterface(wiring.Component):
     """Framed host protocol over a byte stream, mastering a memory bus and a register file.
 
@@ -235,9 +260,7 @@ class HostInterface(wiring.Component):
         # One byte-wide block RAM holds the INFO reply, the 16 registers (4 bytes each: the ID, the
         # reserved zeros, USER0..7; STATUS and CYCLES are read live) and the error counters. Both
         # bases are 64-aligned, so a register or counter address is a bit field, not a sum.
-        reg_base = -(-n_info // 64) * 64
-        cnt_base = reg_base + 64
-        depth = cnt_base + 4 * Counter.COUNT
+        reg_base, cnt_base, depth = byte_ram_layout(n_info)
         ident = (REG_ID_MAGIC | cfg.protocol_version).to_bytes(4, "little")
         init = list(self.info) + [0] * (reg_base - n_info) + list(ident) + [0] * (depth - reg_base - 4)
         m.submodules.bytemem = bytemem = ByteRAM(depth, init, model=self.ebr_model)
