@@ -111,10 +111,7 @@ NPU_MODEL: dict = {
         "ffs_per_acc_bit": 6.08,
         "dsp": 3,
         "fmax": 20.0,
-        "runs": [
-            "icebreaker-npu4",
-            "icebreaker-npu8"
-        ]
+        "runs": ["icebreaker-npu4", "icebreaker-npu8"],
     },
     "ecp5": {
         "fixed": 2897.7,
@@ -123,11 +120,8 @@ NPU_MODEL: dict = {
         "ffs_per_acc_bit": 7.41,
         "dsp": 3,
         "fmax": 55.0,
-        "runs": [
-            "ulx3s-85f-npu16",
-            "ulx3s-85f-npu8"
-        ]
-    }
+        "runs": ["ulx3s-85f-npu16", "ulx3s-85f-npu8"],
+    },
 }
 # END NPU CALIBRATION
 
@@ -471,7 +465,12 @@ def write_npu_model(model: dict, path: str | Path | None = None) -> None:
     text = path.read_text()
     a, b = text.index(_CAL_BEGIN), text.index(_CAL_END)
     head = text[a : text.index("\n", a) + 1]
-    body = "NPU_MODEL: dict = " + json.dumps(model, indent=4) + "\n"
+    lines = ["NPU_MODEL: dict = {"]  # as ruff formats it, so the file stays formatted
+    for fam, k in model.items():
+        lines.append(f"    {json.dumps(fam)}: {{")
+        lines += [f"        {json.dumps(key)}: {json.dumps(v)}," for key, v in k.items()]
+        lines.append("    },")
+    body = "\n".join(lines) + "\n}\n"
     path.write_text(text[:a] + head + body + text[b:])
     NPU_MODEL.clear()
     NPU_MODEL.update(json.loads(json.dumps(model)))
