@@ -58,7 +58,7 @@ from quant.pwl import PWLTable
 from quant.rnn import CELL_KINDS, lstm_shifts
 
 from .fixed import rshift_round_const, sat
-from .pwl import PWLUnit, round_sat, sat_narrow
+from .pwl import PWLUnit, round_sat, sat_narrow, table_ram
 
 __all__ = ["GateUnit", "TABLE_SIGMOID", "TABLE_TANH", "TABLE_TANH_CELL", "REGION_MN", "REGION_PWL", "REGION_C"]
 
@@ -96,6 +96,7 @@ class GateUnit(wiring.Component):
         acc_width: int | None = None,
         tables: dict[str, PWLTable] | None = None,
         z_in: bool = False,
+        ebr_model: bool = False,
     ):
         if not isinstance(config, NPUConfig):
             raise TypeError(f"expected an NPUConfig, got {type(config).__name__}")
@@ -114,7 +115,9 @@ class GateUnit(wiring.Component):
         init = []
         if tables is not None:
             init = [tables[k] for k in _TABLE_NAMES[:n_tables]]
-        self.pwl = PWLUnit(config, tables=n_tables, init=init)
+        #: the iCE40 memory path (hw/ebr.py's EBR model) on any platform, for tests
+        self.ebr_model = bool(ebr_model)
+        self.pwl = PWLUnit(config, tables=n_tables, init=init, ebr_model=self.ebr_model)
         self.unit_width = _bits(hidden)
         self.offset_width = max(_bits(4 * hidden), self.pwl.addr_width)
         self.addr_width = 2 + self.offset_width
@@ -199,8 +202,9 @@ class GateUnit(wiring.Component):
         # parameter writes
         region = self.p_addr[self.offset_width :]
         offset = self.p_addr[: self.offset_width]
-        m.submodules.cell = cell = Memory(shape=signed(16), depth=Hm, init=[])
-        c_w, c_r = cell.write_port(), cell.read_port(domain="sync")
+        # (hw/pwl.py's table_ram: on iCE40 EBRs without Yosys' read-during-write emulation; the cell
+        # is never read while it is written, see c_r.en below)
+        c_r, c_w = table_ram(m, "cell", 16, Hm, [], platform, model=self.ebr_model)
         if not self.z_in:
             m.submodules.mn = mn = Memory(shape=unsigned(22), depth=4 * Hm, init=[])
             mn_w, mn_r = mn.write_port(), mn.read_port(domain="sync")
@@ -238,7 +242,7 @@ class GateUnit(wiring.Component):
         rq_acc = Signal(signed(aw))
         if not self.z_in:
             m.d.comb += mn_r.addr.eq(rq_issue[:2] * Hm + unit)
-        m.d.comb += c_r.addr.eq(unit)
+        m.d.comb += [c_r.addr.eq(unit), c_r.en.eq(~c_w.en)]  # no read of the word being written
         first = Signal()  # z_in: the sequence's first step, c starts at 0
         rq_prod = Signal(signed(aw + 17))
         rq_n = Signal(6)

@@ -80,14 +80,23 @@ def test_pwl_unit_rejects_bad_config():
         PWLUnit(NPUConfig(pwl_pieces=8), init=[fit_sigmoid(16)])
 
 
-def test_pwl_unit_latency_and_write_port_amaranth_sim():
-    """A short amaranth.sim run: latency as advertised, then a table rewritten through the port."""
+@pytest.mark.parametrize("ebr", [False, True])
+def test_pwl_unit_latency_and_write_port_amaranth_sim(ebr):
+    """A short amaranth.sim run: latency as advertised, then a table rewritten through the port.
+    ``ebr``: the iCE40 memory path (hw/ebr.py's EBR model), whose tables can only be written."""
     cfg = NPUConfig(pwl_pieces=4)
     a, b = fit_sigmoid(4), fit_tanh(4)
-    dut = PWLUnit(cfg, tables=1, init=[a])
+    dut = PWLUnit(cfg, tables=1, init=[] if ebr else [a], ebr_model=ebr)
     seen = []
 
     async def tb(ctx):
+        if ebr:  # EBR primitives without initial contents: load the table through the port
+            for addr, v in dut.table_writes(0, a):
+                ctx.set(dut.w_en, 1)
+                ctx.set(dut.w_addr, addr)
+                ctx.set(dut.w_data, v)
+                await ctx.tick()
+            ctx.set(dut.w_en, 0)
         ctx.set(dut.o_stream.ready, 1)
         ctx.set(dut.i_stream.payload.z, 1234)
         ctx.set(dut.i_stream.valid, 1)
