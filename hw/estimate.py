@@ -97,16 +97,16 @@ MODEL: dict = {
 NPU_BLOCK_SHARES = {"engine": 0.40, "sequencer": 0.36, "link": 0.24}
 #: The LSTM path (the gate unit, hw/rnn.py with hw/pwl.py, and the sequencer's LSTM states), which
 #: the NPU has only when :func:`quant.gate_map.lstm_supported` (square power-of-two arrays from 8x8):
-#: device logic per family (the gate unit built alone in the pin harness, harness removed, plus about
-#: 150 for the sequencer's side), flip-flops (Yosys' count of the gate unit alone), DSPs (its two
+#: device logic per family (the gate unit built alone in the pin harness, 793 LC on the UP5K and 1197
+#: LUT4 on the ECP5-85F, less about 190 of harness, plus about 150 for the sequencer's side), flip-flops (Yosys' count of the gate unit alone), DSPs (its two
 #: 16 x 16 multipliers); its memories are in :func:`npu_buffers`.
-NPU_LSTM = {"ice40": {"logic": 1000, "ffs": 420, "dsp": 2}, "ecp5": {"logic": 1100, "ffs": 520, "dsp": 2}}
+NPU_LSTM = {"ice40": {"logic": 750, "ffs": 320, "dsp": 2}, "ecp5": {"logic": 1100, "ffs": 520, "dsp": 2}}
 
 # BEGIN NPU CALIBRATION (written by `python bench/boards.py --calibrate` from bench/results/boards.json)
 NPU_MODEL: dict = {
     "ice40": {
-        "fixed": 3317.4,
-        "per_acc_bit": 17.48,
+        "fixed": 3354.3,
+        "per_acc_bit": 17.06,
         "ffs_fixed": 1495.9,
         "ffs_per_acc_bit": 6.08,
         "dsp": 3,
@@ -114,13 +114,13 @@ NPU_MODEL: dict = {
         "runs": ["icebreaker-npu4", "icebreaker-npu8"],
     },
     "ecp5": {
-        "fixed": 2897.7,
-        "per_acc_bit": 22.03,
-        "ffs_fixed": 1764.8,
-        "ffs_per_acc_bit": 7.41,
+        "fixed": 3221.1,
+        "per_acc_bit": 20.98,
+        "ffs_fixed": 1740.1,
+        "ffs_per_acc_bit": 7.49,
         "dsp": 3,
         "fmax": 55.0,
-        "runs": ["ulx3s-85f-npu16", "ulx3s-85f-npu8"],
+        "runs": ["ulx3s-85f-npu16", "ulx3s-85f-npu4", "ulx3s-85f-npu8"],
     },
 }
 # END NPU CALIBRATION
