@@ -211,6 +211,13 @@ def table(results: dict) -> str:
             f"{f'{fmax:.1f}' if fmax else '-'} | {timing} | {f'{cfg.pe_count * clock:.0f}' if fits else '-'} | {lat} |"
         )
     lines.append(NOTES)
+    for k, r in results.items():
+        extra = [r[f] for f in ("note",) if r.get(f)]
+        if r.get("synth_opts"):
+            extra.append(f"Yosys synth options: `{r['synth_opts']}`")
+        if extra:
+            lines.append(f"* **{k}**: " + "; ".join(extra))
+    lines.append("")
     paths = [(k, r["critical_path"]) for k, r in results.items() if r.get("critical_path")]
     if paths:
         lines.append("## Critical paths (nextpnr, first path of each placed build)\n")
