@@ -112,6 +112,7 @@ NPU_MODEL: dict = {
         "dsp": 3,
         "fmax": 20.0,
         "runs": ["icebreaker-npu4", "icebreaker-npu8"],
+        "fmax_measured": False,
     },
     "ecp5": {
         "fixed": 3221.1,
@@ -121,6 +122,7 @@ NPU_MODEL: dict = {
         "dsp": 3,
         "fmax": 55.0,
         "runs": ["ulx3s-85f-npu16", "ulx3s-85f-npu4", "ulx3s-85f-npu8"],
+        "fmax_measured": True,
     },
 }
 # END NPU CALIBRATION
@@ -214,7 +216,12 @@ class Estimate:
             lines.append(f"  {k:<8} {v:>7} {have:>7} {pct:>6}{flag}")
         if len(self.blocks) > 1:
             lines.append("  logic by block: " + ", ".join(f"{k} {v}" for k, v in self.blocks.items()))
-        note = "the slowest whole-NPU build of this family" if self.design == "npu" else "floor of the measured builds"
+        if self.design != "npu":
+            note = "floor of the measured builds"
+        elif NPU_MODEL[get_board(self.board).family].get("fmax_measured"):
+            note = "the slowest placed whole-NPU build of this family"
+        else:
+            note = "a guess: no whole NPU of this family has placed yet"
         lines.append(f"  Fmax     about {self.fmax_mhz:.0f} MHz ({note})")
         if self.buffers:
             lines.append("  memories:")
@@ -448,6 +455,7 @@ def fit_npu(boards_json: str | Path) -> dict:
                 k[slope] = round(float(b), 2)
             k[key] = round(float(np.mean(ys - k[slope] * xs)), 1)
         k["dsp"] = int(dsp) if any(r["resources"].get("dsp") for r in mine.values()) else k["dsp"]
+        k["fmax_measured"] = bool(fmax)
         if fmax:
             k["fmax"] = float(int(min(fmax)))
         k["runs"] = list(mine)
@@ -468,7 +476,7 @@ def write_npu_model(model: dict, path: str | Path | None = None) -> None:
     lines = ["NPU_MODEL: dict = {"]  # as ruff formats it, so the file stays formatted
     for fam, k in model.items():
         lines.append(f"    {json.dumps(fam)}: {{")
-        lines += [f"        {json.dumps(key)}: {json.dumps(v)}," for key, v in k.items()]
+        lines += [f"        {json.dumps(key)}: {v if isinstance(v, bool) else json.dumps(v)}," for key, v in k.items()]
         lines.append("    },")
     body = "\n".join(lines) + "\n}\n"
     path.write_text(text[:a] + head + body + text[b:])
