@@ -4,16 +4,20 @@ No tools run (only Python arithmetic), so it answers in well under a second and 
 can refuse a config that cannot fit before Yosys runs. Two designs are modelled:
 
 **The whole NPU** (``design="npu"``, hw/npu.py), block by block, calibrated on whole-NPU nextpnr
-builds (``bench/boards.py``, ``bench/results/boards.json``):
+builds (``bench/boards.py``, ``bench/results/boards.json``; ``python bench/boards.py --calibrate``
+rebuilds them and rewrites :data:`NPU_MODEL` below, ``--fit`` refits from the stored builds):
 
 * the systolic array as below (without the harness);
-* the GEMM engine beside its array: a constant plus a cost per accumulator bit of a row
-  (``cols * acc_width``: the read-modify-write adders and the drain path grow with it);
-* the sequencer and the host link (HostInterface + UART) as constants per family;
-* every NPU memory mapped to block RAM by its shape (:func:`npu_buffers`; on ECP5 a memory of at
-  most 64 words goes to LUT RAM, as Yosys does), so a config whose memories do not fit is refused
-  with ``bram`` named as the short resource;
-* the clock as the slowest measured build of the family (a floor, not a model).
+* the engine, sequencer and host link (HostInterface + UART): a fitted constant per family (split
+  between them by :data:`NPU_BLOCK_SHARES`) plus, in the engine, a fitted cost per accumulator bit
+  of a row (``cols * acc_width``: the read-modify-write adders and the drain path grow with it);
+* the LSTM gate unit (:data:`NPU_LSTM`, from its own builds) when the config has the LSTM path
+  (square power-of-two arrays from 8x8);
+* every NPU memory as the RTL maps it (:func:`npu_buffers`): the UP5K's SPRAMs for the engine's
+  weights and biases, SB_RAM40_4K 256x16 primitives for the collision-free RAMs, block RAM by shape
+  otherwise, LUT RAM for ECP5 memories of at most 64 words; so a config whose memories do not fit is
+  refused with ``bram`` named as the short resource;
+* the clock as the slowest placed build of the family (a floor, not a model).
 
 **The array alone** in the pin harness (``design="array"``), calibrated on ``bench/area.py``
 (``bench/results/area.json``):
