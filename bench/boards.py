@@ -1,11 +1,14 @@
-"""Whole-NPU board builds: per board the NPU configs that fit (and the default one that does not),
-Fmax, peak MAC/s and the digits MLP latency, against the estimator. Writes ``bench/results/boards.md``
-(and the raw figures to ``bench/results/boards.json``, which it keeps between runs).
+"""Whole-NPU board builds: per board the NPU configs that fit (and those that do not), Fmax, peak
+MAC/s and the digits MLP latency, against the estimator. Writes ``bench/results/boards.md`` (and the
+raw figures to ``bench/results/boards.json``, which it keeps between runs). The same builds
+calibrate the estimator's whole-NPU model (hw/estimate.py ``NPU_MODEL``).
 
 Run::
 
-    PYTHONPATH=. python bench/boards.py              # every run (about 30 min on 2 cores)
+    PYTHONPATH=. python bench/boards.py --calibrate  # rebuild every run, refit and write NPU_MODEL
+    PYTHONPATH=. python bench/boards.py              # every run, no refit (about 30 min on 2 cores)
     PYTHONPATH=. python bench/boards.py --only ulx3s-85f-npu8   # one run; the table keeps the others
+    PYTHONPATH=. python bench/boards.py --fit        # refit NPU_MODEL from boards.json, no build
     PYTHONPATH=. python bench/boards.py --table      # only rewrite the table from boards.json
 """
 
@@ -23,16 +26,52 @@ if str(ROOT) not in sys.path:
 
 from quant.config import NPUConfig  # noqa: E402
 
-#: name -> (board, design, config fields, clock MHz). The UP5K's 30 EBRs do not hold the default
-#: memories (feature 1024 x 8 lanes alone takes 16), so its runs shrink them.
-SMALL_MEM = {"act_depth": 256, "weight_depth": 256, "chan_depth": 64, "m_block": 32, "prog_depth": 128}
+#: name -> (board, design, config fields over the board's default config, clock MHz). The UP5K's
+#: default config has small memories (its 30 EBRs do not hold NPUConfig's: the feature memory
+#: alone would take 16); the ULX3S' default is 16x16.
 RUNS: dict[str, tuple[str, str, dict, float]] = {
     "icebreaker-npu8": ("icebreaker", "npu", {}, 40.0),
-    "icebreaker-npu8-smallmem": ("icebreaker", "npu", dict(SMALL_MEM), 40.0),
-    "icebreaker-npu4-smallmem": ("icebreaker", "npu", dict(SMALL_MEM, rows=4, cols=4), 40.0),
-    "icebreaker-npu2-smallmem": ("icebreaker", "npu", dict(SMALL_MEM, rows=2, cols=2), 40.0),
-    "ulx3s-85f-npu8": ("ulx3s-85f", "npu", {}, 100.0),
+    "icebreaker-npu4": ("icebreaker", "npu", {"rows": 4, "cols": 4}, 40.0),
+    "ulx3s-85f-npu8": ("ulx3s-85f", "npu", {"rows": 8, "cols": 8}, 100.0),
+    "ulx3s-85f-npu16": ("ulx3s-85f", "npu", {}, 100.0),
+    "ulx3s-85f-npu4": ("ulx3s-85f", "npu", {"rows": 4, "cols": 4}, 100.0),  # no LSTM path
 }
+
+
+def run_config(name: str) -> NPUConfig:
+    from hw.boards import get_board
+
+    board, _, fields, _ = RUNS[name]
+    return get_board(board).default_config(**fields)
+
+
+def critical_path(tim: Path) -> list[str]:
+    """The first clock's critical path in a nextpnr log: where it starts and ends, its delay, and the
+    lines of our source it goes through (nextpnr's "Defined in"), in order."""
+    import re
+
+    if not tim.exists():
+        return []
+    lines = tim.read_text(errors="replace").splitlines()
+    try:
+        a = next(i for i, ln in enumerate(lines) if "Critical path report for clock" in ln)
+    except StopIteration:
+        return []
+    block = []
+    for ln in lines[a + 1 :]:
+        if "Critical path report" in ln:
+            break
+        block.append(ln.split("Info:", 1)[-1].strip())
+    sources = [ln.split("Source ", 1)[1] for ln in block if "Source " in ln]
+    sinks = [ln.split("Sink ", 1)[1] for ln in block if ln.startswith("Sink ")]
+    total = next((ln for ln in block if "ns logic" in ln), "")
+    ours = []
+    for ln in block:
+        m = re.search(r"((?:hw|quant)/\w+\.py:\d+)", ln)
+        if m and m.group(1) not in ours:
+            ours.append(m.group(1))
+    out = [f"from {sources[0]}" if sources else "", f"to   {sinks[-1]}" if sinks else "", total]
+    return [ln for ln in out if ln] + ([f"via  {', '.join(ours)}"] if ours else [])
 
 
 def digits_mlp_cycles(cfg: NPUConfig) -> int:
@@ -57,7 +96,7 @@ def measure(name: str) -> dict:
     from hw.estimate import estimate
 
     board, design, fields, mhz = RUNS[name]
-    cfg = NPUConfig(**fields)
+    cfg = run_config(name)
     est = estimate(cfg, board, design=design)
     out = {"board": board, "design": design, "config": cfg.to_dict(), "clock_mhz": mhz}
     out["estimate"] = est.as_resources() | {"blocks": est.blocks}
@@ -65,7 +104,7 @@ def measure(name: str) -> dict:
     built = False
     if est.fits:
         try:
-            rep = build(cfg, board, mhz, ROOT / "build" / "boards" / name, design=design)
+            rep = build(cfg, board, mhz, ROOT / "build" / "boards" / name, design=design, progress=False)
             built = True
         except TimingError as e:
             rep, built = e.report, True
@@ -73,8 +112,10 @@ def measure(name: str) -> dict:
             print(f"build failed ({e}); measuring in the harness", flush=True)
     if built:
         out.update(fits=True, resources=rep.resources, fmax_mhz=rep.fmax, timing_met=rep.timing_met)
+        out.update(synth_opts=rep.synth_opts, critical_path=critical_path(Path(rep.build_dir) / "top.tim"))
     else:
-        from hw.build import DESIGNS
+        from hw.boards import get_board
+        from hw.build import DESIGNS, synth_options
         from hw.synth import synthesize
 
         factory = DESIGNS[design]()
@@ -84,14 +125,28 @@ def measure(name: str) -> dict:
                 board,
                 freq_mhz=mhz,
                 build_dir=ROOT / "build" / "boards" / name,
+                synth_opts=synth_options(get_board(board)) or None,
             )
         except BuildError as e:  # pragma: no cover - reported as is
             out.update(fits=False, error=str(e))
             return out
         keys = {"logic": rep.logic_key, "bram": "ICESTORM_RAM" if board == "icebreaker" else "DP16KD"}
+        if board == "icebreaker":
+            keys.update(spram="ICESTORM_SPRAM", dsp="ICESTORM_DSP")
+        else:
+            keys.update(dsp="MULT18X18D")
+        resources = {k: rep.cells.get(v, (0, 0)) for k, v in keys.items()}
+        rpt = ROOT / "build" / "boards" / name / "top.rpt"
+        if board == "icebreaker" and rpt.exists():  # iCE40 packs FFs into LCs: count Yosys' (harness included)
+            from hw.build import _yosys_ffs
+
+            resources["ffs"] = (_yosys_ffs(rpt.read_text()), 5280)
+        elif board != "icebreaker":
+            resources["ffs"] = rep.cells.get("TRELLIS_FF", (0, 0))
+        out["critical_path"] = critical_path(ROOT / "build" / "boards" / name / "top.tim")
         out.update(
             fits=rep.fits,
-            resources={k: rep.cells.get(v, (0, 0)) for k, v in keys.items()},
+            resources=resources,
             fmax_mhz=rep.fmax,
             timing_met=False,
             error=rep.error,
@@ -101,31 +156,20 @@ def measure(name: str) -> dict:
 
 
 NOTES = """
-## What limits the whole NPU today (measured on this branch)
+## Notes
 
-* **iCEBreaker (UP5K, 5280 LC, 30 EBR): no array size fits yet.** The parts that do not scale with
-  the array already exceed the device: the engine's control and requantizer (about 1.9k LC; its
-  33x16 multiplier is LUTs), the sequencer (about 2.5k LC: its im2col/pool address arithmetic has
-  multipliers) and the host link (about 1.4k LC). 2x2 with small memories needs 7.2k LC; 8x8 with
-  the default memories 13.0k LC and 43 EBR (the feature memory alone takes 16, the accumulator 11).
-* **ULX3S-85F: 8x8 at 40.8 MHz** (41.7 MHz in the pin harness). The critical path is in hw/sequencer.py: `i_tap` -> the IM2COL3
-  address `src + ct_off + sy * w + sx` (a MULT18X18D and two carry chains, combinational) ->
-  NPUCore's host/sequencer address mux -> the engine's feature-memory address (about 24 ns). A
-  registered `mem_addr` in the sequencer would remove it. 16x16 does not elaborate: the sequencer's
-  memory port and the engine's host port are 64 bits wide (8 int8 lanes), so `rows` > 8 indexes past
-  them (hw/sequencer.py POOL_ACC: "Cannot create a 0-width signed value").
-* **The estimator** (`shiftnpu estimate`, hw/estimate.py) is calibrated on three of these runs
-  (iCE40 8x8 and 4x4, ECP5 8x8: the engine's constant and per-accumulator-bit cost, the
-  sequencer, the link); the iCE40 2x2 run checks it independently (6927 estimated, 7123 and
-  7203 measured in the harness and on the board top: -3 %). Block RAM is counted by shape and
-  matches every run.
-* **The array alone** (bench/results/area.md, `shiftnpu build --design array`): 8x8 at 60 MHz on the
-  iCEBreaker (4367 LC), 16x16 at 124.8 MHz on the ULX3S (11318 LUT4): the array is not what
-  limits either board.
-* **The host link** (hw/hostif.py + hw/uart.py, alone behind its UART, pin harness): 1614 LC
-  including about 200 LC of harness, Fmax 47.9 MHz on the UP5K (before this change: 3497 LC,
-  24.2 MHz); 1376 LUT4 and 113.1 MHz on the ECP5-85F; error counters and USER registers in block RAM, one CRC for both directions, the
-  request checks registered stage by stage, a one-hot FSM.
+* **Estimator**: `shiftnpu estimate` (hw/estimate.py) models the whole NPU block by block: the array
+  (its own model, fitted on bench/results/area.json), a fixed part for the engine's control and
+  requantizer, the sequencer, the host link and the LSTM gate unit (split by NPU_BLOCK_SHARES), a cost
+  per accumulator bit of a row (`cols * acc_width`) in the engine, and every memory mapped as the RTL
+  maps it (EBR/DP16KD by shape, the UP5K's SPRAMs for the engine's weights and biases, LUT RAM for
+  ECP5 memories of at most 64 words). `python bench/boards.py --calibrate` rebuilds these runs and
+  refits it (`--fit` refits from boards.json without building).
+* **iCE40 runs** that the estimator says cannot fit are measured in hw.synth's pin harness (what
+  nextpnr needed before it gave up placing), with Yosys `-dsp` like the board builds.
+* **Yosys 0.70's abc9 crashes** on the 16x16 whole NPU (an assertion in ABC_OPS_REINTEGRATE, also
+  with -noflatten); `shiftnpu build` then maps the LUTs with `abc -lut 4:7` (the old -noabc9 flow),
+  noted in the report's `synth_opts`.
 """
 
 
@@ -167,6 +211,20 @@ def table(results: dict) -> str:
             f"{f'{fmax:.1f}' if fmax else '-'} | {timing} | {f'{cfg.pe_count * clock:.0f}' if fits else '-'} | {lat} |"
         )
     lines.append(NOTES)
+    for k, r in results.items():
+        extra = [r[f] for f in ("note",) if r.get(f)]
+        if r.get("synth_opts"):
+            extra.append(f"Yosys synth options: `{r['synth_opts']}`")
+        if extra:
+            lines.append(f"* **{k}**: " + "; ".join(extra))
+    lines.append("")
+    paths = [(k, r["critical_path"]) for k, r in results.items() if r.get("critical_path")]
+    if paths:
+        lines.append("## Critical paths (nextpnr, first path of each placed build)\n")
+        for k, p in paths:
+            lines.append(f"**{k}**\n")
+            lines += [f"    {ln}" for ln in p]
+            lines.append("")
     return "\n".join(lines)
 
 
@@ -174,10 +232,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="*", default=None, help=f"runs to build: {', '.join(RUNS)}")
     ap.add_argument("--table", action="store_true", help="no builds: rewrite the table from boards.json")
+    ap.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="rebuild every run (or those of --only), then refit the estimator's NPU model and write it "
+        "into hw/estimate.py",
+    )
+    ap.add_argument("--fit", action="store_true", help="no builds: refit the estimator's NPU model from boards.json")
     args = ap.parse_args(argv)
     store = ROOT / "bench" / "results" / "boards.json"
     results = json.loads(store.read_text()) if store.exists() else {}
-    if not args.table:
+    results = {k: v for k, v in results.items() if k in RUNS}  # runs no longer made are dropped
+    if not (args.table or args.fit):
         for name in args.only or list(RUNS):
             if name not in RUNS:
                 raise SystemExit(f"unknown run {name!r}; choose from {', '.join(RUNS)}")
@@ -185,6 +251,18 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = measure(name)
             print(json.dumps(results[name]), flush=True)
             store.write_text(json.dumps(results, indent=1, sort_keys=True))
+    store.write_text(json.dumps(results, indent=1, sort_keys=True))
+    if args.calibrate or args.fit:
+        from hw.estimate import estimate, fit_npu, write_npu_model
+
+        model = fit_npu(store)
+        write_npu_model(model)
+        print("NPU_MODEL written to hw/estimate.py:", json.dumps(model), flush=True)
+        for k, r in results.items():
+            if r.get("resources", {}).get("logic"):
+                est = estimate(NPUConfig.from_dict(r["config"]), r["board"]).logic
+                used = r["resources"]["logic"][0]
+                print(f"  {k:<20} estimate {est:>6}  measured {used:>6}  ({100 * (est - used) / used:+.1f} %)")
     md = table({k: results[k] for k in RUNS if k in results})
     (ROOT / "bench" / "results" / "boards.md").write_text(md)
     print(md)

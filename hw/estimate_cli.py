@@ -10,27 +10,24 @@ HELP = "estimate logic, flip-flops, memory, DSPs and Fmax of a config on a board
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from sw_driver.cli import add_config_arguments
-
-    from .build_cli import add_board_argument
+    from .build_cli import add_board_argument, add_board_config_arguments
 
     add_board_argument(p)
     p.add_argument("--json", action="store_true", help="print the estimate as JSON")
     p.add_argument(
         "--design", choices=("npu", "array"), default="npu", help="the whole NPU (default) or the array alone"
     )
-    add_config_arguments(p)
+    add_board_config_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
     """Exit status 0 when the config fits the board, 1 when it does not."""
     import json
 
-    from sw_driver.cli import config_from_args
-
+    from .build_cli import config_for_board
     from .estimate import estimate
 
-    est = estimate(config_from_args(args), args.board, design=args.design)
+    est = estimate(config_for_board(args), args.board, design=args.design)
     if args.json:
         d = {"board": est.board, "device": est.device, "needs": est.as_resources(), "has": est.available}
         d.update(fmax_mhz=est.fmax_mhz, fits=est.fits, config=est.config.to_dict(), design=est.design)

@@ -36,6 +36,8 @@ w_en : In(1), w_addr : In(addr_width), w_data : In(signed(16))
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
@@ -44,7 +46,9 @@ from amaranth.lib.wiring import In, Out
 from quant.config import NPUConfig
 from quant.pwl import PWLTable
 
-__all__ = ["PWLUnit", "FIELD_KNOT", "FIELD_Y", "FIELD_M"]
+from .ebr import CollisionFreeRAM, is_ice40
+
+__all__ = ["PWLUnit", "FIELD_KNOT", "FIELD_Y", "FIELD_M", "sat_narrow", "round_sat", "table_ram"]
 
 FIELD_KNOT, FIELD_Y, FIELD_M = 0, 1, 2
 
@@ -56,6 +60,58 @@ def _bits(n: int) -> int:
 
 def _u16(v: int) -> int:
     return int(v) & 0xFFFF
+
+
+def table_ram(m: Module, name: str, width: int, depth: int, init, platform, *, model: bool = False, attrs=None):
+    """A ``depth`` x ``width`` signed RAM with one synchronous read port and one write port, as
+    ``(read, write)`` objects with the ``addr``/``data``/``en`` members of Amaranth's memory ports
+    (drive ``read.en``: it has no default).
+
+    With no initial contents on an iCE40 (or ``model=True``) it is a :class:`~hw.ebr.CollisionFreeRAM`:
+    SB_RAM40_4K blocks with none of the logic Yosys adds around a ``Memory`` to make a read of the
+    word being written return the old word (a registered copy of the write port, a comparator and a
+    16-bit bypass multiplexer: about 30 logic cells per memory). The callers never use such a read:
+    the PWL tables are written only while no input is in flight, and the gate unit does not read its
+    cell memory while writing it. Elsewhere (and with ``init``) it is a plain ``Memory``.
+    """
+    if (model or is_ice40(platform)) and not any(int(v) for v in init):
+        ram = CollisionFreeRAM(width, depth, model=model)
+        m.submodules[name] = ram
+        read = SimpleNamespace(addr=ram.raddr, en=ram.re, data=ram.rdata.as_signed())
+        write = SimpleNamespace(addr=ram.waddr, data=ram.wdata, en=ram.we)
+        return read, write
+    mem = Memory(shape=signed(width), depth=depth, init=list(init), attrs=attrs)
+    m.submodules[name] = mem
+    return mem.read_port(domain="sync"), mem.write_port()
+
+
+def sat_narrow(m: Module, value, bits: int, name: str) -> Signal:
+    """``sat(value, bits)`` (SPEC §1) for a signed ``value``, by a sign-extension check instead of
+    two comparisons: the value fits iff its bits from ``bits - 1`` up are all equal (a small LUT
+    tree on iCE40 rather than two carry chains as wide as ``value``)."""
+    value = value.as_signed()
+    out = Signal(signed(bits), name=name)
+    if len(value) <= bits:
+        m.d.comb += out.eq(value)
+        return out
+    top = value[bits - 1 :]
+    fits = (top == 0) | (top == (1 << len(top)) - 1)
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    m.d.comb += out.eq(Mux(fits, value[:bits], Mux(value[-1], lo, hi)))
+    return out
+
+
+def round_sat(m: Module, value, shift: int, bits: int, name: str) -> Signal:
+    """``sat(rshift_round(value, shift), bits)`` for a signed ``value`` and a constant ``shift >= 1``:
+    ``(value + 2^(shift-1)) >> shift`` equals ``(value[shift-1:] + 1) >> 1``, so the adder is only as
+    wide as the bits that survive the shift (the low bits can never carry)."""
+    value = value.as_signed()
+    if shift == 0:
+        return sat_narrow(m, value, bits, name)
+    t = value[shift - 1 :].as_signed()
+    r = Signal(signed(len(t)), name=f"{name}_r")
+    m.d.comb += r.eq((t + 1) >> 1)
+    return sat_narrow(m, r, bits, name)
 
 
 class PWLUnit(wiring.Component):
@@ -72,7 +128,9 @@ class PWLUnit(wiring.Component):
         ``config.pwl_shift``). Tables without init hold zeros until written.
     """
 
-    def __init__(self, config: NPUConfig, tables: int = 1, init: list[PWLTable] | None = None):
+    def __init__(
+        self, config: NPUConfig, tables: int = 1, init: list[PWLTable] | None = None, *, ebr_model: bool = False
+    ):
         if not isinstance(config, NPUConfig):
             raise TypeError(f"expected an NPUConfig, got {type(config).__name__}")
         N = config.pwl_pieces
@@ -90,6 +148,7 @@ class PWLUnit(wiring.Component):
                     f"{N} pieces and shift {config.pwl_shift}"
                 )
         self.config, self.tables, self.init = config, tables, init
+        self.ebr_model = ebr_model  # the iCE40 memory path (hw/ebr.py's EBR model) on any platform, for tests
         self.pieces, self.shift = N, config.pwl_shift
         self.levels = N.bit_length() - 1
         self.table_width = _bits(tables)
@@ -143,9 +202,9 @@ class PWLUnit(wiring.Component):
         tw, iw = self.table_width, self.index_width
 
         # --- storage: everything in memories (RAM), nothing per table in flip-flops ---
-        ice40 = str(getattr(platform, "device", "")).startswith("iCE40")
+        ice40 = self.ebr_model or is_ice40(platform)
         ram_attrs = {"ram_style": "block"} if ice40 else None
-        level_mems = []
+        level_ports = []
         for lvl in range(L):
             init = [0] * (T << lvl)
             for t, tab in enumerate(self.init):
@@ -156,18 +215,16 @@ class PWLUnit(wiring.Component):
             # iCE40 (no distributed RAM): block RAM even for the 1-entry-per-table root level (as
             # flip-flops it would cost 16 cells per table plus a read mux and write decode).
             # Elsewhere the small levels stay in fast distributed RAM.
-            mem = Memory(shape=signed(16), depth=T << lvl, init=init, attrs=ram_attrs)
-            m.submodules[f"knots_l{lvl}"] = mem
-            level_mems.append(mem)
+            level_ports.append(
+                table_ram(m, f"knots_l{lvl}", 16, T << lvl, init, platform, model=self.ebr_model, attrs=ram_attrs)
+            )
 
         def seg_mem(name, values):
             init = [0] * (T * N)
             for t, tab in enumerate(self.init):
                 for i in range(N):
                     init[t * N + i] = int(values(tab)[i])
-            mem = Memory(shape=signed(16), depth=T * N, init=init)
-            m.submodules[name] = mem
-            return mem
+            return table_ram(m, name, 16, T * N, init, platform, model=self.ebr_model)
 
         # segment i of a table: its start knot k_i, its end knot k_(i+1) (so the clamp to
         # [k_0, k_N] happens per segment: only segments 0 and N-1 can see z outside [k_i, k_(i+1)]),
@@ -182,16 +239,14 @@ class PWLUnit(wiring.Component):
         w_field = self.w_addr[iw : iw + 2]
         w_index = self.w_addr[:iw]
         w_knot = self.w_en & (w_field == FIELD_KNOT)
-        for mem, addr, en in (
+        for (_, wp), addr, en in (
             (k_mem, w_table * N + w_index[:L], w_knot & (w_index < N)),
             (kn_mem, w_table * N + (w_index - 1)[:L], w_knot & (w_index != 0)),
             (y_mem, w_table * N + w_index[:L], self.w_en & (w_field == FIELD_Y) & (w_index < N)),
             (m_mem, w_table * N + w_index[:L], self.w_en & (w_field == FIELD_M) & (w_index < N)),
         ):
-            wp = mem.write_port()
             m.d.comb += [wp.addr.eq(addr), wp.data.eq(self.w_data), wp.en.eq(en)]
-        for lvl, mem in enumerate(level_mems):
-            wp = mem.write_port()
+        for lvl, (_, wp) in enumerate(level_ports):
             ctz = L - 1 - lvl
             # knot j is on this level iff its low ctz bits are 0 and bit ctz is 1
             on_level = (w_index[: ctz + 1] == (1 << ctz)) & (w_index < N)
@@ -226,7 +281,7 @@ class PWLUnit(wiring.Component):
         # segment N-1); level l is read with stage l's address and decided in stage l + 1
         cur_idx = idx[0]
         for lvl in range(L):
-            rp = level_mems[lvl].read_port(domain="sync")
+            rp = level_ports[lvl][0]
             step = N >> (lvl + 1)
             m.d.comb += [rp.en.eq(adv), rp.addr.eq((tt[lvl] << lvl) + (cur_idx >> (L - lvl)) if lvl else tt[lvl])]
             decided = Signal(max(L, 1), name=f"idx{lvl + 1}_d")
@@ -238,7 +293,7 @@ class PWLUnit(wiring.Component):
         # R(L+1): (k_i, k_(i+1), m_i) of the segment found; y_i is read two stages later from the
         # registered address, so it needs no pipeline registers of its own
         seg_addr = [Signal(range(T * N), name=f"seg_addr{s}", reset_less=True) for s in range(2)]
-        rk, rkn, ry, rm = (mem.read_port(domain="sync") for mem in (k_mem, kn_mem, y_mem, m_mem))
+        rk, rkn, ry, rm = (ports[0] for ports in (k_mem, kn_mem, y_mem, m_mem))
         m.d.comb += [p.addr.eq(tt[L] * N + cur_idx) for p in (rk, rkn, rm)]
         m.d.comb += ry.addr.eq(seg_addr[1])
         m.d.comb += [p.en.eq(adv) for p in (rk, rkn, ry, rm)]
@@ -272,8 +327,9 @@ class PWLUnit(wiring.Component):
         bias = Signal(signed(16 + S))
         m.d.comb += bias.eq(Cat(Const(1 << (S - 1), S), ry.data) if S else ry.data)
         m.d.comb += total.eq((prod + bias) >> S)
+        total_sat = sat_narrow(m, total, 16, "total_sat")
         out = Signal(signed(16), reset_less=True)
         with m.If(adv):
-            m.d.sync += out.eq(Mux(total > 32767, 32767, Mux(total < -32768, -32768, total)))
+            m.d.sync += out.eq(total_sat)
         m.d.comb += self.o_stream.payload.eq(out)
         return m

@@ -58,7 +58,7 @@ from quant.pwl import PWLTable
 from quant.rnn import CELL_KINDS, lstm_shifts
 
 from .fixed import rshift_round_const, sat
-from .pwl import PWLUnit
+from .pwl import PWLUnit, round_sat, sat_narrow, table_ram
 
 __all__ = ["GateUnit", "TABLE_SIGMOID", "TABLE_TANH", "TABLE_TANH_CELL", "REGION_MN", "REGION_PWL", "REGION_C"]
 
@@ -96,6 +96,7 @@ class GateUnit(wiring.Component):
         acc_width: int | None = None,
         tables: dict[str, PWLTable] | None = None,
         z_in: bool = False,
+        ebr_model: bool = False,
     ):
         if not isinstance(config, NPUConfig):
             raise TypeError(f"expected an NPUConfig, got {type(config).__name__}")
@@ -114,7 +115,9 @@ class GateUnit(wiring.Component):
         init = []
         if tables is not None:
             init = [tables[k] for k in _TABLE_NAMES[:n_tables]]
-        self.pwl = PWLUnit(config, tables=n_tables, init=init)
+        #: the iCE40 memory path (hw/ebr.py's EBR model) on any platform, for tests
+        self.ebr_model = bool(ebr_model)
+        self.pwl = PWLUnit(config, tables=n_tables, init=init, ebr_model=self.ebr_model)
         self.unit_width = _bits(hidden)
         self.offset_width = max(_bits(4 * hidden), self.pwl.addr_width)
         self.addr_width = 2 + self.offset_width
@@ -178,7 +181,12 @@ class GateUnit(wiring.Component):
         return out
 
     def c_writes(self, c) -> list[tuple[int, int]]:
-        """Writes setting the cell state of units ``0 .. len(c) - 1`` (int16 each)."""
+        """Writes setting the cell state of units ``0 .. len(c) - 1`` (int16 each); not with ``z_in``
+        (there a sequence's first step starts from ``c = 0``)."""
+        if self.z_in:
+            raise ValueError(
+                "the z_in gate unit has no host writes of the cell state: its first step starts from c = 0"
+            )
         return [(self._addr(REGION_C, j), int(v) & 0xFFFF) for j, v in enumerate(c)]
 
     # -- gateware -------------------------------------------------------------------------------
@@ -194,8 +202,9 @@ class GateUnit(wiring.Component):
         # parameter writes
         region = self.p_addr[self.offset_width :]
         offset = self.p_addr[: self.offset_width]
-        m.submodules.cell = cell = Memory(shape=signed(16), depth=Hm, init=[])
-        c_w, c_r = cell.write_port(), cell.read_port(domain="sync")
+        # (hw/pwl.py's table_ram: on iCE40 EBRs without Yosys' read-during-write emulation; the cell
+        # is never read while it is written, see c_r.en below)
+        c_r, c_w = table_ram(m, "cell", 16, Hm, [], platform, model=self.ebr_model)
         if not self.z_in:
             m.submodules.mn = mn = Memory(shape=unsigned(22), depth=4 * Hm, init=[])
             mn_w, mn_r = mn.write_port(), mn.read_port(domain="sync")
@@ -233,7 +242,7 @@ class GateUnit(wiring.Component):
         rq_acc = Signal(signed(aw))
         if not self.z_in:
             m.d.comb += mn_r.addr.eq(rq_issue[:2] * Hm + unit)
-        m.d.comb += c_r.addr.eq(unit)
+        m.d.comb += [c_r.addr.eq(unit), c_r.en.eq(~c_w.en)]  # no read of the word being written
         first = Signal()  # z_in: the sequence's first step, c starts at 0
         rq_prod = Signal(signed(aw + 17))
         rq_n = Signal(6)
@@ -295,21 +304,26 @@ class GateUnit(wiring.Component):
         if lstm:
             # c' = sat(f c + i g): fc and ig hold still until the next unit's f arrives, after its
             # output was taken, so c' needs no register of its own
-            c_sum = sat(m, fc + ig, 16, "c_sum")
+            c_sum = sat_narrow(m, fc + ig, 16, "c_sum")
             m.d.comb += self.o_stream.payload.c.eq(c_sum)
 
-        # cell writes: from the host when idle, from the update otherwise
+        # cell writes: from the host when idle, from the update otherwise (z_in: from the update
+        # only, the sequence's first step starts from c = 0, so the NPU never writes the cell state,
+        # and the write port needs no multiplexer)
         c_upd_en = Signal()
         c_upd_data = Signal(signed(16))
-        m.d.comb += [
-            c_w.addr.eq(Mux(c_upd_en, unit, offset)),
-            c_w.data.eq(Mux(c_upd_en, c_upd_data, self.p_data[:16])),
-            c_w.en.eq(c_upd_en | (self.p_en & (region == REGION_C))),
-        ]
+        if self.z_in:
+            m.d.comb += [c_w.addr.eq(unit), c_w.data.eq(c_sum if lstm else c_upd_data), c_w.en.eq(c_upd_en)]
+        else:
+            m.d.comb += [
+                c_w.addr.eq(Mux(c_upd_en, unit, offset)),
+                c_w.data.eq(Mux(c_upd_en, c_upd_data, self.p_data[:16])),
+                c_w.en.eq(c_upd_en | (self.p_en & (region == REGION_C))),
+            ]
 
-        r_fc = sat(m, rshift_round_const(mp, s_fc), 16, "r_fc")
-        r_ig = sat(m, rshift_round_const(mp, s_ig), 16, "r_ig")
-        r_h = sat(m, rshift_round_const(mp, s_h), 8, "r_h")
+        r_fc = round_sat(m, mp, s_fc, 16, "r_fc")
+        r_ig = round_sat(m, mp, s_ig, 16, "r_ig")
+        r_h = round_sat(m, mp, s_h, 8, "r_h")
         if lstm:
             with m.Switch(mp_kind):
                 with m.Case(MP_FC):

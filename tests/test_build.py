@@ -1,6 +1,7 @@
 """Board builds: the default config's array for iCEBreaker and ULX3S-85F (real YoWASP builds, `slow`;
-a whole-NPU build takes 5-10 minutes, too long for the suite: bench/boards.py makes those), the
-report, the estimator against them and against the committed whole-NPU builds (within 15%), and the
+a whole-NPU build takes 5-25 minutes, too long for the suite: bench/boards.py makes those, and
+tests/test_build_npu.py has an opt-in one), the report, the estimator against them and against the
+committed whole-NPU builds (within 15%, and NPU_MODEL being their fit), the abc9 fallback, and the
 timing checks and `--freq auto` search (with a stand-in for the tools)."""
 
 import json
@@ -67,6 +68,33 @@ def test_npu_estimate_within_15_percent_of_the_committed_builds():
         assert est.fits == r["fits"], name
 
 
+def test_npu_model_is_the_fit_of_the_committed_builds(tmp_path):
+    """hw/estimate.py's NPU_MODEL is what `python bench/boards.py --fit` writes from boards.json (so a
+    rebuild of the runs without a refit is caught), and writing it round-trips through the source."""
+    import shutil
+
+    import hw.estimate as he
+
+    store = Path(__file__).resolve().parent.parent / "bench" / "results" / "boards.json"
+    fitted = he.fit_npu(store)
+    for fam in ("ice40", "ecp5"):
+        for key, v in he.NPU_MODEL[fam].items():
+            assert fitted[fam][key] == pytest.approx(v, rel=1e-6) if not isinstance(v, list) else fitted[fam][key] == v
+    src = tmp_path / "estimate.py"
+    shutil.copyfile(he.__file__, src)
+    saved = json.loads(json.dumps(he.NPU_MODEL))
+    try:
+        he.write_npu_model(fitted, src)
+        ns: dict = {}
+        text = src.read_text()
+        a, b = text.index("# BEGIN NPU CALIBRATION"), text.index("# END NPU CALIBRATION")
+        exec(text[a:b], ns)  # the block is a plain literal
+        assert ns["NPU_MODEL"] == fitted
+    finally:
+        he.NPU_MODEL.clear()
+        he.NPU_MODEL.update(saved)
+
+
 def _fake_once(fmax_of):
     """Stand-in for one tool run: Fmax is a function of the requested clock."""
 
@@ -109,3 +137,32 @@ def test_freq_auto_finds_the_fastest_clock_that_closes(monkeypatch, tmp_path):
         assert report["clock_mhz"] == rep.clock_mhz
     with pytest.raises(ValueError, match="auto"):
         build(NPUConfig(), "ulx3s-85f", "fast", tmp_path, progress=False)
+
+
+def test_abc9_failure_is_detected_and_the_script_rewritten(tmp_path):
+    """Yosys 0.70's abc9 crashes on the 16x16 NPU or leaves a doubly driven net on the 8x8: the build
+    recognises both logs and reruns synth_ecp5 with abc in place of abc9 (the rest of the flow kept)."""
+    script = "read_rtlil top.il\n# (script_after_read placeholder)\n    synth_ecp5  -top top\nwrite_json top.json\n"
+    new = hb._without_abc9(script)
+    lines = new.splitlines()
+    i = lines.index("synth_ecp5  -top top -run begin:map_luts")
+    assert lines[i + 1 : i + 5] == [
+        "techmap -map +/lattice/latches_map.v",
+        "abc -lut 4:7 -dress",
+        "clean",
+        "synth_ecp5  -top top -run map_cells:",
+    ]
+    assert lines[0] == "read_rtlil top.il" and lines[-1] == "write_json top.json" and "abc9" not in new
+    assert not hb._abc9_failed(tmp_path, "top")
+    (tmp_path / "top.rpt").write_text(
+        "2.46.20.7. Executing ABC_OPS_REINTEGRATE pass (reintegrate ABC mapped design into module).\n"
+        "ERROR: Assert `GetSize(conn.first) == GetSize(conn.second)' failed in rtlil.cc:3091.\n"
+    )
+    assert hb._abc9_failed(tmp_path, "top")
+    (tmp_path / "top.rpt").write_text("ERROR: Assert `x' failed somewhere else\n")
+    assert not hb._abc9_failed(tmp_path, "top")
+    (tmp_path / "top.tim").write_text(
+        "ERROR: Net 'design.dut.core.engine.array.w_out$335[1]' is multiply driven by cell ports a.Q and b.Q\n"
+    )
+    assert hb._abc9_failed(tmp_path, "top")
+    assert hb.synth_options(get_board("icebreaker")) == "-dsp" and hb.synth_options(get_board("ulx3s-85f")) == ""

@@ -31,7 +31,10 @@ def test_fit_decisions():
     # the whole NPU's default memories alone need more block RAM than the UP5K has
     e = estimate(NPUConfig(), "icebreaker")
     assert not e.fits and "bram" in e.over and e.shortfall()["bram"] == e.bram > 30
-    assert e.blocks.keys() == {"array", "engine", "sequencer", "link"} and sum(e.blocks.values()) == e.logic
+    assert e.blocks.keys() == {"array", "engine", "sequencer", "link", "gate unit"}
+    assert sum(e.blocks.values()) == e.logic
+    # the engine's weights and biases go to the UP5K's four SPRAMs, as the RTL maps them
+    assert e.spram == 4 and e.buffers["weights"][1:] == ("spram", 2) and e.buffers["bias"][1:] == ("spram", 2)
 
 
 def test_shift_needs_far_less_logic_than_int8():
@@ -82,9 +85,54 @@ def test_memory_blocks():
     assert memory_blocks(2048, 32, "ecp5") == 4  # 512x36 DP16KDs
     assert memory_blocks(16384, 1, "ecp5") == 1
     e = estimate(NPUConfig(), "icebreaker")
-    # 1024 words of 8 int8 lanes: 16 of the 512x8 EBRs; 1024 x 24-bit weights: 6 of the 1024x4
-    assert e.buffers["feature"][1:] == ("bram", 16) and e.buffers["weights"][1:] == ("bram", 6)
-    assert estimate(NPUConfig(), "ulx3s-85f").buffers["feature"][1:] == ("bram", 4)  # 512x36 DP16KDs
+    # 1024 words of 8 int8 lanes: 16 of the 512x8 EBRs; the weights in SPRAM
+    assert e.buffers["feature"][1:] == ("bram", 16) and e.buffers["weights"][1:] == ("spram", 2)
+    # the accumulator (256 x 176 bits) is 256 x 16 EBR primitives side by side; the PWL's knot
+    # levels are block RAM on iCE40 even when tiny
+    assert e.buffers["accumulator"][1:] == ("bram", 11) and e.buffers["PWL knots 0"][1:] == ("bram", 1)
+    # the LSTM path (gate unit, its PWL and cell memories, two DSPs) only where the NPU has it
+    # (quant.gate_map.lstm_supported: square power-of-two arrays from 8x8)
+    e4 = estimate(NPUConfig(rows=4, cols=4), "icebreaker")
+    assert "gate unit" not in e4.blocks and not any(k.startswith("PWL") for k in e4.buffers)
+    assert e.dsp - e4.dsp == 2 and "gate unit" in e.blocks and e.buffers["PWL knots 3"][1:] == ("bram", 1)
+    u = estimate(NPUConfig(), "ulx3s-85f")
+    assert u.buffers["feature"][1:] == ("bram", 4) and u.spram == 0  # 512x36 DP16KDs
+    assert u.buffers["PWL m"][1:] == ("lutram", 0) and u.buffers["weights"][1:] == ("bram", 2)
+
+
+def test_board_default_configs(capsys):
+    """Each board has a default config (issue #9's targets) that build and estimate use unless the
+    generator options replace its fields; NPUConfig's own defaults do not change."""
+    import json
+
+    from hw.boards import get_board
+
+    assert (NPUConfig().rows, NPUConfig().cols) == (8, 8)
+    ice, ulx = get_board("icebreaker").default_config(), get_board("ulx3s-85f").default_config()
+    assert (ice.rows, ice.cols, ice.weight_bits) == (8, 8, 3)
+    assert (ulx.rows, ulx.cols) == (16, 16) and ulx.act_depth == NPUConfig.act_depth
+    assert get_board("orangecrab-85f").default_config().rows == 16
+    assert get_board("ULX3S_85F_Platform").default_config() == ulx  # by platform class name too
+    assert get_board("ULX3S_12F_Platform").default_config().rows == 8  # a small ECP5: 8x8
+    assert get_board("ulx3s-85f").default_config(rows=4, cols=None) == ulx.replace(rows=4)
+    # the UP5K's default memories fit its 30 EBRs beside the rest of the NPU (the SPRAMs hold
+    # the weights and biases)
+    e = estimate(ice, "icebreaker")
+    assert e.bram <= 30 + 2 and e.spram == 4, e.text()  # the gate unit's EBRs: see issue #5
+    # the CLI: no --rows/--cols -> the board's default; given ones replace its fields
+    assert main(["estimate", "--board", "ulx3s-85f", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["config"]["rows"] == 16
+    assert main(["estimate", "--board", "ulx3s-85f", "--rows", "8", "--cols", "8", "--json"]) in (0, 1)
+    d = json.loads(capsys.readouterr().out)["config"]
+    assert (d["rows"], d["cols"]) == (8, 8)
+    main(["estimate", "--board", "icebreaker", "--json"])
+    d = json.loads(capsys.readouterr().out)["config"]
+    assert (d["rows"], d["cols"], d["act_depth"]) == (8, 8, ice.act_depth)
+    # --help says so
+    with pytest.raises(SystemExit):
+        main(["build", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "ulx3s-85f 16x16" in out and "icebreaker 8x8" in out and "default config" in out
 
 
 def test_model_matches_the_committed_measurements():
