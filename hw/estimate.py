@@ -248,9 +248,8 @@ def npu_buffers(config: NPUConfig, family: str, spram: int = 0) -> dict[str, tup
     from quant.gate_map import cell_depth, lstm_supported
     from quant.memmap import npu_memory_map
 
-    from .hostif import info_payload
+    from .hostif import link_memories
 
-    info_len = len(info_payload(config, npu_memory_map(config), 0))
     N = config.pwl_pieces
     levels = N.bit_length() - 1
     tables = 3  # the LSTM gate unit's sigmoid, tanh and tanh of the cell
@@ -269,11 +268,8 @@ def npu_buffers(config: NPUConfig, family: str, spram: int = 0) -> dict[str, tup
         mems.append(("gate cell state", cell_depth(config), 16, "mem"))
         mems += [(f"PWL knots {lvl}", tables << lvl, 16, "block") for lvl in range(levels)]
         mems += [(f"PWL {f}", tables * N, 16, "mem") for f in ("k", "k next", "y", "m")]
-    mems += [
-        ("link staging", config.max_payload, 8, "mem"),
-        ("link INFO ROM", info_len, 8, "mem"),
-        ("link registers", 32, 32, "mem"),
-    ]
+    # the host link: its staging buffer and one byte RAM (INFO reply, registers, error counters)
+    mems += [(name, depth, width, "mem") for name, depth, width in link_memories(config, npu_memory_map(config))]
     out = {}
     left = spram
     for name, depth, width, how in mems:
