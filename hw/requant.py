@@ -31,6 +31,8 @@ from amaranth.lib.wiring import In, Out
 from quant.config import NPUConfig
 from quant.fixed import N_MAX
 
+from .ebr import is_ice40
+
 __all__ = ["RequantInput", "Requantizer"]
 
 
@@ -63,16 +65,24 @@ class Requantizer(wiring.Component):
         Side information (e.g. a destination address) that travels with each value.
     """
 
-    #: Pipeline stages: add bias; multiply; windowed shift (two stages); round and saturate.
+    #: Pipeline stages: add bias; multiply; add the partial products and shift by the large steps;
+    #: the small steps; round and saturate.
     latency = 5
 
     #: Operand width of one partial product (the SB_MAC16's 16 x 16).
     PART_BITS = 16
 
-    def __init__(self, config: NPUConfig, tag_width: int = 0, *, gate: bool = False):
+    def __init__(self, config: NPUConfig, tag_width: int = 0, *, gate: bool = False, add_late: bool | None = None):
         self.config = config
         self.tag_width = tag_width
         self.gate = gate
+        #: Where the partial products are added: at the end of stage 2, behind the multipliers
+        #: (``False``), or at the start of stage 3, in front of the shifter (``True``). Same
+        #: latency, same results; ``None`` picks by the target: the iCE40's slow carry chain and
+        #: long saturation test want the sum beside the SB_MAC16s, while on the ECP5 a
+        #: MULT18X18D and a 50-bit carry chain in one cycle miss 100 MHz. In simulation (no
+        #: platform) the default is ``True``; the tests build both.
+        self.add_late = add_late
         self.out_bits = 16 if gate else config.ACT_BITS
         super().__init__(
             {
@@ -111,9 +121,22 @@ class Requantizer(wiring.Component):
         parts = [Signal(unsigned(P + cfg.M_BITS), name=f"pp{k}") for k in range(n_parts)]
         for k in range(n_parts):
             m.d.comb += parts[k].eq(x[k * P : min((k + 1) * P, x_w - 1)] * mult)
+        # With add_late the partial products leave the multipliers through a register and are
+        # added at the start of stage 3: a MULT18X18D and a 50-bit carry chain in one cycle were
+        # the ECP5 NPU's critical path at 100 MHz. On the iCE40 that sum in front of the shifter
+        # and its saturation test is the slower place (28 vs 41.5 MHz), so there p is registered.
+        late = (not is_ice40(platform)) if self.add_late is None else self.add_late
         p = Signal(signed(p_w))
-        # Stages 3 and 4: t = (2p) >> n, as a low window of W bits plus "the bits above differ from
-        # the sign"; the shifter is split after its first SPLIT (largest) steps for the clock.
+        if late:
+            parts_q = [Signal(unsigned(P + cfg.M_BITS), name=f"pp{k}_q") for k in range(n_parts)]
+            x_neg = Signal()
+            mult_q = Signal(unsigned(cfg.M_BITS))
+            m.d.comb += p.eq(sum(parts_q[k] << (k * P) for k in range(n_parts)) - Mux(x_neg, mult_q << (x_w - 1), 0))
+            stage2 = [*(parts_q[k].eq(parts[k]) for k in range(n_parts)), x_neg.eq(x[-1]), mult_q.eq(mult)]
+        else:
+            stage2 = [p.eq(sum(parts[k] << (k * P) for k in range(n_parts)) - Mux(x[-1], mult << (x_w - 1), 0))]
+        # Stages 3 and 4 (with add_late, stage 3 first adds the partial products into p): t = (2p) >> n, as a
+        # low window of W bits plus "the bits above differ from the sign"; the shifter is split after its first SPLIT (largest) steps for the clock.
         W = ob + 2
         t_lo = Signal(unsigned(W))
         t_ovf = Signal()
@@ -165,7 +188,7 @@ class Requantizer(wiring.Component):
                 gate[0].eq(i.gate if self.gate else 0),
                 # 2: product
                 v[1].eq(v[0]),
-                p.eq(sum(parts[k] << (k * P) for k in range(n_parts)) - Mux(x[-1], mult << (x_w - 1), 0)),
+                *stage2,
                 shift[1].eq(shift[0]),
                 relu[1].eq(relu[0]),
                 gate[1].eq(gate[0]),

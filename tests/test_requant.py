@@ -46,11 +46,13 @@ def _cases(cfg: NPUConfig, n: int, seed: int):
     return out
 
 
+@pytest.mark.parametrize("add_late", [False, True], ids=["sum-in-stage-2", "sum-in-stage-3"])
 @pytest.mark.parametrize("gate_capable", [False, True], ids=["int8", "gate-capable"])
-def test_requantizer_matches_golden(gate_capable):
-    """Int8 results (with ReLU), and on a gate-capable unit also gate mode: int16, no ReLU (SPEC §4 z)."""
+def test_requantizer_matches_golden(gate_capable, add_late):
+    """Int8 results (with ReLU), and on a gate-capable unit also gate mode: int16, no ReLU (SPEC §4 z).
+    Both places of the partial-product sum (the iCE40 and the ECP5 build) give the same results."""
     cfg = NPUConfig()
-    dut = Requantizer(cfg, gate=gate_capable)
+    dut = Requantizer(cfg, gate=gate_capable, add_late=add_late)
     cases = _cases(cfg, 400, 1)
     if gate_capable:  # every case again in gate mode, plus results around the 16-bit limits
         more = [
@@ -96,15 +98,16 @@ def test_requantizer_matches_golden(gate_capable):
     assert not bad, f"{len(bad)} mismatches, first: {bad[:3]}"
 
 
-def test_requantizer_verilator():
+@pytest.mark.parametrize("add_late", [False, True], ids=["sum-in-stage-2", "sum-in-stage-3"])
+def test_requantizer_verilator(add_late):
     from sim.runner import run_cocotb
 
     cfg = NPUConfig()
     cases = _cases(cfg, 2000, 7)
     run_cocotb(
         "requant",
-        {"config": cfg.to_dict()},
-        lambda: Requantizer(cfg),
+        {"config": cfg.to_dict(), "add_late": add_late},
+        lambda: Requantizer(cfg, add_late=add_late),
         "requant_bench",
         bench_params={"config": cfg.to_dict(), "cases": cases},
     )
