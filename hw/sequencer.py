@@ -8,11 +8,18 @@ With the LSTM path (``rnn=True``) it also owns the gate unit (hw/rnn.py, one ins
 mode): ``PWL_LOAD`` copies table entries from the feature memory into it, and ``LSTM`` runs a whole
 layer -- per step the x copy, one gate-mode GEMM and the gate unit over every (sequence, unit),
 writing h where the next step's GEMM reads it (docs/architecture.md, "The LSTM path").
+
+Area notes (the block has to fit the iCE40UP5K beside the engine): every field, counter and
+pointer is as wide as the memory it indexes (the engine truncates its addresses the same way, so
+the low bits are all that matter); the word read from the memory is registered once (``rdq``)
+before anything uses it; and the memory port's write-data register doubles as the working
+register of MAXPOOL2 (the running lane-wise maximum) and of ARGMAX / LSTM (the packed bytes), so
+a write needs no data multiplexer in front of it.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -20,7 +27,7 @@ from quant.config import NPUConfig
 from quant.gate_map import cell_depth, entries_per_word, lstm_supported
 from quant.program import INSTR_WORDS, Op
 
-from .gemm import ADDR_BITS, GemmCommand
+from .gemm import ADDR_BITS, DIM_BITS, GemmCommand
 from .rnn import REGION_PWL, GateUnit
 
 __all__ = ["Sequencer"]
@@ -28,7 +35,11 @@ __all__ = ["Sequencer"]
 
 def _is_last(counter: Signal, extent):
     """``counter == extent - 1`` on the counter's increment, which the loop computes anyway (no subtractor)."""
-    return (counter + 1)[: len(counter)] == extent
+    return (counter + 1)[: len(counter)] == extent[: len(counter)]
+
+
+def _bits(n: int) -> int:
+    return max(1, int(n).bit_length())
 
 
 class Sequencer(wiring.Component):
@@ -48,7 +59,12 @@ class Sequencer(wiring.Component):
         The engine's command and completion streams.
     mem_addr, mem_wdata, mem_we : Out, mem_rdata : In
         The feature memory through the engine's host port (word one cycle after the address):
-        ``8 * rows`` bits wide; address, write enable and data leave flip-flops.
+        ``8 * rows`` bits wide; address, write enable and data leave flip-flops, and the read word
+        enters one (a read's word is usable three cycles after the state that issues it).
+
+    Fields are held as wide as the memories need (quant.program's 16 bits are an encoding limit):
+    addresses modulo the feature memory depth, as the engine takes them; a program whose extents
+    do not fit the memories is refused by the compiler anyway.
 
     Parameters
     ----------
@@ -79,30 +95,65 @@ class Sequencer(wiring.Component):
             }
         )
 
+    def _widths(self):
+        """Bits of each 16-bit field slot and of the loop counters (see the class docstring)."""
+        cfg, L = self.config, self.config.rows
+        FA = _bits(cfg.act_depth - 1)  # feature address
+        EW = _bits(cfg.act_depth)  # an extent of feature words (h, w, ct, m, count, steps, tiles)
+        MW = min(DIM_BITS, _bits(cfg.act_depth))  # the engine's widths (hw/gemm.py)
+        TW = min(DIM_BITS, _bits(-(-cfg.weight_depth // L)))
+        NW = min(DIM_BITS, _bits(cfg.chan_depth))
+        WA, CA = _bits(cfg.weight_depth - 1), _bits(cfg.chan_depth - 1)
+        GW = _bits(cfg.act_depth * L)  # ARGMAX n: up to nt lanes of words
+        slots = [
+            (MW, FA),  # m | src
+            (NW, FA, EW),  # n | dst | count | hidden
+            (TW, EW),  # kt | h | m | steps
+            (TW, EW, GW, FA),  # nt | w | n | x_base
+            (FA, EW),  # act_base | ct | nt
+            (FA,),  # out_base | z_base
+            (WA,),  # wgt_base
+            (CA,),  # chan_base
+            (EW,),  # xt
+            (FA,),  # h_base
+        ]
+        fw = [min(16, max(s)) for s in slots]
+        return FA, fw, min(16, max(EW, GW, NW, MW)), min(16, max(EW, MW))
+
     def elaborate(self, platform):
         m = Module()
-        lanes = self.config.rows
-        W8 = 8 * lanes
-        lane_bits = max(1, (lanes - 1).bit_length())
+        L = self.config.rows
+        lane_bits = max(1, (L - 1).bit_length())
+        FA, fw, CXW, CYW = self._widths()
+        nf = 10 if self.rnn else 8
 
-        # The memory port is registered: the states below drive `addr`/`we`/`wdata`, which reach the
-        # port one cycle later, so a read's word is on `mem_rdata` two cycles after its state.
-        addr = Signal(ADDR_BITS)
+        # ---- memory port: registered address / write enable; mem_wdata is a working register ----
+        addr = Signal(FA)
         we = Signal()
-        wdata = Signal(W8)
-        m.d.sync += [self.mem_addr.eq(addr), self.mem_we.eq(we), self.mem_wdata.eq(wdata)]
+        m.d.sync += [self.mem_addr.eq(addr), self.mem_we.eq(we)]
+        wd = [self.mem_wdata[8 * i : 8 * i + 8] for i in range(L)]
 
-        pc = Signal(16)  # instruction word address
-        words = Array(Signal(32, name=f"iw{i}") for i in range(INSTR_WORDS))
+        # the read word, registered: loaded two cycles after the state that issued the read (rd);
+        # IM2COL3 loads a zero for a tap outside the image (ins)
+        rd, ins = Signal(), Signal(init=1)
+        rd_p, ins_p = Signal(2), Signal(2)
+        m.d.sync += [rd_p.eq(Cat(rd, rd_p[0])), ins_p.eq(Cat(ins, ins_p[0]))]
+        rdq = Signal(8 * L)
+        with m.If(rd_p[1]):
+            m.d.sync += rdq.eq(Mux(ins_p[1], self.mem_rdata, 0))
+        rq = [rdq[8 * i : 8 * i + 8].as_signed() for i in range(L)]
+
+        # ---- instruction: op and flags, then the fields (zero-extended to 16 bits where used) ----
+        pc = Signal(16)
         fetch_i = Signal(range(INSTR_WORDS + 1))
-        f = [words[1 + i // 2][16 * (i % 2) : 16 * (i % 2) + 16] for i in range(10)]  # 16-bit fields
-        op = words[0][:4]
-        relu = words[0][4]
+        op = Signal(4)
+        relu, gate = Signal(), Signal()
+        f = [Signal(fw[i], name=f"f{i}") for i in range(nf)]
+        m.d.comb += self.prog_addr.eq(pc)
 
         with m.If(self.running):
             m.d.sync += self.cycles.eq(self.cycles + 1)
 
-        # GEMM command straight from the fields (see quant.program.FIELDS)
         m.d.comb += [
             self.cmd.payload.m.eq(f[0]),
             self.cmd.payload.n.eq(f[1]),
@@ -113,62 +164,48 @@ class Sequencer(wiring.Component):
             self.cmd.payload.wgt_base.eq(f[6]),
             self.cmd.payload.chan_base.eq(f[7]),
             self.cmd.payload.relu.eq(relu),
-            self.cmd.payload.gate.eq(words[0][5]),
+            self.cmd.payload.gate.eq(gate),
         ]
-        src, dst, h, w, ct = f[0], f[1], f[2], f[3], f[4]
+        h, w, ct = f[2], f[3], f[4]
 
-        # Loop counters shared by the data-movement ops. Every address is a pointer register that
-        # steps by a constant or a field (no run-time products): the layouts are row-major and the
-        # loops walk them in order, so most pointers just count.
-        i_ct = Signal(16)
-        i_y = Signal(16)
-        i_x = Signal(16)
-        i_k = Signal(3)  # max-pool: which of the 4 inputs
-        out_ptr = Signal(ADDR_BITS)  # next destination word
-        rd_ptr = Signal(ADDR_BITS)  # current source word
-        row_ptr = Signal(ADDR_BITS)  # max-pool: top-left input of the output row; argmax: src + row
-        best = Array(Signal(signed(8), name=f"best{i}") for i in range(lanes))
-
-        # im2col tap (dy, dx) as counters; the source pixel (y + dy - 1, x + dx - 1) is inside the
-        # image unless it falls off one of the four borders
+        # ---- loop state shared by the ops ----
+        # cx/cy/cc: inner/middle/outer counters; rp: read pointer, bp: a second read pointer
+        # (MAXPOOL2's lower row, IM2COL3's tap row, ARGMAX's row), wp: write pointer.
+        cx = Signal(CXW)
+        cy = Signal(CYW)
+        cc = Signal(fw[4])
+        k = Signal(2)  # MAXPOOL2: which input word; IM2COL3: dx
         dy = Signal(2)
-        dx = Signal(2)
-        tap_ptr = Signal(ADDR_BITS)  # src + (dy - 1) * w + (dx - 1)
-        last_x = Signal()
-        last_y = Signal()
-        m.d.comb += [last_x.eq(_is_last(i_x, w)), last_y.eq(_is_last(i_y, h))]
-        inside = Signal()
-        m.d.comb += inside.eq(
-            ~((dx == 0) & (i_x == 0)) & ~((dx == 2) & last_x) & ~((dy == 0) & (i_y == 0)) & ~((dy == 2) & last_y)
-        )
-        ins_d = Signal(2)  # `inside` of the read in flight (two cycles to its word)
+        ln = Signal(range(max(L, entries_per_word(self.config) if self.rnn else 1) + 1))  # lane / entry
+        sl = Signal(lane_bits)  # ARGMAX: packing slot (row % lanes)
+        rp, bp, wp = Signal(FA), Signal(FA), Signal(FA)
+        last_x, last_y, last_c = Signal(), Signal(), Signal()
 
-        # max-pool reads in flight: valid and first-of-four flags, two stages
-        pv = Signal(2)
-        pfirst = Signal(2)
-        m.d.sync += [pv.eq(pv << 1), pfirst.eq(pfirst << 1), ins_d.eq(ins_d << 1)]
-        with m.If(pv[1]):
-            for i in range(lanes):
-                v = self.mem_rdata[8 * i : 8 * i + 8].as_signed()
-                m.d.sync += best[i].eq(Mux(pfirst[1] | (v > best[i]), v, best[i]))
+        # ARGMAX
+        a_best = Signal(8)
+        a_idx = Signal(8)
+        lane_v = Array(rq)[ln[:lane_bits]] if L > 1 else rq[0]
 
-        # argmax state
-        a_row = Signal(16)
-        a_nt = Signal(16)
-        a_lane = Signal(range(lanes + 1))
-        a_slot = Signal(range(lanes))  # a_row % lanes, counted
-        a_best = Signal(signed(9))
-        a_idx = Signal(16)
-        gidx = Signal(16)  # a_nt * lanes + a_lane, counted
-        a_pack = Signal(W8)
-        a_word = Signal(W8)
-        lane_vals = Array(a_word[8 * i : 8 * i + 8].as_signed() for i in range(lanes))
+        if self.rnn:
+            lstm = dict(
+                op_is_lstm=op == Op.LSTM,
+                f=f,
+                rdq=rdq,
+                wd=wd,
+                addr=addr,
+                we=we,
+                rd=rd,
+                cx=cx,
+                cy=cy,
+                cc=cc,
+                ln=ln,
+                rp=rp,
+                bp=bp,
+                wp=wp,
+            )
+            self._lstm_setup(m, lstm)
 
-        lstm = self._lstm_setup(m, f, words, i_x, i_y, out_ptr, rd_ptr, a_word, a_pack) if self.rnn else None
-        if lstm is not None:
-            lstm.update(addr=addr, we=we, wdata=wdata)
-
-        with m.FSM():
+        with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [
@@ -181,20 +218,28 @@ class Sequencer(wiring.Component):
                     ]
                     m.next = "FETCH"
             with m.State("FETCH"):
-                m.d.comb += self.prog_addr.eq(pc + fetch_i)
+                # word i is on prog_data when fetch_i == i + 1; pc ends on the next instruction
                 m.d.sync += fetch_i.eq(fetch_i + 1)
-                with m.If(fetch_i != 0):
-                    m.d.sync += words[fetch_i - 1].eq(self.prog_data)
+                with m.If(fetch_i != INSTR_WORDS):
+                    m.d.sync += pc.eq(pc + 1)
+                with m.If(fetch_i == 1):
+                    m.d.sync += [op.eq(self.prog_data[:4]), relu.eq(self.prog_data[4]), gate.eq(self.prog_data[5])]
+                for i in range(nf):
+                    with m.If(fetch_i == 2 + i // 2):
+                        lo = 16 * (i % 2)
+                        m.d.sync += f[i].eq(self.prog_data[lo : lo + fw[i]])
+                with m.If(fetch_i == 2):  # src, dst: the pointers start there
+                    m.d.sync += [rp.eq(self.prog_data[:FA]), bp.eq(self.prog_data[:FA]), wp.eq(self.prog_data[16:])]
                 with m.If(fetch_i == INSTR_WORDS):
-                    m.d.sync += [fetch_i.eq(0), pc.eq(pc + INSTR_WORDS)]
+                    m.d.sync += fetch_i.eq(0)
                     m.next = "DECODE"
             with m.State("DECODE"):
-                m.d.sync += [i_ct.eq(0), i_y.eq(0), i_x.eq(0), i_k.eq(0), dy.eq(0), dx.eq(0)]
-                m.d.sync += [a_row.eq(0), a_nt.eq(0), a_lane.eq(0), a_slot.eq(0), gidx.eq(0), a_pack.eq(0)]
-                m.d.sync += [out_ptr.eq(dst), rd_ptr.eq(src), row_ptr.eq(src)]
-                # IM2COL3 starts at tap (0, 0): src - w - 1 (modulo the address width; only read inside)
+                m.d.sync += [cx.eq(0), cy.eq(0), cc.eq(0), k.eq(0), dy.eq(0), ln.eq(0), sl.eq(0)]
+                with m.If(op == Op.MAXPOOL2):
+                    m.d.sync += bp.eq(bp + w)  # the lower row of the first window
                 with m.If(op == Op.IM2COL3):
-                    m.d.sync += [rd_ptr.eq(src - w - 1), tap_ptr.eq(src - w - 1)]
+                    # tap (0, 0) starts at src - w - 1 (modulo the address width; only read inside)
+                    m.d.sync += [bp.eq(bp + ~w), rp.eq(bp + ~w)]
                 # An op with a zero extent does nothing (as in quant.device_model); the loops below
                 # count to `extent - 1` and would never end on a zero.
                 empty = Signal()
@@ -202,29 +247,21 @@ class Sequencer(wiring.Component):
                     with m.Case(Op.GEMM):
                         m.d.comb += empty.eq((f[0] == 0) | (f[1] == 0) | (f[2] == 0) | (f[3] == 0))
                     with m.Case(Op.MAXPOOL2):
-                        # also an image smaller than 2x2 (no output pixel)
                         m.d.comb += empty.eq((h[1:] == 0) | (w[1:] == 0) | (ct == 0))
                     with m.Case(Op.IM2COL3):
                         m.d.comb += empty.eq((h == 0) | (w == 0) | (ct == 0))
                     with m.Case(Op.ARGMAX):
                         m.d.comb += empty.eq((f[2] == 0) | (f[3] == 0) | (f[4] == 0))
-                    with m.Case(Op.PWL_LOAD):
-                        m.d.comb += empty.eq(f[1] == 0)
-                    with m.Case(Op.LSTM):
-                        m.d.comb += empty.eq((f[0] == 0) | (f[1] == 0) | (f[2] == 0) | (f[8] == 0))
+                    if self.rnn:
+                        with m.Case(Op.PWL_LOAD):
+                            m.d.comb += empty.eq(f[1] == 0)
+                        with m.Case(Op.LSTM):
+                            m.d.comb += empty.eq((f[0] == 0) | (f[1] == 0) | (f[2] == 0) | (f[8] == 0))
                 with m.Switch(op):
                     with m.Case(Op.END):
                         m.d.sync += [self.running.eq(0), self.done.eq(1)]
                         m.next = "IDLE"
-                    if self.rnn:
-                        with m.Case(Op.PWL_LOAD, Op.LSTM):
-                            with m.If(empty):
-                                m.next = "FETCH"
-                            with m.Elif(op == Op.PWL_LOAD):
-                                m.next = "PL_READ"
-                            with m.Else():
-                                m.next = "L_INIT"
-                    with m.Case(Op.GEMM, Op.MAXPOOL2, Op.IM2COL3, Op.ARGMAX):
+                    with m.Case(*([Op.GEMM, Op.MAXPOOL2, Op.IM2COL3, Op.ARGMAX] + ([Op.PWL_LOAD, Op.LSTM] * self.rnn))):
                         with m.If(empty):
                             m.next = "FETCH"
                         with m.Elif(op == Op.GEMM):
@@ -233,8 +270,13 @@ class Sequencer(wiring.Component):
                             m.next = "POOL_READ"
                         with m.Elif(op == Op.IM2COL3):
                             m.next = "IM2COL"
-                        with m.Else():
+                        with m.Elif(op == Op.ARGMAX):
                             m.next = "ARG_READ"
+                        if self.rnn:
+                            with m.Elif(op == Op.PWL_LOAD):
+                                m.next = "PL_READ"
+                            with m.Else():
+                                m.next = "L_INIT"
                     with m.Default():
                         m.d.sync += [self.running.eq(0), self.done.eq(1), self.error.eq(1)]
                         m.next = "IDLE"
@@ -249,224 +291,230 @@ class Sequencer(wiring.Component):
                 with m.If(self.gemm_done.valid):
                     m.next = "FETCH"
 
-            # ---- MAXPOOL2: 4 back-to-back reads (p, p+1, p+w, p+w+1), lane-wise max as the words
-            # arrive (see `pv` above), 1 write per output pixel; 7 cycles a pixel ----
-            # rd_ptr: top-left input of the output pixel; outputs are consecutive words from dst
+            # ---- MAXPOOL2: reads p, p + 1 (rp) and p + w, p + w + 1 (bp) back to back; the
+            # lane-wise maximum builds up in mem_wdata as the words arrive (three cycles after
+            # each read); one write per output pixel, 7 cycles a pixel. h and w are even
+            # (quant.program refuses others), so the next row of windows starts where bp ends.
             with m.State("POOL_READ"):
-                m.d.comb += addr.eq(rd_ptr + Mux(i_k[1], w, 0) + i_k[0])
-                m.d.sync += [pv[0].eq(1), pfirst[0].eq(i_k == 0), i_k.eq(i_k + 1)]
-                with m.If(i_k == 3):
+                m.d.comb += [addr.eq(Mux(k[1], bp, rp)), rd.eq(1)]
+                m.d.sync += k.eq(k + 1)
+                with m.If(k[1]):
+                    m.d.sync += bp.eq(bp + 1)
+                with m.Else():
+                    m.d.sync += rp.eq(rp + 1)
+                with m.If(k == 3):
                     m.next = "POOL_W1"
             with m.State("POOL_W1"):
                 m.next = "POOL_W2"
             with m.State("POOL_W2"):
                 m.next = "POOL_WRITE"
             with m.State("POOL_WRITE"):
-                m.d.comb += [addr.eq(out_ptr), we.eq(1)]
-                for i in range(lanes):
-                    m.d.comb += wdata[8 * i : 8 * i + 8].eq(best[i])
-                m.d.sync += [i_k.eq(0), i_x.eq(i_x + 1), out_ptr.eq(out_ptr + 1), rd_ptr.eq(rd_ptr + 2)]
+                m.d.comb += [addr.eq(wp), we.eq(1)]
+                m.d.comb += [
+                    last_x.eq(_is_last(cx, w >> 1)),
+                    last_y.eq(_is_last(cy, h >> 1)),
+                    last_c.eq(_is_last(cc, ct)),
+                ]
+                m.d.sync += [wp.eq(wp + 1), cx.eq(cx + 1)]
                 m.next = "POOL_READ"
-                with m.If(_is_last(i_x, w >> 1)):
-                    # next output row: two input rows down
-                    m.d.sync += [
-                        i_x.eq(0),
-                        i_y.eq(i_y + 1),
-                        rd_ptr.eq(row_ptr + (w << 1)),
-                        row_ptr.eq(row_ptr + (w << 1)),
-                    ]
-                    with m.If(_is_last(i_y, h >> 1)):
-                        # next channel tile: past an odd height's unused last row
-                        nxt = Signal(ADDR_BITS)
-                        m.d.comb += nxt.eq(row_ptr + (w << 1) + Mux(h[0], w, 0))
-                        m.d.sync += [i_y.eq(0), i_ct.eq(i_ct + 1), rd_ptr.eq(nxt), row_ptr.eq(nxt)]
-                        with m.If(_is_last(i_ct, ct)):
-                            m.next = "FETCH"
-
-            # ---- IM2COL3: one read (or a zero) and one write per destination word, 3 cycles ----
-            # Source words are consecutive within a tap (channel tiles and rows are contiguous), so
-            # rd_ptr counts; a tap starts at tap_ptr = src + (dy - 1) * w + dx - 1.
-            with m.State("IM2COL"):
-                m.d.comb += addr.eq(rd_ptr)
-                m.d.sync += [ins_d[0].eq(inside), rd_ptr.eq(rd_ptr + 1), i_x.eq(i_x + 1)]
-                m.next = "IM2COL_WAIT"
                 with m.If(last_x):
-                    m.d.sync += [i_x.eq(0), i_y.eq(i_y + 1)]
+                    m.d.sync += [cx.eq(0), cy.eq(cy + 1), rp.eq(bp), bp.eq(bp + w)]
                     with m.If(last_y):
-                        m.d.sync += [i_y.eq(0), i_ct.eq(i_ct + 1)]
-                        with m.If(_is_last(i_ct, ct)):
-                            step = Signal(ADDR_BITS)
-                            m.d.comb += step.eq(tap_ptr + Mux(dx == 2, w - 2, 1))
-                            m.d.sync += [i_ct.eq(0), rd_ptr.eq(step), tap_ptr.eq(step), dx.eq(dx + 1)]
-                            with m.If(dx == 2):
-                                m.d.sync += [dx.eq(0), dy.eq(dy + 1)]
-            with m.State("IM2COL_WAIT"):
+                        m.d.sync += [cy.eq(0), cc.eq(cc + 1)]
+                        with m.If(last_c):
+                            m.next = "FETCH"
+            # ---- IM2COL3: one read (or a zero) and one write per destination word, 4 cycles ----
+            # Source words are consecutive within a tap (channel tiles and rows are contiguous), so
+            # rp counts; bp = src + (dy - 1) * w - 1 is the tap row, a tap starts at bp + dx.
+            with m.State("IM2COL"):
+                m.d.comb += [last_x.eq(_is_last(cx, w)), last_y.eq(_is_last(cy, h)), last_c.eq(_is_last(cc, ct))]
+                m.d.comb += [
+                    addr.eq(rp),
+                    rd.eq(1),
+                    ins.eq(
+                        ~((k == 0) & (cx == 0))
+                        & ~((k == 2) & last_x)
+                        & ~((dy == 0) & (cy == 0))
+                        & ~((dy == 2) & last_y)
+                    ),
+                ]
+                m.d.sync += [rp.eq(rp + 1), cx.eq(cx + 1)]
+                m.next = "IM2COL_W1"
+                with m.If(last_x):
+                    m.d.sync += [cx.eq(0), cy.eq(cy + 1)]
+                    with m.If(last_y):
+                        m.d.sync += [cy.eq(0), cc.eq(cc + 1)]
+                        with m.If(last_c):
+                            m.d.sync += [cc.eq(0), k.eq(k + 1), rp.eq(bp + k + 1)]
+                            with m.If(k == 2):
+                                m.d.sync += [k.eq(0), dy.eq(dy + 1), rp.eq(bp + w), bp.eq(bp + w)]
+            with m.State("IM2COL_W1"):
+                m.next = "IM2COL_W2"
+            with m.State("IM2COL_W2"):
                 m.next = "IM2COL_WRITE"
             with m.State("IM2COL_WRITE"):
-                m.d.comb += [addr.eq(out_ptr), wdata.eq(Mux(ins_d[1], self.mem_rdata, 0)), we.eq(1)]
-                m.d.sync += out_ptr.eq(out_ptr + 1)
+                m.d.comb += [addr.eq(wp), we.eq(1)]
+                m.d.sync += [wp.eq(wp + 1), self.mem_wdata.eq(rdq)]
                 m.next = "IM2COL"
                 # the read state wrapped every counter after the last tap
-                with m.If((dy == 3) & (dx == 0)):
+                with m.If(dy == 3):
                     m.next = "FETCH"
 
             # ---- ARGMAX: scan each row's lanes, pack one index byte per row ----
-            # fields: src f[0], dst f[1], m f[2], n f[3], nt f[4]; rd_ptr = src + a_nt * m + a_row
+            # fields: src f0, dst f1, m f2, n f3, nt f4; rp = src + cc * m + cy (row cy, N-tile cc),
+            # bp = src + cy; cx counts the row's global lane index
             with m.State("ARG_READ"):
-                m.d.comb += addr.eq(rd_ptr)
+                m.d.comb += [addr.eq(rp), rd.eq(1)]
                 m.next = "ARG_WAIT"
             with m.State("ARG_WAIT"):
                 m.next = "ARG_LATCH"
-            with m.State("ARG_LATCH"):
-                m.d.sync += [a_word.eq(self.mem_rdata), a_lane.eq(0)]
+            with m.State("ARG_LATCH"):  # rdq is loaded at the end of this cycle
                 m.next = "ARG_SCAN"
             with m.State("ARG_SCAN"):
-                v = lane_vals[a_lane[:lane_bits]]
-                with m.If((gidx < f[3]) & ((gidx == 0) | (v > a_best))):
-                    m.d.sync += [a_best.eq(v), a_idx.eq(gidx)]
-                m.d.sync += [a_lane.eq(a_lane + 1), gidx.eq(gidx + 1)]
-                with m.If(a_lane == lanes - 1):
-                    m.d.sync += [a_nt.eq(a_nt + 1), rd_ptr.eq(rd_ptr + f[2])]
+                m.d.comb += last_c.eq(_is_last(cc, f[4]))
+                with m.If((cx < f[3]) & ((cx == 0) | (lane_v > a_best.as_signed()))):
+                    m.d.sync += [a_best.eq(lane_v), a_idx.eq(cx)]
+                m.d.sync += [ln.eq(ln + 1), cx.eq(cx + 1)]
+                with m.If(ln == L - 1):
+                    m.d.sync += [ln.eq(0), cc.eq(cc + 1), rp.eq(rp + f[2])]
                     m.next = "ARG_READ"
-                    with m.If(_is_last(a_nt, f[4])):
-                        m.d.sync += [a_nt.eq(0), rd_ptr.eq(row_ptr + 1), row_ptr.eq(row_ptr + 1)]
+                    with m.If(last_c):
+                        m.d.sync += [cc.eq(0), rp.eq(bp + 1), bp.eq(bp + 1)]
                         m.next = "ARG_EMIT"
             with m.State("ARG_EMIT"):
-                packed = Signal(W8)
-                for i in range(lanes):
-                    m.d.comb += packed[8 * i : 8 * i + 8].eq(Mux(a_slot == i, a_idx[:8], a_pack[8 * i : 8 * i + 8]))
-                m.d.sync += [a_pack.eq(packed), a_row.eq(a_row + 1), a_slot.eq(a_slot + 1), gidx.eq(0)]
-                with m.If(a_slot == lanes - 1):
-                    m.d.sync += a_slot.eq(0)
-                last = Signal()
-                m.d.comb += last.eq(_is_last(a_row, f[2]))
-                with m.If((a_slot == lanes - 1) | last):
-                    m.d.comb += [addr.eq(out_ptr), wdata.eq(packed), we.eq(1)]
-                    m.d.sync += [out_ptr.eq(out_ptr + 1), a_pack.eq(0)]
+                # the index goes into byte `sl` of mem_wdata (the others clear on a new word)
+                m.d.comb += last_y.eq(_is_last(cy, f[2]))
+                for i in range(L):
+                    with m.If(sl == i):
+                        m.d.sync += wd[i].eq(a_idx)
+                    with m.Elif(sl == 0):
+                        m.d.sync += wd[i].eq(0)
+                m.d.sync += [cy.eq(cy + 1), sl.eq(sl + 1), cx.eq(0)]
+                with m.If(sl == L - 1):
+                    m.d.sync += sl.eq(0)
+                with m.If((sl == L - 1) | last_y):
+                    m.d.comb += [addr.eq(wp), we.eq(1)]
+                    m.d.sync += wp.eq(wp + 1)
                 m.next = "ARG_READ"
-                with m.If(last):
+                with m.If(last_y):
                     m.next = "FETCH"
 
             if self.rnn:  # opens its states inside this FSM
                 self._lstm_states(m, lstm)
+
+        # MAXPOOL2's lane-wise maximum: the four words of a window are in rdq during the last
+        # read state and the three after it
+        pool_first = Signal()
+        pool_cmp = Signal()
+        m.d.comb += [
+            pool_first.eq(fsm.ongoing("POOL_READ") & (k == 3)),
+            pool_cmp.eq(pool_first | fsm.ongoing("POOL_W1") | fsm.ongoing("POOL_W2") | fsm.ongoing("POOL_WRITE")),
+        ]
+        with m.If(pool_cmp):
+            for i in range(L):
+                with m.If(pool_first | (rq[i] > wd[i].as_signed())):
+                    m.d.sync += wd[i].eq(rq[i])
         return m
 
-    def _lstm_setup(self, m, f, words, i_x, i_y, out_ptr, rd_ptr, a_word, a_pack):
-        """Registers and combinational logic of PWL_LOAD and LSTM (see quant/program.py)."""
-        cfg = self.config
-        gu = self.gate_unit
+    def _lstm_setup(self, m, v):
+        """Registers and combinational logic of PWL_LOAD and LSTM (see quant/program.py); adds its names to ``v``."""
+        cfg, gu = self.config, self.gate_unit
         m.submodules.gate = gu
+        f, rdq = v["f"], v["rdq"]
         R, C = cfg.rows, cfg.cols
         lr, lc = (R - 1).bit_length(), (C - 1).bit_length()
         per = entries_per_word(cfg)
         upw = C // 8  # units per z word
+        FA = len(v["rp"])
 
-        # ---- PWL_LOAD: fields src f[0], count f[1]; rows/4 entries per word ----
-        e_i = Signal(range(per + 1))
+        # ---- PWL_LOAD: fields src f0, count f1; rows/4 entries per word ----
         entry = Signal(32)
-        if per > 1:
-            m.d.comb += entry.eq(a_word.word_select(e_i[: (per - 1).bit_length()], 32))
-        else:
-            m.d.comb += entry.eq(a_word[:32])
+        m.d.comb += entry.eq(rdq.word_select(v["ln"][: max(1, (per - 1).bit_length())], 32) if per > 1 else rdq[:32])
         m.d.comb += [gu.p_addr.eq((REGION_PWL << gu.offset_width) | entry[16:32]), gu.p_data.eq(entry[:16])]
-        # ---- LSTM: fields m f[0], hidden f[1], steps f[2], x_base f[3], act_base f[4], z_base f[5],
-        # wgt_base f[6], chan_base f[7], xt f[8], h_base f[9] ----
-        M_, H_, T_ = f[0], f[1], f[2]
-        x_base, act_base, z_base, xt, h_base = f[3], f[4], f[5], f[8], f[9]
-        ht, nt = Signal(16), Signal(16)
+
+        # ---- LSTM: fields m f0, hidden f1, steps f2, x_base f3, act_base f4, z_base f5,
+        # wgt_base f6, chan_base f7, xt f8, h_base f9. Counters: cc the step, cy the sequence (or
+        # the copy's tile), cx the unit (or the copy's word), ln the h lane; rp the x word (the
+        # steps' x blocks are consecutive), bp the z word, wp the h (or activation) word.
+        H_ = f[1]
+        ht = Signal(16)
+        nt = Signal(16)
         m.d.comb += [ht.eq((H_ + (R - 1)) >> lr), nt.eq(((H_ << 2) + (C - 1)) >> lc)]
-        t = Signal(16)  # step
-        j = Signal(16)  # unit
-        row = Signal(16)  # sequence
-        lane = Signal(range(R))  # h lane of unit j
         cidx = Signal(gu.unit_width)  # row * H + j: the cell of this (sequence, unit)
         half = Signal()
         sub = Signal(range(max(upw, 2)))
-        # z word of (row, j): z_base + 2 * row + 2 * M * (j // (C/4)) + half, counted in z_ptr
-        z_ptr = Signal(ADDR_BITS)
-        z_row = Signal(ADDR_BITS)  # z_base + 2 * row
-        h_ptr = Signal(ADDR_BITS)  # h_base + (j // R) * M + row
-        h_row = Signal(ADDR_BITS)  # h_base + row
-
-        with m.If(words[0][:4] == Op.LSTM):
+        z_row = Signal(FA)  # z_base + 2 * row
+        h_row = Signal(FA)  # h_base + row
+        with m.If(v["op_is_lstm"]):
             m.d.comb += [
-                self.cmd.payload.m.eq(M_),
                 self.cmd.payload.n.eq(H_ << 2),
-                self.cmd.payload.kt.eq(xt + ht),
+                self.cmd.payload.kt.eq(f[8] + ht),
                 self.cmd.payload.nt.eq(nt),
-                self.cmd.payload.act_base.eq(act_base),
-                self.cmd.payload.out_base.eq(z_base),
                 self.cmd.payload.relu.eq(0),
                 self.cmd.payload.gate.eq(1),
             ]
-        zw = self.mem_rdata if upw == 1 else self.mem_rdata.word_select(sub, 64)
+        zw = rdq if upw == 1 else rdq.word_select(sub, 64)
         m.d.comb += [gu.i_stream.payload.acc[g].eq(zw[16 * g : 16 * g + 16]) for g in range(4)]
-        m.d.comb += [gu.i_stream.payload.unit.eq(cidx), gu.i_stream.payload.first.eq(t == 0)]
-        packed = Signal(8 * R)
-        for i in range(R):
-            m.d.comb += packed[8 * i : 8 * i + 8].eq(Mux(lane == i, gu.o_stream.payload.h, a_pack[8 * i : 8 * i + 8]))
-        return locals()
+        m.d.comb += [gu.i_stream.payload.unit.eq(cidx), gu.i_stream.payload.first.eq(v["cc"] == 0)]
+        v.update(per=per, upw=upw, ht=ht, cidx=cidx, half=half, sub=sub, z_row=z_row, h_row=h_row, gu=gu)
 
     def _lstm_states(self, m, v):
         """The states of PWL_LOAD and LSTM, opened inside the sequencer's FSM; ``v``: :meth:`_lstm_setup`'s names."""
-        f, gu, per, R, upw = v["f"], v["gu"], v["per"], v["R"], v["upw"]
-        addr, we, wdata = v["addr"], v["we"], v["wdata"]
-        i_x, i_y, out_ptr, rd_ptr, a_word, a_pack, e_i = (
-            v[k] for k in ("i_x", "i_y", "out_ptr", "rd_ptr", "a_word", "a_pack", "e_i")
-        )
-        t, j, row, lane, cidx, half, sub = (v[k] for k in ("t", "j", "row", "lane", "cidx", "half", "sub"))
-        z_ptr, z_row, h_ptr, h_row, packed = (v[k] for k in ("z_ptr", "z_row", "h_ptr", "h_row", "packed"))
-        M_, H_, T_, xt, ht = (v[k] for k in ("M_", "H_", "T_", "xt", "ht"))
-        x_base, act_base, z_base, h_base = (v[k] for k in ("x_base", "act_base", "z_base", "h_base"))
+        f, gu, per, upw, R = v["f"], v["gu"], v["per"], v["upw"], self.config.rows
+        addr, we, rd, wd, rdq = v["addr"], v["we"], v["rd"], v["wd"], v["rdq"]
+        cx, cy, cc, ln, rp, bp, wp = (v[n] for n in ("cx", "cy", "cc", "ln", "rp", "bp", "wp"))
+        ht, cidx, half, sub, z_row, h_row = (v[n] for n in ("ht", "cidx", "half", "sub", "z_row", "h_row"))
+        M_, H_, T_, xt = f[0], f[1], f[2], f[8]
 
-        # rd_ptr = src + i_x (set at DECODE)
+        # rp = src (set while fetching); ln counts the word's entries
         with m.State("PL_READ"):
-            m.d.comb += addr.eq(rd_ptr)
-            m.d.sync += rd_ptr.eq(rd_ptr + 1)
+            m.d.comb += [addr.eq(rp), rd.eq(1)]
+            m.d.sync += rp.eq(rp + 1)
             m.next = "PL_WAIT"
         with m.State("PL_WAIT"):
             m.next = "PL_LATCH"
-        with m.State("PL_LATCH"):
-            m.d.sync += [a_word.eq(self.mem_rdata), e_i.eq(0)]
+        with m.State("PL_LATCH"):  # rdq is loaded at the end of this cycle
+            m.d.sync += ln.eq(0)
             m.next = "PL_WRITE"
         with m.State("PL_WRITE"):
             m.d.comb += gu.p_en.eq(1)
-            m.d.sync += e_i.eq(e_i + 1)
-            with m.If(e_i == per - 1):
-                m.d.sync += i_x.eq(i_x + 1)
+            m.d.sync += ln.eq(ln + 1)
+            with m.If(ln == per - 1):
+                m.d.sync += cx.eq(cx + 1)
                 m.next = "PL_READ"
-                with m.If(_is_last(i_x, f[1])):
+                with m.If(_is_last(cx, f[1])):
                     m.next = "FETCH"
 
         with m.State("L_INIT"):
-            m.d.sync += [t.eq(0), rd_ptr.eq(x_base), out_ptr.eq(act_base), i_x.eq(0), i_y.eq(0)]
+            m.d.sync += [cc.eq(0), rp.eq(f[3]), wp.eq(f[4]), cx.eq(0), cy.eq(0)]
             m.next = "L_COPY_RD"
-        # x_t (xt tiles of M words; the steps' x blocks are consecutive) into the activation matrix;
-        # at step 0 the h tiles after it are zeroed
+        # x_t (xt tiles of M words) into the activation matrix; at step 0 the h tiles after it are zeroed
         with m.State("L_COPY_RD"):
-            m.d.comb += addr.eq(rd_ptr)
-            m.d.sync += rd_ptr.eq(rd_ptr + 1)
-            m.next = "L_COPY_WAIT"
-        with m.State("L_COPY_WAIT"):
+            m.d.comb += [addr.eq(rp), rd.eq(1)]
+            m.d.sync += rp.eq(rp + 1)
+            m.next = "L_COPY_W1"
+        with m.State("L_COPY_W1"):
+            m.next = "L_COPY_W2"
+        with m.State("L_COPY_W2"):
             m.next = "L_COPY_WR"
         with m.State("L_COPY_WR"):
-            m.d.comb += [addr.eq(out_ptr), wdata.eq(self.mem_rdata), we.eq(1)]
-            m.d.sync += [out_ptr.eq(out_ptr + 1), i_x.eq(i_x + 1)]
+            m.d.comb += [addr.eq(wp), we.eq(1)]
+            m.d.sync += [self.mem_wdata.eq(rdq), wp.eq(wp + 1), cx.eq(cx + 1)]
             m.next = "L_COPY_RD"
-            with m.If(_is_last(i_x, M_)):
-                m.d.sync += [i_x.eq(0), i_y.eq(i_y + 1)]
-                with m.If(_is_last(i_y, xt)):
-                    m.d.sync += i_y.eq(0)
+            with m.If(_is_last(cx, M_)):
+                m.d.sync += [cx.eq(0), cy.eq(cy + 1)]
+                with m.If(_is_last(cy, xt)):
+                    m.d.sync += cy.eq(0)
                     m.next = "L_GEMM_CMD"
-                    with m.If(t == 0):
+                    with m.If(cc == 0):
                         m.next = "L_ZERO"
-        with m.State("L_ZERO"):  # out_ptr = h_base here
-            m.d.comb += [addr.eq(out_ptr), wdata.eq(0), we.eq(1)]
-            m.d.sync += [out_ptr.eq(out_ptr + 1), i_x.eq(i_x + 1)]
-            with m.If(_is_last(i_x, M_)):
-                m.d.sync += [i_x.eq(0), i_y.eq(i_y + 1)]
-                with m.If(_is_last(i_y, ht)):
-                    m.d.sync += i_y.eq(0)
+        with m.State("L_ZERO"):  # wp = h_base here
+            m.d.comb += [addr.eq(wp), we.eq(1)]
+            m.d.sync += [self.mem_wdata.eq(0), wp.eq(wp + 1), cx.eq(cx + 1)]
+            with m.If(_is_last(cx, M_)):
+                m.d.sync += [cx.eq(0), cy.eq(cy + 1)]
+                with m.If(_is_last(cy, ht)):
+                    m.d.sync += cy.eq(0)
                     m.next = "L_GEMM_CMD"
         with m.State("L_GEMM_CMD"):
             m.d.comb += self.cmd.valid.eq(1)
@@ -476,60 +524,65 @@ class Sequencer(wiring.Component):
             m.d.comb += self.gemm_done.ready.eq(1)
             with m.If(self.gemm_done.valid):
                 m.d.sync += [
-                    j.eq(0),
-                    row.eq(0),
-                    lane.eq(0),
+                    cx.eq(0),
+                    cy.eq(0),
+                    ln.eq(0),
                     cidx.eq(0),
                     half.eq(0),
                     sub.eq(0),
-                    z_ptr.eq(z_base),
-                    z_row.eq(z_base),
-                    h_ptr.eq(h_base),
-                    h_row.eq(h_base),
-                    a_pack.eq(0),
+                    bp.eq(f[5]),
+                    z_row.eq(f[5]),
+                    wp.eq(f[9]),
+                    h_row.eq(f[9]),
                 ]
                 m.next = "L_G_READ"
         # the gate unit over every (sequence, unit): read z, send it, take h' into the packed h word
         with m.State("L_G_READ"):
-            m.d.comb += addr.eq(z_ptr)
+            m.d.comb += [addr.eq(bp), rd.eq(1)]
             m.next = "L_G_RWAIT"
         with m.State("L_G_RWAIT"):
-            m.d.comb += addr.eq(z_ptr)
+            m.next = "L_G_LATCH"
+        with m.State("L_G_LATCH"):  # rdq is loaded at the end of this cycle
             m.next = "L_G_SEND"
         with m.State("L_G_SEND"):
-            m.d.comb += [addr.eq(z_ptr), gu.i_stream.valid.eq(1)]  # the same word while waiting
+            m.d.comb += gu.i_stream.valid.eq(1)
             with m.If(gu.i_stream.ready):
                 m.next = "L_G_WAIT"
         with m.State("L_G_WAIT"):
             m.d.comb += gu.o_stream.ready.eq(1)
             with m.If(gu.o_stream.valid):
                 last_j = Signal()
-                m.d.comb += last_j.eq(_is_last(j, H_))
-                m.d.sync += [a_pack.eq(packed), lane.eq(lane + 1), j.eq(j + 1), cidx.eq(cidx + 1)]
-                with m.If((lane == R - 1) | last_j):
-                    m.d.comb += [addr.eq(h_ptr), wdata.eq(packed), we.eq(1)]
-                    m.d.sync += [a_pack.eq(0), lane.eq(0), h_ptr.eq(h_ptr + M_)]
+                m.d.comb += last_j.eq(_is_last(cx, H_))
+                for i in range(R):
+                    with m.If(ln == i):
+                        m.d.sync += wd[i].eq(gu.o_stream.payload.h)
+                    with m.Elif(ln == 0):
+                        m.d.sync += wd[i].eq(0)
+                m.d.sync += [ln.eq(ln + 1), cx.eq(cx + 1), cidx.eq(cidx + 1)]
+                with m.If((ln == R - 1) | last_j):
+                    m.d.comb += [addr.eq(wp), we.eq(1)]
+                    m.d.sync += [ln.eq(0), wp.eq(wp + M_)]
                 # next unit's z word: sub, then half, then the next N-tile (2 * M words on)
                 if upw > 1:
                     m.d.sync += sub.eq(sub + 1)
                 with m.If(sub == upw - 1):
-                    m.d.sync += [sub.eq(0), half.eq(~half), z_ptr.eq(z_ptr + 1)]
+                    m.d.sync += [sub.eq(0), half.eq(~half), bp.eq(bp + 1)]
                     with m.If(half):
-                        m.d.sync += z_ptr.eq(z_ptr + (M_ << 1) - 1)
+                        m.d.sync += bp.eq(bp + (M_ << 1) - 1)
                 m.next = "L_G_READ"
                 with m.If(last_j):  # next sequence
                     m.d.sync += [
-                        j.eq(0),
-                        row.eq(row + 1),
+                        cx.eq(0),
+                        cy.eq(cy + 1),
                         sub.eq(0),
                         half.eq(0),
-                        z_ptr.eq(z_row + 2),
+                        bp.eq(z_row + 2),
                         z_row.eq(z_row + 2),
-                        h_ptr.eq(h_row + 1),
+                        wp.eq(h_row + 1),
                         h_row.eq(h_row + 1),
                     ]
-                    with m.If(_is_last(row, M_)):  # next step
-                        m.d.sync += [t.eq(t + 1), out_ptr.eq(act_base)]
+                    with m.If(_is_last(cy, M_)):  # next step
+                        m.d.sync += [cy.eq(0), cc.eq(cc + 1), wp.eq(f[4])]
                         m.next = "L_COPY_RD"
-                        with m.If(_is_last(t, T_)):
+                        with m.If(_is_last(cc, T_)):
                             m.next = "FETCH"
