@@ -19,7 +19,7 @@ a write needs no data multiplexer in front of it.
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -63,18 +63,26 @@ class Sequencer(wiring.Component):
         enters one (a read's word is usable three cycles after the state that issues it).
 
     Fields are held as wide as the memories need (quant.program's 16 bits are an encoding limit):
-    addresses modulo the feature memory depth, as the engine takes them; a program whose extents
-    do not fit the memories is refused by the compiler anyway.
+    addresses modulo the feature memory depth, as the engine takes them, extents up to the feature
+    memory depth, and ARGMAX's ``n`` up to ``chan_depth + rows`` (it ranks a GEMM's output
+    channels); the compiler refuses programs that do not fit the memories anyway. MAXPOOL2 needs
+    an even height and width (quant.program refuses others).
 
     Parameters
     ----------
     rnn : bool
         Include the gate unit and the ``PWL_LOAD`` / ``LSTM`` ops (only where
         :func:`quant.gate_map.lstm_supported`; otherwise those opcodes stop with an error).
+    prog_depth : int, optional
+        Words of the program memory (``config.prog_depth`` by default): the program counter is
+        as wide as its address.
     """
 
-    def __init__(self, config: NPUConfig, rnn: bool = True):
+    def __init__(self, config: NPUConfig, rnn: bool = True, prog_depth: int | None = None):
         self.config = config
+        self.prog_depth = config.prog_depth if prog_depth is None else int(prog_depth)
+        if not 1 <= self.prog_depth <= 1 << 16:
+            raise ValueError(f"prog_depth must be in [1, 65536], got {self.prog_depth}")
         self.rnn = bool(rnn) and lstm_supported(config)
         self.gate_unit = GateUnit(config, "lstm", hidden=cell_depth(config), z_in=True) if self.rnn else None
         super().__init__(
@@ -104,7 +112,7 @@ class Sequencer(wiring.Component):
         TW = min(DIM_BITS, _bits(-(-cfg.weight_depth // L)))
         NW = min(DIM_BITS, _bits(cfg.chan_depth))
         WA, CA = _bits(cfg.weight_depth - 1), _bits(cfg.chan_depth - 1)
-        GW = _bits(cfg.act_depth * L)  # ARGMAX n: up to nt lanes of words
+        GW = _bits(cfg.chan_depth + L)  # ARGMAX n: the classes of a GEMM's output (channels have parameters)
         slots = [
             (MW, FA),  # m | src
             (NW, FA, EW),  # n | dst | count | hidden
@@ -128,31 +136,53 @@ class Sequencer(wiring.Component):
         nf = 10 if self.rnn else 8
 
         # ---- memory port: registered address / write enable; mem_wdata is a working register ----
+        # Datapath registers have no reset (RL): their values after power-up do not matter, and a
+        # flip-flop's reset input is then free for the clear of a counter or a lane (iCE40 SB_DFFESR).
+        RL = dict(reset_less=True)
         addr = Signal(FA)
         we = Signal()
-        m.d.sync += [self.mem_addr.eq(addr), self.mem_we.eq(we)]
-        wd = [self.mem_wdata[8 * i : 8 * i + 8] for i in range(L)]
+        addr_q, wdq, cyc = Signal(FA, **RL), Signal(8 * L, **RL), Signal(32, **RL)
+        m.d.sync += [addr_q.eq(addr), self.mem_we.eq(we)]
+        m.d.comb += [self.mem_addr.eq(addr_q), self.mem_wdata.eq(wdq), self.cycles.eq(cyc)]
+        wd = [wdq[8 * i : 8 * i + 8] for i in range(L)]
 
         # the read word, registered: loaded two cycles after the state that issued the read (rd);
         # IM2COL3 loads a zero for a tap outside the image (ins)
         rd, ins = Signal(), Signal(init=1)
-        rd_p, ins_p = Signal(2), Signal(2)
+        rd_p, ins_p = Signal(2, **RL), Signal(2, **RL)
         m.d.sync += [rd_p.eq(Cat(rd, rd_p[0])), ins_p.eq(Cat(ins, ins_p[0]))]
-        rdq = Signal(8 * L)
-        with m.If(rd_p[1]):
-            m.d.sync += rdq.eq(Mux(ins_p[1], self.mem_rdata, 0))
+        rdq = Signal(8 * L, **RL)
+        rq_shift = Signal()  # ARGMAX: move the next lane into lane 0
+        with m.If(rd_p[1] | rq_shift):
+            m.d.sync += rdq.eq(Mux(rd_p[1] & ~ins_p[1], 0, Mux(rd_p[1], self.mem_rdata, rdq >> 8)))
         rq = [rdq[8 * i : 8 * i + 8].as_signed() for i in range(L)]
 
+        # mem_wdata, lane by lane, in one statement (so that the clear and the enable map onto the
+        # flip-flops): the word read (w_all), zeros (w_zero), the running maximum (pool_en), or
+        # byte `wb_val` into lane `wb_slot` with the other lanes cleared on a new word (wb_en)
+        w_all, w_zero, wb_en = Signal(), Signal(), Signal()
+        wb_slot, wb_val = Signal(range(L + 1)), Signal(8)
+        pool_en = Signal(L)
+        for i in range(L):
+            wb_i = wb_en & ((wb_slot == i) | (wb_slot == 0))
+            with m.If(w_all | w_zero | pool_en[i] | wb_i):
+                m.d.sync += wd[i].eq(Mux(w_zero | (wb_en & (wb_slot != i)), 0, Mux(wb_en, wb_val, rq[i])))
+
         # ---- instruction: op and flags, then the fields (zero-extended to 16 bits where used) ----
-        pc = Signal(16)
-        fetch_i = Signal(range(INSTR_WORDS + 1))
-        op = Signal(4)
-        relu, gate = Signal(), Signal()
-        f = [Signal(fw[i], name=f"f{i}") for i in range(nf)]
+        pc = Signal(_bits(self.prog_depth - 1), **RL)
+        fetch_i = Signal(range(INSTR_WORDS + 1), **RL)
+        op = Signal(4, **RL)
+        relu, gate = Signal(**RL), Signal(**RL)
+        f = [Signal(fw[i], name=f"f{i}", **RL) for i in range(nf)]
+        # the opcode decoded into flags one cycle after it is fetched (valid from the second fetch
+        # cycle on), so that no opcode comparison sits in front of the datapath
+        is_op = {o: Signal(name=f"is_{Op.NAMES[o].lower()}", **RL) for o in Op.NAMES}
+        m.d.sync += [sig.eq(op == o) for o, sig in is_op.items()]
         m.d.comb += self.prog_addr.eq(pc)
 
-        with m.If(self.running):
-            m.d.sync += self.cycles.eq(self.cycles + 1)
+        # counts while running (an add of `running`: no enable logic), cleared by a start
+        cyc_clear = Signal()
+        m.d.sync += cyc.eq(Mux(cyc_clear, 0, cyc + self.running))
 
         m.d.comb += [
             self.cmd.payload.m.eq(f[0]),
@@ -171,24 +201,71 @@ class Sequencer(wiring.Component):
         # ---- loop state shared by the ops ----
         # cx/cy/cc: inner/middle/outer counters; rp: read pointer, bp: a second read pointer
         # (MAXPOOL2's lower row, IM2COL3's tap row, ARGMAX's row), wp: write pointer.
-        cx = Signal(CXW)
-        cy = Signal(CYW)
-        cc = Signal(fw[4])
-        k = Signal(2)  # MAXPOOL2: which input word; IM2COL3: dx
-        dy = Signal(2)
-        ln = Signal(range(max(L, entries_per_word(self.config) if self.rnn else 1) + 1))  # lane / entry
-        sl = Signal(lane_bits)  # ARGMAX: packing slot (row % lanes)
-        rp, bp, wp = Signal(FA), Signal(FA), Signal(FA)
-        last_x, last_y, last_c = Signal(), Signal(), Signal()
+        cx = Signal(CXW, **RL)
+        cy = Signal(CYW, **RL)
+        cc = Signal(fw[4], **RL)
+        k = Signal(2, **RL)  # MAXPOOL2: which input word; IM2COL3: dx
+        dy = Signal(2, **RL)
+        ln = Signal(range(max(L, entries_per_word(self.config) if self.rnn else 1) + 1), **RL)  # lane / entry
+        sl = Signal(lane_bits, **RL)  # ARGMAX: packing slot (row % lanes)
+        rp, bp, wp = Signal(FA, name="rp", **RL), Signal(FA, name="bp", **RL), Signal(FA, name="wp", **RL)
+        # Two shared adders: bsum = bp + (w, ~w, dx or 0) + (1 unless w), rsum = rp + (w, m or 0) + (1 unless
+        # a field); by default they step bp and rp by one.
+        b_w, b_inv, b_k, r_op, r_arg = Signal(), Signal(), Signal(), Signal(), Signal()
+        bsum, rsum = Signal(FA), Signal(FA)
+        m.d.comb += [
+            bsum.eq(bp + Mux(b_w, w ^ b_inv.replicate(len(w)), Mux(b_k, k, 0)) + ~b_w),
+            rsum.eq(rp + Mux(r_op, Mux(r_arg, f[2], w), 0) + ~r_op),
+        ]
+        # Loop ends, registered: lx = (cx == ex - 1) etc. for the running op's extents, computed
+        # from the counters of the cycle before. Every state that tests a flag comes at least one
+        # cycle after its counter last moved (the counters are cleared while fetching), so the
+        # flags are exact there, and no carry chain reaches the state machine.
+        ex, ey, ec = Signal(CXW), Signal(CYW), Signal(len(cc))
+        last_x, last_y, last_c = Signal(**RL), Signal(**RL), Signal(**RL)
+        m.d.sync += [last_x.eq(_is_last(cx, ex)), last_y.eq(_is_last(cy, ey)), last_c.eq(_is_last(cc, ec))]
+        ph_zero, ph_gate = Signal(), Signal()  # LSTM phases (set by their states)
+        # the data-movement ops all loop over w (f3, x), h or m (f2, y) and ct or nt (f4, c);
+        # MAXPOOL2 counts x and y in steps of two from 1, up to w and h rounded down to even (so that
+        # an odd size, which quant.program refuses, still ends)
+        pool = is_op[Op.MAXPOOL2]
+        m.d.comb += [ex.eq(Cat(w[0] & ~pool, w[1:])), ey.eq(Cat(h[0] & ~pool, h[1:])), ec.eq(ct)]
+        if self.rnn:
+            with m.If(is_op[Op.PWL_LOAD]):
+                m.d.comb += ex.eq(f[1])
+            with m.If(is_op[Op.LSTM]):
+                # x copy / h zeroing: words of a tile (m) and tiles (xt / ht); gate: units (hidden)
+                # and sequences (m); steps
+                m.d.comb += [ex.eq(Mux(ph_gate, f[1], f[0])), ey.eq(f[8]), ec.eq(f[2])]
+                with m.If(ph_zero):
+                    m.d.comb += ey.eq((f[1] + (L - 1)) >> lane_bits)
+                with m.If(ph_gate):
+                    m.d.comb += ey.eq(f[0])
 
         # ARGMAX
-        a_best = Signal(8)
-        a_idx = Signal(8)
-        lane_v = Array(rq)[ln[:lane_bits]] if L > 1 else rq[0]
+        a_best = Signal(8, **RL)
+        a_idx = Signal(8, **RL)
+        a_ok, a_first = Signal(**RL), Signal(**RL)
+        # a_last: cx is lane n - 1, from the cycle before (where the scan moved cx on by one)
+        a_last = Signal(**RL)
+        m.d.sync += a_last.eq((cx + 1 + rq_shift)[:CXW] == f[3])
+        lane_v = rq[0]  # the scan shifts rdq down one lane a cycle (no lane multiplexer)
 
         if self.rnn:
             lstm = dict(
-                op_is_lstm=op == Op.LSTM,
+                op_is_lstm=is_op[Op.LSTM],
+                last_x=last_x,
+                bsum=bsum,
+                w_all=w_all,
+                w_zero=w_zero,
+                wb_en=wb_en,
+                wb_slot=wb_slot,
+                wb_val=wb_val,
+                rsum=rsum,
+                last_y=last_y,
+                last_c=last_c,
+                ph_zero=ph_zero,
+                ph_gate=ph_gate,
                 f=f,
                 rdq=rdq,
                 wd=wd,
@@ -205,8 +282,29 @@ class Sequencer(wiring.Component):
             )
             self._lstm_setup(m, lstm)
 
+        # An op with a zero extent does nothing (as in quant.device_model); the loops count to
+        # `extent - 1` and would never end on a zero. Registered: the fields are all in by the
+        # last fetch cycle (LSTM's xt, in the last word, is tested by L_INIT).
+        empty_c, empty = Signal(), Signal(**RL)
+        with m.Switch(op):
+            with m.Case(Op.GEMM):
+                m.d.comb += empty_c.eq((f[0] == 0) | (f[1] == 0) | (f[2] == 0) | (f[3] == 0))
+            with m.Case(Op.MAXPOOL2):
+                m.d.comb += empty_c.eq((h[1:] == 0) | (w[1:] == 0) | (ct == 0))
+            with m.Case(Op.IM2COL3):
+                m.d.comb += empty_c.eq((h == 0) | (w == 0) | (ct == 0))
+            with m.Case(Op.ARGMAX):
+                m.d.comb += empty_c.eq((f[2] == 0) | (f[3] == 0) | (f[4] == 0))
+            if self.rnn:
+                with m.Case(Op.PWL_LOAD):
+                    m.d.comb += empty_c.eq(f[1] == 0)
+                with m.Case(Op.LSTM):
+                    m.d.comb += empty_c.eq((f[0] == 0) | (f[1] == 0) | (f[2] == 0))
+        m.d.sync += empty.eq(empty_c)
+
         with m.FSM() as fsm:
             with m.State("IDLE"):
+                m.d.comb += cyc_clear.eq(self.start)
                 with m.If(self.start):
                     m.d.sync += [
                         pc.eq(0),
@@ -214,12 +312,12 @@ class Sequencer(wiring.Component):
                         self.running.eq(1),
                         self.done.eq(0),
                         self.error.eq(0),
-                        self.cycles.eq(0),
                     ]
                     m.next = "FETCH"
             with m.State("FETCH"):
                 # word i is on prog_data when fetch_i == i + 1; pc ends on the next instruction
                 m.d.sync += fetch_i.eq(fetch_i + 1)
+                m.d.sync += [cx.eq(0), cy.eq(0), cc.eq(0), k.eq(0), dy.eq(0), ln.eq(0), sl.eq(0)]
                 with m.If(fetch_i != INSTR_WORDS):
                     m.d.sync += pc.eq(pc + 1)
                 with m.If(fetch_i == 1):
@@ -234,52 +332,36 @@ class Sequencer(wiring.Component):
                     m.d.sync += fetch_i.eq(0)
                     m.next = "DECODE"
             with m.State("DECODE"):
-                m.d.sync += [cx.eq(0), cy.eq(0), cc.eq(0), k.eq(0), dy.eq(0), ln.eq(0), sl.eq(0)]
-                with m.If(op == Op.MAXPOOL2):
-                    m.d.sync += bp.eq(bp + w)  # the lower row of the first window
-                with m.If(op == Op.IM2COL3):
-                    # tap (0, 0) starts at src - w - 1 (modulo the address width; only read inside)
-                    m.d.sync += [bp.eq(bp + ~w), rp.eq(bp + ~w)]
-                # An op with a zero extent does nothing (as in quant.device_model); the loops below
-                # count to `extent - 1` and would never end on a zero.
-                empty = Signal()
-                with m.Switch(op):
-                    with m.Case(Op.GEMM):
-                        m.d.comb += empty.eq((f[0] == 0) | (f[1] == 0) | (f[2] == 0) | (f[3] == 0))
-                    with m.Case(Op.MAXPOOL2):
-                        m.d.comb += empty.eq((h[1:] == 0) | (w[1:] == 0) | (ct == 0))
-                    with m.Case(Op.IM2COL3):
-                        m.d.comb += empty.eq((h == 0) | (w == 0) | (ct == 0))
-                    with m.Case(Op.ARGMAX):
-                        m.d.comb += empty.eq((f[2] == 0) | (f[3] == 0) | (f[4] == 0))
+                m.d.sync += [a_ok.eq(1), a_first.eq(1)]
+                m.d.comb += [b_w.eq(1), b_inv.eq(is_op[Op.IM2COL3])]
+                with m.If(is_op[Op.MAXPOOL2]):
+                    m.d.sync += [bp.eq(bsum), cx.eq(1), cy.eq(1)]  # the lower row of the first window: src + w
+                with m.If(is_op[Op.IM2COL3]):
+                    # tap (0, 0) starts at src + ~w = src - w - 1 (modulo the address width; only read inside)
+                    m.d.sync += [bp.eq(bsum), rp.eq(bsum)]
+                known = [Op.GEMM, Op.MAXPOOL2, Op.IM2COL3, Op.ARGMAX] + ([Op.PWL_LOAD, Op.LSTM] if self.rnn else [])
+                with m.If(is_op[Op.END]):
+                    m.d.sync += [self.running.eq(0), self.done.eq(1)]
+                    m.next = "IDLE"
+                with m.Elif(Cat(is_op[o] for o in known).any()):
+                    with m.If(empty):
+                        m.next = "FETCH"
+                    with m.Elif(is_op[Op.GEMM]):
+                        m.next = "GEMM_CMD"
+                    with m.Elif(is_op[Op.MAXPOOL2]):
+                        m.next = "POOL_READ"
+                    with m.Elif(is_op[Op.IM2COL3]):
+                        m.next = "IM2COL"
+                    with m.Elif(is_op[Op.ARGMAX]):
+                        m.next = "ARG_READ"
                     if self.rnn:
-                        with m.Case(Op.PWL_LOAD):
-                            m.d.comb += empty.eq(f[1] == 0)
-                        with m.Case(Op.LSTM):
-                            m.d.comb += empty.eq((f[0] == 0) | (f[1] == 0) | (f[2] == 0) | (f[8] == 0))
-                with m.Switch(op):
-                    with m.Case(Op.END):
-                        m.d.sync += [self.running.eq(0), self.done.eq(1)]
-                        m.next = "IDLE"
-                    with m.Case(*([Op.GEMM, Op.MAXPOOL2, Op.IM2COL3, Op.ARGMAX] + ([Op.PWL_LOAD, Op.LSTM] * self.rnn))):
-                        with m.If(empty):
-                            m.next = "FETCH"
-                        with m.Elif(op == Op.GEMM):
-                            m.next = "GEMM_CMD"
-                        with m.Elif(op == Op.MAXPOOL2):
-                            m.next = "POOL_READ"
-                        with m.Elif(op == Op.IM2COL3):
-                            m.next = "IM2COL"
-                        with m.Elif(op == Op.ARGMAX):
-                            m.next = "ARG_READ"
-                        if self.rnn:
-                            with m.Elif(op == Op.PWL_LOAD):
-                                m.next = "PL_READ"
-                            with m.Else():
-                                m.next = "L_INIT"
-                    with m.Default():
-                        m.d.sync += [self.running.eq(0), self.done.eq(1), self.error.eq(1)]
-                        m.next = "IDLE"
+                        with m.Elif(is_op[Op.PWL_LOAD]):
+                            m.next = "PL_READ"
+                        with m.Else():
+                            m.next = "L_INIT"
+                with m.Else():
+                    m.d.sync += [self.running.eq(0), self.done.eq(1), self.error.eq(1)]
+                    m.next = "IDLE"
 
             # ---- GEMM: hand the command to the engine, wait for its completion ----
             with m.State("GEMM_CMD"):
@@ -299,9 +381,9 @@ class Sequencer(wiring.Component):
                 m.d.comb += [addr.eq(Mux(k[1], bp, rp)), rd.eq(1)]
                 m.d.sync += k.eq(k + 1)
                 with m.If(k[1]):
-                    m.d.sync += bp.eq(bp + 1)
+                    m.d.sync += bp.eq(bsum)
                 with m.Else():
-                    m.d.sync += rp.eq(rp + 1)
+                    m.d.sync += rp.eq(rsum)
                 with m.If(k == 3):
                     m.next = "POOL_W1"
             with m.State("POOL_W1"):
@@ -309,25 +391,19 @@ class Sequencer(wiring.Component):
             with m.State("POOL_W2"):
                 m.next = "POOL_WRITE"
             with m.State("POOL_WRITE"):
-                m.d.comb += [addr.eq(wp), we.eq(1)]
-                m.d.comb += [
-                    last_x.eq(_is_last(cx, w >> 1)),
-                    last_y.eq(_is_last(cy, h >> 1)),
-                    last_c.eq(_is_last(cc, ct)),
-                ]
-                m.d.sync += [wp.eq(wp + 1), cx.eq(cx + 1)]
+                m.d.comb += [addr.eq(wp), we.eq(1), b_w.eq(1), r_op.eq(1)]
+                m.d.sync += [wp.eq(wp + 1), cx.eq(cx + 2)]
                 m.next = "POOL_READ"
-                with m.If(last_x):
-                    m.d.sync += [cx.eq(0), cy.eq(cy + 1), rp.eq(bp), bp.eq(bp + w)]
+                with m.If(last_x):  # rp = row + w, bp = row + 2w: both step by w
+                    m.d.sync += [cx.eq(1), cy.eq(cy + 2), rp.eq(rsum), bp.eq(bsum)]
                     with m.If(last_y):
-                        m.d.sync += [cy.eq(0), cc.eq(cc + 1)]
+                        m.d.sync += [cy.eq(1), cc.eq(cc + 1)]
                         with m.If(last_c):
                             m.next = "FETCH"
             # ---- IM2COL3: one read (or a zero) and one write per destination word, 4 cycles ----
             # Source words are consecutive within a tap (channel tiles and rows are contiguous), so
             # rp counts; bp = src + (dy - 1) * w - 1 is the tap row, a tap starts at bp + dx.
             with m.State("IM2COL"):
-                m.d.comb += [last_x.eq(_is_last(cx, w)), last_y.eq(_is_last(cy, h)), last_c.eq(_is_last(cc, ct))]
                 m.d.comb += [
                     addr.eq(rp),
                     rd.eq(1),
@@ -338,23 +414,26 @@ class Sequencer(wiring.Component):
                         & ~((dy == 2) & last_y)
                     ),
                 ]
-                m.d.sync += [rp.eq(rp + 1), cx.eq(cx + 1)]
+                m.d.comb += [b_w.eq(k == 2), b_k.eq(1)]
+                m.d.sync += [rp.eq(rsum), cx.eq(cx + 1)]
                 m.next = "IM2COL_W1"
                 with m.If(last_x):
                     m.d.sync += [cx.eq(0), cy.eq(cy + 1)]
                     with m.If(last_y):
                         m.d.sync += [cy.eq(0), cc.eq(cc + 1)]
                         with m.If(last_c):
-                            m.d.sync += [cc.eq(0), k.eq(k + 1), rp.eq(bp + k + 1)]
+                            # next tap: bp + dx + 1, or the next tap row bp + w
+                            m.d.sync += [cc.eq(0), k.eq(k + 1), rp.eq(bsum)]
                             with m.If(k == 2):
-                                m.d.sync += [k.eq(0), dy.eq(dy + 1), rp.eq(bp + w), bp.eq(bp + w)]
+                                m.d.sync += [k.eq(0), dy.eq(dy + 1), bp.eq(bsum)]
             with m.State("IM2COL_W1"):
                 m.next = "IM2COL_W2"
             with m.State("IM2COL_W2"):
                 m.next = "IM2COL_WRITE"
             with m.State("IM2COL_WRITE"):
                 m.d.comb += [addr.eq(wp), we.eq(1)]
-                m.d.sync += [wp.eq(wp + 1), self.mem_wdata.eq(rdq)]
+                m.d.comb += w_all.eq(1)
+                m.d.sync += wp.eq(wp + 1)
                 m.next = "IM2COL"
                 # the read state wrapped every counter after the last tap
                 with m.If(dy == 3):
@@ -371,25 +450,25 @@ class Sequencer(wiring.Component):
             with m.State("ARG_LATCH"):  # rdq is loaded at the end of this cycle
                 m.next = "ARG_SCAN"
             with m.State("ARG_SCAN"):
-                m.d.comb += last_c.eq(_is_last(cc, f[4]))
-                with m.If((cx < f[3]) & ((cx == 0) | (lane_v > a_best.as_signed()))):
+                # lanes cx < n count (a_ok drops after lane n - 1); the first one always wins
+                with m.If(a_ok & (a_first | (lane_v > a_best.as_signed()))):
                     m.d.sync += [a_best.eq(lane_v), a_idx.eq(cx)]
+                m.d.comb += rq_shift.eq(1)
+                m.d.sync += a_first.eq(0)
+                with m.If(a_last):
+                    m.d.sync += a_ok.eq(0)
                 m.d.sync += [ln.eq(ln + 1), cx.eq(cx + 1)]
                 with m.If(ln == L - 1):
-                    m.d.sync += [ln.eq(0), cc.eq(cc + 1), rp.eq(rp + f[2])]
+                    m.d.comb += [r_op.eq(1), r_arg.eq(1)]
+                    m.d.sync += [ln.eq(0), cc.eq(cc + 1), rp.eq(rsum)]
                     m.next = "ARG_READ"
                     with m.If(last_c):
-                        m.d.sync += [cc.eq(0), rp.eq(bp + 1), bp.eq(bp + 1)]
+                        m.d.sync += [cc.eq(0), rp.eq(bsum), bp.eq(bsum)]
                         m.next = "ARG_EMIT"
             with m.State("ARG_EMIT"):
                 # the index goes into byte `sl` of mem_wdata (the others clear on a new word)
-                m.d.comb += last_y.eq(_is_last(cy, f[2]))
-                for i in range(L):
-                    with m.If(sl == i):
-                        m.d.sync += wd[i].eq(a_idx)
-                    with m.Elif(sl == 0):
-                        m.d.sync += wd[i].eq(0)
-                m.d.sync += [cy.eq(cy + 1), sl.eq(sl + 1), cx.eq(0)]
+                m.d.comb += [wb_en.eq(1), wb_slot.eq(sl), wb_val.eq(a_idx)]
+                m.d.sync += [cy.eq(cy + 1), sl.eq(sl + 1), cx.eq(0), a_ok.eq(1), a_first.eq(1)]
                 with m.If(sl == L - 1):
                     m.d.sync += sl.eq(0)
                 with m.If((sl == L - 1) | last_y):
@@ -410,10 +489,8 @@ class Sequencer(wiring.Component):
             pool_first.eq(fsm.ongoing("POOL_READ") & (k == 3)),
             pool_cmp.eq(pool_first | fsm.ongoing("POOL_W1") | fsm.ongoing("POOL_W2") | fsm.ongoing("POOL_WRITE")),
         ]
-        with m.If(pool_cmp):
-            for i in range(L):
-                with m.If(pool_first | (rq[i] > wd[i].as_signed())):
-                    m.d.sync += wd[i].eq(rq[i])
+        m.d.comb += pool_en.eq(Cat(pool_cmp & (pool_first | (rq[i] > wd[i].as_signed())) for i in range(L)))
+        fsm._data["signal"].attrs["fsm_encoding"] = "one-hot"
         return m
 
     def _lstm_setup(self, m, v):
@@ -440,11 +517,12 @@ class Sequencer(wiring.Component):
         ht = Signal(16)
         nt = Signal(16)
         m.d.comb += [ht.eq((H_ + (R - 1)) >> lr), nt.eq(((H_ << 2) + (C - 1)) >> lc)]
-        cidx = Signal(gu.unit_width)  # row * H + j: the cell of this (sequence, unit)
-        half = Signal()
-        sub = Signal(range(max(upw, 2)))
-        z_row = Signal(FA)  # z_base + 2 * row
-        h_row = Signal(FA)  # h_base + row
+        RL = dict(reset_less=True)
+        cidx = Signal(gu.unit_width, **RL)  # row * H + j: the cell of this (sequence, unit)
+        half = Signal(**RL)
+        sub = Signal(range(max(upw, 2)), **RL)
+        z_row = Signal(FA, **RL)  # z_base + 2 * row
+        h_row = Signal(FA, **RL)  # h_base + row
         with m.If(v["op_is_lstm"]):
             m.d.comb += [
                 self.cmd.payload.n.eq(H_ << 2),
@@ -461,15 +539,16 @@ class Sequencer(wiring.Component):
     def _lstm_states(self, m, v):
         """The states of PWL_LOAD and LSTM, opened inside the sequencer's FSM; ``v``: :meth:`_lstm_setup`'s names."""
         f, gu, per, upw, R = v["f"], v["gu"], v["per"], v["upw"], self.config.rows
-        addr, we, rd, wd, rdq = v["addr"], v["we"], v["rd"], v["wd"], v["rdq"]
+        addr, we, rd = v["addr"], v["we"], v["rd"]
         cx, cy, cc, ln, rp, bp, wp = (v[n] for n in ("cx", "cy", "cc", "ln", "rp", "bp", "wp"))
         ht, cidx, half, sub, z_row, h_row = (v[n] for n in ("ht", "cidx", "half", "sub", "z_row", "h_row"))
-        M_, H_, T_, xt = f[0], f[1], f[2], f[8]
+        last_x, last_y, last_c, ph_zero, ph_gate = (v[n] for n in ("last_x", "last_y", "last_c", "ph_zero", "ph_gate"))
+        M_ = f[0]
 
         # rp = src (set while fetching); ln counts the word's entries
         with m.State("PL_READ"):
             m.d.comb += [addr.eq(rp), rd.eq(1)]
-            m.d.sync += rp.eq(rp + 1)
+            m.d.sync += rp.eq(v["rsum"])
             m.next = "PL_WAIT"
         with m.State("PL_WAIT"):
             m.next = "PL_LATCH"
@@ -482,16 +561,20 @@ class Sequencer(wiring.Component):
             with m.If(ln == per - 1):
                 m.d.sync += cx.eq(cx + 1)
                 m.next = "PL_READ"
-                with m.If(_is_last(cx, f[1])):
+                with m.If(last_x):
                     m.next = "FETCH"
 
+        xt_zero = Signal(reset_less=True)
+        m.d.sync += xt_zero.eq(f[8] == 0)
         with m.State("L_INIT"):
             m.d.sync += [cc.eq(0), rp.eq(f[3]), wp.eq(f[4]), cx.eq(0), cy.eq(0)]
             m.next = "L_COPY_RD"
+            with m.If(xt_zero):  # no input tiles: nothing to do
+                m.next = "FETCH"
         # x_t (xt tiles of M words) into the activation matrix; at step 0 the h tiles after it are zeroed
         with m.State("L_COPY_RD"):
             m.d.comb += [addr.eq(rp), rd.eq(1)]
-            m.d.sync += rp.eq(rp + 1)
+            m.d.sync += rp.eq(v["rsum"])
             m.next = "L_COPY_W1"
         with m.State("L_COPY_W1"):
             m.next = "L_COPY_W2"
@@ -499,21 +582,28 @@ class Sequencer(wiring.Component):
             m.next = "L_COPY_WR"
         with m.State("L_COPY_WR"):
             m.d.comb += [addr.eq(wp), we.eq(1)]
-            m.d.sync += [self.mem_wdata.eq(rdq), wp.eq(wp + 1), cx.eq(cx + 1)]
+            m.d.comb += v["w_all"].eq(1)
+            m.d.sync += [wp.eq(wp + 1), cx.eq(cx + 1)]
             m.next = "L_COPY_RD"
-            with m.If(_is_last(cx, M_)):
+            with m.If(last_x):
                 m.d.sync += [cx.eq(0), cy.eq(cy + 1)]
-                with m.If(_is_last(cy, xt)):
+                with m.If(last_y):
                     m.d.sync += cy.eq(0)
                     m.next = "L_GEMM_CMD"
                     with m.If(cc == 0):
-                        m.next = "L_ZERO"
+                        m.next = "L_ZERO_GAP"
+        # two cycles a word, so that the loop flags (and the ht extent) settle after each step
+        with m.State("L_ZERO_GAP"):
+            m.d.comb += ph_zero.eq(1)
+            m.next = "L_ZERO"
         with m.State("L_ZERO"):  # wp = h_base here
-            m.d.comb += [addr.eq(wp), we.eq(1)]
-            m.d.sync += [self.mem_wdata.eq(0), wp.eq(wp + 1), cx.eq(cx + 1)]
-            with m.If(_is_last(cx, M_)):
+            m.d.comb += [ph_zero.eq(1), addr.eq(wp), we.eq(1)]
+            m.d.comb += v["w_zero"].eq(1)
+            m.d.sync += [wp.eq(wp + 1), cx.eq(cx + 1)]
+            m.next = "L_ZERO_GAP"
+            with m.If(last_x):
                 m.d.sync += [cx.eq(0), cy.eq(cy + 1)]
-                with m.If(_is_last(cy, ht)):
+                with m.If(last_y):
                     m.d.sync += cy.eq(0)
                     m.next = "L_GEMM_CMD"
         with m.State("L_GEMM_CMD"):
@@ -538,26 +628,26 @@ class Sequencer(wiring.Component):
                 m.next = "L_G_READ"
         # the gate unit over every (sequence, unit): read z, send it, take h' into the packed h word
         with m.State("L_G_READ"):
+            m.d.comb += ph_gate.eq(1)
             m.d.comb += [addr.eq(bp), rd.eq(1)]
             m.next = "L_G_RWAIT"
         with m.State("L_G_RWAIT"):
+            m.d.comb += ph_gate.eq(1)
             m.next = "L_G_LATCH"
         with m.State("L_G_LATCH"):  # rdq is loaded at the end of this cycle
+            m.d.comb += ph_gate.eq(1)
             m.next = "L_G_SEND"
         with m.State("L_G_SEND"):
+            m.d.comb += ph_gate.eq(1)
             m.d.comb += gu.i_stream.valid.eq(1)
             with m.If(gu.i_stream.ready):
                 m.next = "L_G_WAIT"
         with m.State("L_G_WAIT"):
+            m.d.comb += ph_gate.eq(1)
             m.d.comb += gu.o_stream.ready.eq(1)
             with m.If(gu.o_stream.valid):
-                last_j = Signal()
-                m.d.comb += last_j.eq(_is_last(cx, H_))
-                for i in range(R):
-                    with m.If(ln == i):
-                        m.d.sync += wd[i].eq(gu.o_stream.payload.h)
-                    with m.Elif(ln == 0):
-                        m.d.sync += wd[i].eq(0)
+                last_j = last_x
+                m.d.comb += [v["wb_en"].eq(1), v["wb_slot"].eq(ln), v["wb_val"].eq(gu.o_stream.payload.h)]
                 m.d.sync += [ln.eq(ln + 1), cx.eq(cx + 1), cidx.eq(cidx + 1)]
                 with m.If((ln == R - 1) | last_j):
                     m.d.comb += [addr.eq(wp), we.eq(1)]
@@ -566,7 +656,7 @@ class Sequencer(wiring.Component):
                 if upw > 1:
                     m.d.sync += sub.eq(sub + 1)
                 with m.If(sub == upw - 1):
-                    m.d.sync += [sub.eq(0), half.eq(~half), bp.eq(bp + 1)]
+                    m.d.sync += [sub.eq(0), half.eq(~half), bp.eq(v["bsum"])]
                     with m.If(half):
                         m.d.sync += bp.eq(bp + (M_ << 1) - 1)
                 m.next = "L_G_READ"
@@ -581,8 +671,8 @@ class Sequencer(wiring.Component):
                         wp.eq(h_row + 1),
                         h_row.eq(h_row + 1),
                     ]
-                    with m.If(_is_last(cy, M_)):  # next step
+                    with m.If(last_y):  # next step
                         m.d.sync += [cy.eq(0), cc.eq(cc + 1), wp.eq(f[4])]
                         m.next = "L_COPY_RD"
-                        with m.If(_is_last(cc, T_)):
+                        with m.If(last_c):
                             m.next = "FETCH"

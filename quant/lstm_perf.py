@@ -69,7 +69,7 @@ def lstm_cycles(config: NPUConfig, m: int, inputs: int, hidden: int, steps: int)
     XT, HT = tiles(inputs, R), tiles(hidden, R)
     gemm = gemm_cycles(config, m, (XT + HT) * R, 4 * hidden).cycles + _GEMM_HANDOVER
     per_step = _COPY * XT * m + gemm + m * hidden * unit_cycles(config)
-    return 1 + HT * m + steps * per_step
+    return 1 + 2 * HT * m + steps * per_step  # init, h zeroing (two cycles a word), the steps
 
 
 def gemm_op_cycles(config: NPUConfig, m: int, k: int, n: int) -> int:
