@@ -224,7 +224,7 @@ class Sequencer(wiring.Component):
         ex, ey, ec = Signal(CXW), Signal(CYW), Signal(len(cc))
         last_x, last_y, last_c = Signal(**RL), Signal(**RL), Signal(**RL)
         m.d.sync += [last_x.eq(_is_last(cx, ex)), last_y.eq(_is_last(cy, ey)), last_c.eq(_is_last(cc, ec))]
-        ph_zero, ph_gate = Signal(), Signal()  # LSTM phases (set by their states)
+        ph_zero, ph_gate = Signal(**RL), Signal(**RL)  # LSTM phases (set on entering them)
         # the data-movement ops all loop over w (f3, x), h or m (f2, y) and ct or nt (f4, c);
         # MAXPOOL2 counts x and y in steps of two from 1, up to w and h rounded down to even (so that
         # an odd size, which quant.program refuses, still ends)
@@ -567,7 +567,7 @@ class Sequencer(wiring.Component):
         xt_zero = Signal(reset_less=True)
         m.d.sync += xt_zero.eq(f[8] == 0)
         with m.State("L_INIT"):
-            m.d.sync += [cc.eq(0), rp.eq(f[3]), wp.eq(f[4]), cx.eq(0), cy.eq(0)]
+            m.d.sync += [cc.eq(0), rp.eq(f[3]), wp.eq(f[4]), cx.eq(0), cy.eq(0), ph_zero.eq(0), ph_gate.eq(0)]
             m.next = "L_COPY_RD"
             with m.If(xt_zero):  # no input tiles: nothing to do
                 m.next = "FETCH"
@@ -591,20 +591,20 @@ class Sequencer(wiring.Component):
                     m.d.sync += cy.eq(0)
                     m.next = "L_GEMM_CMD"
                     with m.If(cc == 0):
+                        m.d.sync += ph_zero.eq(1)
                         m.next = "L_ZERO_GAP"
         # two cycles a word, so that the loop flags (and the ht extent) settle after each step
         with m.State("L_ZERO_GAP"):
-            m.d.comb += ph_zero.eq(1)
             m.next = "L_ZERO"
         with m.State("L_ZERO"):  # wp = h_base here
-            m.d.comb += [ph_zero.eq(1), addr.eq(wp), we.eq(1)]
+            m.d.comb += [addr.eq(wp), we.eq(1)]
             m.d.comb += v["w_zero"].eq(1)
             m.d.sync += [wp.eq(wp + 1), cx.eq(cx + 1)]
             m.next = "L_ZERO_GAP"
             with m.If(last_x):
                 m.d.sync += [cx.eq(0), cy.eq(cy + 1)]
                 with m.If(last_y):
-                    m.d.sync += cy.eq(0)
+                    m.d.sync += [cy.eq(0), ph_zero.eq(0)]
                     m.next = "L_GEMM_CMD"
         with m.State("L_GEMM_CMD"):
             m.d.comb += self.cmd.valid.eq(1)
@@ -624,26 +624,22 @@ class Sequencer(wiring.Component):
                     z_row.eq(f[5]),
                     wp.eq(f[9]),
                     h_row.eq(f[9]),
+                    ph_gate.eq(1),
                 ]
                 m.next = "L_G_READ"
         # the gate unit over every (sequence, unit): read z, send it, take h' into the packed h word
         with m.State("L_G_READ"):
-            m.d.comb += ph_gate.eq(1)
             m.d.comb += [addr.eq(bp), rd.eq(1)]
             m.next = "L_G_RWAIT"
         with m.State("L_G_RWAIT"):
-            m.d.comb += ph_gate.eq(1)
             m.next = "L_G_LATCH"
         with m.State("L_G_LATCH"):  # rdq is loaded at the end of this cycle
-            m.d.comb += ph_gate.eq(1)
             m.next = "L_G_SEND"
         with m.State("L_G_SEND"):
-            m.d.comb += ph_gate.eq(1)
             m.d.comb += gu.i_stream.valid.eq(1)
             with m.If(gu.i_stream.ready):
                 m.next = "L_G_WAIT"
         with m.State("L_G_WAIT"):
-            m.d.comb += ph_gate.eq(1)
             m.d.comb += gu.o_stream.ready.eq(1)
             with m.If(gu.o_stream.valid):
                 last_j = last_x
@@ -672,7 +668,7 @@ class Sequencer(wiring.Component):
                         h_row.eq(h_row + 1),
                     ]
                     with m.If(last_y):  # next step
-                        m.d.sync += [cy.eq(0), cc.eq(cc + 1), wp.eq(f[4])]
+                        m.d.sync += [cy.eq(0), cc.eq(cc + 1), wp.eq(f[4]), ph_gate.eq(0)]
                         m.next = "L_COPY_RD"
                         with m.If(last_c):
                             m.next = "FETCH"
