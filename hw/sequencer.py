@@ -210,8 +210,12 @@ class Sequencer(wiring.Component):
         sl = Signal(lane_bits, **RL)  # ARGMAX: packing slot (row % lanes)
         rp, bp, wp = Signal(FA, name="rp", **RL), Signal(FA, name="bp", **RL), Signal(FA, name="wp", **RL)
         # Two shared adders: bsum = bp + (w, ~w, dx or 0) + (1 unless w), rsum = rp + (w, m or 0) + (1 unless
-        # a field); by default they step bp and rp by one.
-        b_w, b_inv, b_k, r_op, r_arg = Signal(), Signal(), Signal(), Signal(), Signal()
+        # a field); by default they step bp and rp by one. Their operand selects are registered: set in
+        # the state before the one that adds (see `b_next` below).
+        b_w, b_inv, b_k, r_op, r_arg = (Signal(name=n, **RL) for n in ("b_w", "b_inv", "b_k", "r_op", "r_arg"))
+        nb_w, nb_inv, nb_k, nr_op = Signal(), Signal(), Signal(), Signal()
+        m.d.sync += [b_w.eq(nb_w), b_inv.eq(nb_inv), b_k.eq(nb_k), r_op.eq(nr_op | is_op[Op.ARGMAX])]
+        m.d.comb += r_arg.eq(is_op[Op.ARGMAX])
         bsum, rsum = Signal(FA), Signal(FA)
         m.d.comb += [
             bsum.eq(bp + Mux(b_w, w ^ b_inv.replicate(len(w)), Mux(b_k, k, 0)) + ~b_w),
@@ -330,10 +334,11 @@ class Sequencer(wiring.Component):
                     m.d.sync += [rp.eq(self.prog_data[:FA]), bp.eq(self.prog_data[:FA]), wp.eq(self.prog_data[16:])]
                 with m.If(fetch_i == INSTR_WORDS):
                     m.d.sync += fetch_i.eq(0)
+                    m.d.comb += [nb_w.eq(1), nb_inv.eq(is_op[Op.IM2COL3])]  # for DECODE
                     m.next = "DECODE"
             with m.State("DECODE"):
                 m.d.sync += [a_ok.eq(1), a_first.eq(1)]
-                m.d.comb += [b_w.eq(1), b_inv.eq(is_op[Op.IM2COL3])]
+                m.d.comb += [nb_w.eq(k == 2), nb_k.eq(1)]  # for IM2COL3's first read state
                 with m.If(is_op[Op.MAXPOOL2]):
                     m.d.sync += [bp.eq(bsum), cx.eq(1), cy.eq(1)]  # the lower row of the first window: src + w
                 with m.If(is_op[Op.IM2COL3]):
@@ -389,9 +394,10 @@ class Sequencer(wiring.Component):
             with m.State("POOL_W1"):
                 m.next = "POOL_W2"
             with m.State("POOL_W2"):
+                m.d.comb += [nb_w.eq(1), nr_op.eq(1)]  # POOL_WRITE steps rp and bp by w
                 m.next = "POOL_WRITE"
             with m.State("POOL_WRITE"):
-                m.d.comb += [addr.eq(wp), we.eq(1), b_w.eq(1), r_op.eq(1)]
+                m.d.comb += [addr.eq(wp), we.eq(1)]
                 m.d.sync += [wp.eq(wp + 1), cx.eq(cx + 2)]
                 m.next = "POOL_READ"
                 with m.If(last_x):  # rp = row + w, bp = row + 2w: both step by w
@@ -414,7 +420,6 @@ class Sequencer(wiring.Component):
                         & ~((dy == 2) & last_y)
                     ),
                 ]
-                m.d.comb += [b_w.eq(k == 2), b_k.eq(1)]
                 m.d.sync += [rp.eq(rsum), cx.eq(cx + 1)]
                 m.next = "IM2COL_W1"
                 with m.If(last_x):
@@ -431,7 +436,7 @@ class Sequencer(wiring.Component):
             with m.State("IM2COL_W2"):
                 m.next = "IM2COL_WRITE"
             with m.State("IM2COL_WRITE"):
-                m.d.comb += [addr.eq(wp), we.eq(1)]
+                m.d.comb += [addr.eq(wp), we.eq(1), nb_w.eq(k == 2), nb_k.eq(1)]  # for the next read state
                 m.d.comb += w_all.eq(1)
                 m.d.sync += wp.eq(wp + 1)
                 m.next = "IM2COL"
@@ -459,7 +464,6 @@ class Sequencer(wiring.Component):
                     m.d.sync += a_ok.eq(0)
                 m.d.sync += [ln.eq(ln + 1), cx.eq(cx + 1)]
                 with m.If(ln == L - 1):
-                    m.d.comb += [r_op.eq(1), r_arg.eq(1)]
                     m.d.sync += [ln.eq(0), cc.eq(cc + 1), rp.eq(rsum)]
                     m.next = "ARG_READ"
                     with m.If(last_c):
