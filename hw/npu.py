@@ -67,7 +67,7 @@ class NPUCore(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.engine = eng = GemmEngine(self.config, gate=self.rnn)
-        m.submodules.seq = seq = Sequencer(self.config, rnn=self.rnn)
+        m.submodules.seq = seq = Sequencer(self.config, rnn=self.rnn, prog_depth=self.prog_depth)
         pmem = m.submodules.pmem = Memory(shape=unsigned(32), depth=self.prog_depth, init=[])
         p_rd, p_wr = pmem.read_port(), pmem.write_port()
 

@@ -8,11 +8,18 @@ With the LSTM path (``rnn=True``) it also owns the gate unit (hw/rnn.py, one ins
 mode): ``PWL_LOAD`` copies table entries from the feature memory into it, and ``LSTM`` runs a whole
 layer -- per step the x copy, one gate-mode GEMM and the gate unit over every (sequence, unit),
 writing h where the next step's GEMM reads it (docs/architecture.md, "The LSTM path").
+
+Area notes (the block has to fit the iCE40UP5K beside the engine): every field, counter and
+pointer is as wide as the memory it indexes (the engine truncates its addresses the same way, so
+the low bits are all that matter); the word read from the memory is registered once (``rdq``)
+before anything uses it; and the memory port's write-data register doubles as the working
+register of MAXPOOL2 (the running lane-wise maximum) and of ARGMAX / LSTM (the packed bytes), so
+a write needs no data multiplexer in front of it.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -20,7 +27,7 @@ from quant.config import NPUConfig
 from quant.gate_map import cell_depth, entries_per_word, lstm_supported
 from quant.program import INSTR_WORDS, Op
 
-from .gemm import ADDR_BITS, GemmCommand
+from .gemm import ADDR_BITS, DIM_BITS, GemmCommand
 from .rnn import REGION_PWL, GateUnit
 
 __all__ = ["Sequencer"]
@@ -28,7 +35,11 @@ __all__ = ["Sequencer"]
 
 def _is_last(counter: Signal, extent):
     """``counter == extent - 1`` on the counter's increment, which the loop computes anyway (no subtractor)."""
-    return (counter + 1)[: len(counter)] == extent
+    return (counter + 1)[: len(counter)] == extent[: len(counter)]
+
+
+def _bits(n: int) -> int:
+    return max(1, int(n).bit_length())
 
 
 class Sequencer(wiring.Component):
@@ -48,17 +59,30 @@ class Sequencer(wiring.Component):
         The engine's command and completion streams.
     mem_addr, mem_wdata, mem_we : Out, mem_rdata : In
         The feature memory through the engine's host port (word one cycle after the address):
-        ``8 * rows`` bits wide; address, write enable and data leave flip-flops.
+        ``8 * rows`` bits wide; address, write enable and data leave flip-flops, and the read word
+        enters one (a read's word is usable three cycles after the state that issues it).
+
+    Fields are held as wide as the memories need (quant.program's 16 bits are an encoding limit):
+    addresses modulo the feature memory depth, as the engine takes them, extents up to the feature
+    memory depth, and ARGMAX's ``n`` up to ``chan_depth + rows`` (it ranks a GEMM's output
+    channels); the compiler refuses programs that do not fit the memories anyway. MAXPOOL2 needs
+    an even height and width (quant.program refuses others).
 
     Parameters
     ----------
     rnn : bool
         Include the gate unit and the ``PWL_LOAD`` / ``LSTM`` ops (only where
         :func:`quant.gate_map.lstm_supported`; otherwise those opcodes stop with an error).
+    prog_depth : int, optional
+        Words of the program memory (``config.prog_depth`` by default): the program counter is
+        as wide as its address.
     """
 
-    def __init__(self, config: NPUConfig, rnn: bool = True):
+    def __init__(self, config: NPUConfig, rnn: bool = True, prog_depth: int | None = None):
         self.config = config
+        self.prog_depth = config.prog_depth if prog_depth is None else int(prog_depth)
+        if not 1 <= self.prog_depth <= 1 << 16:
+            raise ValueError(f"prog_depth must be in [1, 65536], got {self.prog_depth}")
         self.rnn = bool(rnn) and lstm_supported(config)
         self.gate_unit = GateUnit(config, "lstm", hidden=cell_depth(config), z_in=True) if self.rnn else None
         super().__init__(
@@ -79,30 +103,87 @@ class Sequencer(wiring.Component):
             }
         )
 
+    def _widths(self):
+        """Bits of each 16-bit field slot and of the loop counters (see the class docstring)."""
+        cfg, L = self.config, self.config.rows
+        FA = _bits(cfg.act_depth - 1)  # feature address
+        EW = _bits(cfg.act_depth)  # an extent of feature words (h, w, ct, m, count, steps, tiles)
+        MW = min(DIM_BITS, _bits(cfg.act_depth))  # the engine's widths (hw/gemm.py)
+        TW = min(DIM_BITS, _bits(-(-cfg.weight_depth // L)))
+        NW = min(DIM_BITS, _bits(cfg.chan_depth))
+        WA, CA = _bits(cfg.weight_depth - 1), _bits(cfg.chan_depth - 1)
+        GW = _bits(cfg.chan_depth + L)  # ARGMAX n: the classes of a GEMM's output (channels have parameters)
+        slots = [
+            (MW, FA),  # m | src
+            (NW, FA, EW),  # n | dst | count | hidden
+            (TW, EW),  # kt | h | m | steps
+            (TW, EW, GW, FA),  # nt | w | n | x_base
+            (FA, EW),  # act_base | ct | nt
+            (FA,),  # out_base | z_base
+            (WA,),  # wgt_base
+            (CA,),  # chan_base
+            (EW,),  # xt
+            (FA,),  # h_base
+        ]
+        fw = [min(16, max(s)) for s in slots]
+        return FA, fw, min(16, max(EW, GW, NW, MW)), min(16, max(EW, MW))
+
     def elaborate(self, platform):
         m = Module()
-        lanes = self.config.rows
-        W8 = 8 * lanes
-        lane_bits = max(1, (lanes - 1).bit_length())
+        L = self.config.rows
+        lane_bits = max(1, (L - 1).bit_length())
+        FA, fw, CXW, CYW = self._widths()
+        nf = 10 if self.rnn else 8
 
-        # The memory port is registered: the states below drive `addr`/`we`/`wdata`, which reach the
-        # port one cycle later, so a read's word is on `mem_rdata` two cycles after its state.
-        addr = Signal(ADDR_BITS)
+        # ---- memory port: registered address / write enable; mem_wdata is a working register ----
+        # Datapath registers have no reset (RL): their values after power-up do not matter, and a
+        # flip-flop's reset input is then free for the clear of a counter or a lane (iCE40 SB_DFFESR).
+        RL = dict(reset_less=True)
+        addr = Signal(FA)
         we = Signal()
-        wdata = Signal(W8)
-        m.d.sync += [self.mem_addr.eq(addr), self.mem_we.eq(we), self.mem_wdata.eq(wdata)]
+        addr_q, wdq, cyc = Signal(FA, **RL), Signal(8 * L, **RL), Signal(32, **RL)
+        m.d.sync += [addr_q.eq(addr), self.mem_we.eq(we)]
+        m.d.comb += [self.mem_addr.eq(addr_q), self.mem_wdata.eq(wdq), self.cycles.eq(cyc)]
+        wd = [wdq[8 * i : 8 * i + 8] for i in range(L)]
 
-        pc = Signal(16)  # instruction word address
-        words = Array(Signal(32, name=f"iw{i}") for i in range(INSTR_WORDS))
-        fetch_i = Signal(range(INSTR_WORDS + 1))
-        f = [words[1 + i // 2][16 * (i % 2) : 16 * (i % 2) + 16] for i in range(10)]  # 16-bit fields
-        op = words[0][:4]
-        relu = words[0][4]
+        # the read word, registered: loaded two cycles after the state that issued the read (rd);
+        # IM2COL3 loads a zero for a tap outside the image (ins)
+        rd, ins = Signal(), Signal(init=1)
+        rd_p, ins_p = Signal(2, **RL), Signal(2, **RL)
+        m.d.sync += [rd_p.eq(Cat(rd, rd_p[0])), ins_p.eq(Cat(ins, ins_p[0]))]
+        rdq = Signal(8 * L, **RL)
+        rq_shift = Signal()  # ARGMAX: move the next lane into lane 0
+        with m.If(rd_p[1] | rq_shift):
+            m.d.sync += rdq.eq(Mux(rd_p[1] & ~ins_p[1], 0, Mux(rd_p[1], self.mem_rdata, rdq >> 8)))
+        rq = [rdq[8 * i : 8 * i + 8].as_signed() for i in range(L)]
 
-        with m.If(self.running):
-            m.d.sync += self.cycles.eq(self.cycles + 1)
+        # mem_wdata, lane by lane, in one statement (so that the clear and the enable map onto the
+        # flip-flops): the word read (w_all), zeros (w_zero), the running maximum (pool_en), or
+        # byte `wb_val` into lane `wb_slot` with the other lanes cleared on a new word (wb_en)
+        w_all, w_zero, wb_en = Signal(), Signal(), Signal()
+        wb_slot, wb_val = Signal(range(L + 1)), Signal(8)
+        pool_en = Signal(L)
+        for i in range(L):
+            wb_i = wb_en & ((wb_slot == i) | (wb_slot == 0))
+            with m.If(w_all | w_zero | pool_en[i] | wb_i):
+                m.d.sync += wd[i].eq(Mux(w_zero | (wb_en & (wb_slot != i)), 0, Mux(wb_en, wb_val, rq[i])))
 
-        # GEMM command straight from the fields (see quant.program.FIELDS)
+        # ---- instruction: op and flags, then the fields (zero-extended to 16 bits where used) ----
+        pc = Signal(_bits(self.prog_depth - 1), **RL)
+        fetch_i = Signal(range(INSTR_WORDS + 1), **RL)
+        op = Signal(4, **RL)
+        relu, gate = Signal(**RL), Signal(**RL)
+        f = [Signal(fw[i], name=f"f{i}", **RL) for i in range(nf)]
+        # the opcode decoded into flags one cycle after it is fetched (valid from the second fetch
+        # cycle on), so that no opcode comparison sits in front of the datapath
+        is_op = {o: Signal(name=f"is_{Op.NAMES[o].lower()}", **RL) for o in Op.NAMES}
+        m.d.sync += [sig.eq(op == o) for o, sig in is_op.items()]
+        m.d.comb += self.prog_addr.eq(pc)
+
+        # counts while running (an add of `running`: no enable logic), cleared by a start
+        cyc_clear = Signal()
+        m.d.sync += cyc.eq(Mux(cyc_clear, 0, cyc + self.running))
+
         m.d.comb += [
             self.cmd.payload.m.eq(f[0]),
             self.cmd.payload.n.eq(f[1]),
@@ -113,63 +194,121 @@ class Sequencer(wiring.Component):
             self.cmd.payload.wgt_base.eq(f[6]),
             self.cmd.payload.chan_base.eq(f[7]),
             self.cmd.payload.relu.eq(relu),
-            self.cmd.payload.gate.eq(words[0][5]),
+            self.cmd.payload.gate.eq(gate),
         ]
-        src, dst, h, w, ct = f[0], f[1], f[2], f[3], f[4]
+        h, w, ct = f[2], f[3], f[4]
 
-        # Loop counters shared by the data-movement ops. Every address is a pointer register that
-        # steps by a constant or a field (no run-time products): the layouts are row-major and the
-        # loops walk them in order, so most pointers just count.
-        i_ct = Signal(16)
-        i_y = Signal(16)
-        i_x = Signal(16)
-        i_k = Signal(3)  # max-pool: which of the 4 inputs
-        out_ptr = Signal(ADDR_BITS)  # next destination word
-        rd_ptr = Signal(ADDR_BITS)  # current source word
-        row_ptr = Signal(ADDR_BITS)  # max-pool: top-left input of the output row; argmax: src + row
-        best = Array(Signal(signed(8), name=f"best{i}") for i in range(lanes))
+        # ---- loop state shared by the ops ----
+        # cx/cy/cc: inner/middle/outer counters; rp: read pointer, bp: a second read pointer
+        # (MAXPOOL2's lower row, IM2COL3's tap row, ARGMAX's row), wp: write pointer.
+        cx = Signal(CXW, **RL)
+        cy = Signal(CYW, **RL)
+        cc = Signal(fw[4], **RL)
+        k = Signal(2, **RL)  # MAXPOOL2: which input word; IM2COL3: dx
+        dy = Signal(2, **RL)
+        ln = Signal(range(max(L, entries_per_word(self.config) if self.rnn else 1) + 1), **RL)  # lane / entry
+        sl = Signal(lane_bits, **RL)  # ARGMAX: packing slot (row % lanes)
+        rp, bp, wp = Signal(FA, name="rp", **RL), Signal(FA, name="bp", **RL), Signal(FA, name="wp", **RL)
+        # Two shared adders: bsum = bp + (w, ~w, dx or 0) + (1 unless w), rsum = rp + (w, m or 0) + (1 unless
+        # a field); by default they step bp and rp by one. Their operand selects are registered: set in
+        # the state before the one that adds (see `b_next` below).
+        b_w, b_inv, b_k, r_op, r_arg = (Signal(name=n, **RL) for n in ("b_w", "b_inv", "b_k", "r_op", "r_arg"))
+        nb_w, nb_inv, nb_k, nr_op = Signal(), Signal(), Signal(), Signal()
+        m.d.sync += [b_w.eq(nb_w), b_inv.eq(nb_inv), b_k.eq(nb_k), r_op.eq(nr_op | is_op[Op.ARGMAX])]
+        m.d.comb += r_arg.eq(is_op[Op.ARGMAX])
+        bsum, rsum = Signal(FA), Signal(FA)
+        m.d.comb += [
+            bsum.eq(bp + Mux(b_w, w ^ b_inv.replicate(len(w)), Mux(b_k, k, 0)) + ~b_w),
+            rsum.eq(rp + Mux(r_op, Mux(r_arg, f[2], w), 0) + ~r_op),
+        ]
+        # Loop ends, registered: lx = (cx == ex - 1) etc. for the running op's extents, computed
+        # from the counters of the cycle before. Every state that tests a flag comes at least one
+        # cycle after its counter last moved (the counters are cleared while fetching), so the
+        # flags are exact there, and no carry chain reaches the state machine.
+        ex, ey, ec = Signal(CXW), Signal(CYW), Signal(len(cc))
+        last_x, last_y, last_c = Signal(**RL), Signal(**RL), Signal(**RL)
+        m.d.sync += [last_x.eq(_is_last(cx, ex)), last_y.eq(_is_last(cy, ey)), last_c.eq(_is_last(cc, ec))]
+        ph_zero, ph_gate = Signal(**RL), Signal(**RL)  # LSTM phases (set on entering them)
+        # the data-movement ops all loop over w (f3, x), h or m (f2, y) and ct or nt (f4, c);
+        # MAXPOOL2 counts x and y in steps of two from 1, up to w and h rounded down to even (so that
+        # an odd size, which quant.program refuses, still ends)
+        pool = is_op[Op.MAXPOOL2]
+        m.d.comb += [ex.eq(Cat(w[0] & ~pool, w[1:])), ey.eq(Cat(h[0] & ~pool, h[1:])), ec.eq(ct)]
+        if self.rnn:
+            with m.If(is_op[Op.PWL_LOAD]):
+                m.d.comb += ex.eq(f[1])
+            with m.If(is_op[Op.LSTM]):
+                # x copy / h zeroing: words of a tile (m) and tiles (xt / ht); gate: units (hidden)
+                # and sequences (m); steps
+                m.d.comb += [ex.eq(Mux(ph_gate, f[1], f[0])), ey.eq(f[8]), ec.eq(f[2])]
+                with m.If(ph_zero):
+                    m.d.comb += ey.eq((f[1] + (L - 1)) >> lane_bits)
+                with m.If(ph_gate):
+                    m.d.comb += ey.eq(f[0])
 
-        # im2col tap (dy, dx) as counters; the source pixel (y + dy - 1, x + dx - 1) is inside the
-        # image unless it falls off one of the four borders
-        dy = Signal(2)
-        dx = Signal(2)
-        tap_ptr = Signal(ADDR_BITS)  # src + (dy - 1) * w + (dx - 1)
-        last_x = Signal()
-        last_y = Signal()
-        m.d.comb += [last_x.eq(_is_last(i_x, w)), last_y.eq(_is_last(i_y, h))]
-        inside = Signal()
-        m.d.comb += inside.eq(
-            ~((dx == 0) & (i_x == 0)) & ~((dx == 2) & last_x) & ~((dy == 0) & (i_y == 0)) & ~((dy == 2) & last_y)
-        )
-        ins_d = Signal(2)  # `inside` of the read in flight (two cycles to its word)
+        # ARGMAX
+        a_best = Signal(8, **RL)
+        a_idx = Signal(8, **RL)
+        a_ok, a_first = Signal(**RL), Signal(**RL)
+        # a_last: cx is lane n - 1, from the cycle before (where the scan moved cx on by one)
+        a_last = Signal(**RL)
+        m.d.sync += a_last.eq((cx + 1 + rq_shift)[:CXW] == f[3])
+        lane_v = rq[0]  # the scan shifts rdq down one lane a cycle (no lane multiplexer)
 
-        # max-pool reads in flight: valid and first-of-four flags, two stages
-        pv = Signal(2)
-        pfirst = Signal(2)
-        m.d.sync += [pv.eq(pv << 1), pfirst.eq(pfirst << 1), ins_d.eq(ins_d << 1)]
-        with m.If(pv[1]):
-            for i in range(lanes):
-                v = self.mem_rdata[8 * i : 8 * i + 8].as_signed()
-                m.d.sync += best[i].eq(Mux(pfirst[1] | (v > best[i]), v, best[i]))
+        if self.rnn:
+            lstm = dict(
+                op_is_lstm=is_op[Op.LSTM],
+                last_x=last_x,
+                bsum=bsum,
+                w_all=w_all,
+                w_zero=w_zero,
+                wb_en=wb_en,
+                wb_slot=wb_slot,
+                wb_val=wb_val,
+                rsum=rsum,
+                last_y=last_y,
+                last_c=last_c,
+                ph_zero=ph_zero,
+                ph_gate=ph_gate,
+                f=f,
+                rdq=rdq,
+                wd=wd,
+                addr=addr,
+                we=we,
+                rd=rd,
+                cx=cx,
+                cy=cy,
+                cc=cc,
+                ln=ln,
+                rp=rp,
+                bp=bp,
+                wp=wp,
+            )
+            self._lstm_setup(m, lstm)
 
-        # argmax state
-        a_row = Signal(16)
-        a_nt = Signal(16)
-        a_lane = Signal(range(lanes + 1))
-        a_slot = Signal(range(lanes))  # a_row % lanes, counted
-        a_best = Signal(signed(9))
-        a_idx = Signal(16)
-        gidx = Signal(16)  # a_nt * lanes + a_lane, counted
-        a_pack = Signal(W8)
-        a_word = Signal(W8)
-        lane_vals = Array(a_word[8 * i : 8 * i + 8].as_signed() for i in range(lanes))
+        # An op with a zero extent does nothing (as in quant.device_model); the loops count to
+        # `extent - 1` and would never end on a zero. Registered: the fields are all in by the
+        # last fetch cycle (LSTM's xt, in the last word, is tested by L_INIT).
+        empty_c, empty = Signal(), Signal(**RL)
+        with m.Switch(op):
+            with m.Case(Op.GEMM):
+                m.d.comb += empty_c.eq((f[0] == 0) | (f[1] == 0) | (f[2] == 0) | (f[3] == 0))
+            with m.Case(Op.MAXPOOL2):
+                m.d.comb += empty_c.eq((h[1:] == 0) | (w[1:] == 0) | (ct == 0))
+            with m.Case(Op.IM2COL3):
+                m.d.comb += empty_c.eq((h == 0) | (w == 0) | (ct == 0))
+            with m.Case(Op.ARGMAX):
+                m.d.comb += empty_c.eq((f[2] == 0) | (f[3] == 0) | (f[4] == 0))
+            if self.rnn:
+                with m.Case(Op.PWL_LOAD):
+                    m.d.comb += empty_c.eq(f[1] == 0)
+                with m.Case(Op.LSTM):
+                    m.d.comb += empty_c.eq((f[0] == 0) | (f[1] == 0) | (f[2] == 0))
+        m.d.sync += empty.eq(empty_c)
 
-        lstm = self._lstm_setup(m, f, words, i_x, i_y, out_ptr, rd_ptr, a_word, a_pack) if self.rnn else None
-        if lstm is not None:
-            lstm.update(addr=addr, we=we, wdata=wdata)
-
-        with m.FSM():
+        with m.FSM() as fsm:
             with m.State("IDLE"):
+                m.d.comb += cyc_clear.eq(self.start)
                 with m.If(self.start):
                     m.d.sync += [
                         pc.eq(0),
@@ -177,67 +316,57 @@ class Sequencer(wiring.Component):
                         self.running.eq(1),
                         self.done.eq(0),
                         self.error.eq(0),
-                        self.cycles.eq(0),
                     ]
                     m.next = "FETCH"
             with m.State("FETCH"):
-                m.d.comb += self.prog_addr.eq(pc + fetch_i)
+                # word i is on prog_data when fetch_i == i + 1; pc ends on the next instruction
                 m.d.sync += fetch_i.eq(fetch_i + 1)
-                with m.If(fetch_i != 0):
-                    m.d.sync += words[fetch_i - 1].eq(self.prog_data)
+                m.d.sync += [cx.eq(0), cy.eq(0), cc.eq(0), k.eq(0), dy.eq(0), ln.eq(0), sl.eq(0)]
+                with m.If(fetch_i != INSTR_WORDS):
+                    m.d.sync += pc.eq(pc + 1)
+                with m.If(fetch_i == 1):
+                    m.d.sync += [op.eq(self.prog_data[:4]), relu.eq(self.prog_data[4]), gate.eq(self.prog_data[5])]
+                for i in range(nf):
+                    with m.If(fetch_i == 2 + i // 2):
+                        lo = 16 * (i % 2)
+                        m.d.sync += f[i].eq(self.prog_data[lo : lo + fw[i]])
+                with m.If(fetch_i == 2):  # src, dst: the pointers start there
+                    m.d.sync += [rp.eq(self.prog_data[:FA]), bp.eq(self.prog_data[:FA]), wp.eq(self.prog_data[16:])]
                 with m.If(fetch_i == INSTR_WORDS):
-                    m.d.sync += [fetch_i.eq(0), pc.eq(pc + INSTR_WORDS)]
+                    m.d.sync += fetch_i.eq(0)
+                    m.d.comb += [nb_w.eq(1), nb_inv.eq(is_op[Op.IM2COL3])]  # for DECODE
                     m.next = "DECODE"
             with m.State("DECODE"):
-                m.d.sync += [i_ct.eq(0), i_y.eq(0), i_x.eq(0), i_k.eq(0), dy.eq(0), dx.eq(0)]
-                m.d.sync += [a_row.eq(0), a_nt.eq(0), a_lane.eq(0), a_slot.eq(0), gidx.eq(0), a_pack.eq(0)]
-                m.d.sync += [out_ptr.eq(dst), rd_ptr.eq(src), row_ptr.eq(src)]
-                # IM2COL3 starts at tap (0, 0): src - w - 1 (modulo the address width; only read inside)
-                with m.If(op == Op.IM2COL3):
-                    m.d.sync += [rd_ptr.eq(src - w - 1), tap_ptr.eq(src - w - 1)]
-                # An op with a zero extent does nothing (as in quant.device_model); the loops below
-                # count to `extent - 1` and would never end on a zero.
-                empty = Signal()
-                with m.Switch(op):
-                    with m.Case(Op.GEMM):
-                        m.d.comb += empty.eq((f[0] == 0) | (f[1] == 0) | (f[2] == 0) | (f[3] == 0))
-                    with m.Case(Op.MAXPOOL2):
-                        # also an image smaller than 2x2 (no output pixel)
-                        m.d.comb += empty.eq((h[1:] == 0) | (w[1:] == 0) | (ct == 0))
-                    with m.Case(Op.IM2COL3):
-                        m.d.comb += empty.eq((h == 0) | (w == 0) | (ct == 0))
-                    with m.Case(Op.ARGMAX):
-                        m.d.comb += empty.eq((f[2] == 0) | (f[3] == 0) | (f[4] == 0))
-                    with m.Case(Op.PWL_LOAD):
-                        m.d.comb += empty.eq(f[1] == 0)
-                    with m.Case(Op.LSTM):
-                        m.d.comb += empty.eq((f[0] == 0) | (f[1] == 0) | (f[2] == 0) | (f[8] == 0))
-                with m.Switch(op):
-                    with m.Case(Op.END):
-                        m.d.sync += [self.running.eq(0), self.done.eq(1)]
-                        m.next = "IDLE"
+                m.d.sync += [a_ok.eq(1), a_first.eq(1)]
+                m.d.comb += [nb_w.eq(k == 2), nb_k.eq(1)]  # for IM2COL3's first read state
+                with m.If(is_op[Op.MAXPOOL2]):
+                    m.d.sync += [bp.eq(bsum), cx.eq(1), cy.eq(1)]  # the lower row of the first window: src + w
+                with m.If(is_op[Op.IM2COL3]):
+                    # tap (0, 0) starts at src + ~w = src - w - 1 (modulo the address width; only read inside)
+                    m.d.sync += [bp.eq(bsum), rp.eq(bsum)]
+                known = [Op.GEMM, Op.MAXPOOL2, Op.IM2COL3, Op.ARGMAX] + ([Op.PWL_LOAD, Op.LSTM] if self.rnn else [])
+                with m.If(is_op[Op.END]):
+                    m.d.sync += [self.running.eq(0), self.done.eq(1)]
+                    m.next = "IDLE"
+                with m.Elif(Cat(is_op[o] for o in known).any()):
+                    with m.If(empty):
+                        m.next = "FETCH"
+                    with m.Elif(is_op[Op.GEMM]):
+                        m.next = "GEMM_CMD"
+                    with m.Elif(is_op[Op.MAXPOOL2]):
+                        m.next = "POOL_READ"
+                    with m.Elif(is_op[Op.IM2COL3]):
+                        m.next = "IM2COL"
+                    with m.Elif(is_op[Op.ARGMAX]):
+                        m.next = "ARG_READ"
                     if self.rnn:
-                        with m.Case(Op.PWL_LOAD, Op.LSTM):
-                            with m.If(empty):
-                                m.next = "FETCH"
-                            with m.Elif(op == Op.PWL_LOAD):
-                                m.next = "PL_READ"
-                            with m.Else():
-                                m.next = "L_INIT"
-                    with m.Case(Op.GEMM, Op.MAXPOOL2, Op.IM2COL3, Op.ARGMAX):
-                        with m.If(empty):
-                            m.next = "FETCH"
-                        with m.Elif(op == Op.GEMM):
-                            m.next = "GEMM_CMD"
-                        with m.Elif(op == Op.MAXPOOL2):
-                            m.next = "POOL_READ"
-                        with m.Elif(op == Op.IM2COL3):
-                            m.next = "IM2COL"
+                        with m.Elif(is_op[Op.PWL_LOAD]):
+                            m.next = "PL_READ"
                         with m.Else():
-                            m.next = "ARG_READ"
-                    with m.Default():
-                        m.d.sync += [self.running.eq(0), self.done.eq(1), self.error.eq(1)]
-                        m.next = "IDLE"
+                            m.next = "L_INIT"
+                with m.Else():
+                    m.d.sync += [self.running.eq(0), self.done.eq(1), self.error.eq(1)]
+                    m.next = "IDLE"
 
             # ---- GEMM: hand the command to the engine, wait for its completion ----
             with m.State("GEMM_CMD"):
@@ -249,224 +378,237 @@ class Sequencer(wiring.Component):
                 with m.If(self.gemm_done.valid):
                     m.next = "FETCH"
 
-            # ---- MAXPOOL2: 4 back-to-back reads (p, p+1, p+w, p+w+1), lane-wise max as the words
-            # arrive (see `pv` above), 1 write per output pixel; 7 cycles a pixel ----
-            # rd_ptr: top-left input of the output pixel; outputs are consecutive words from dst
+            # ---- MAXPOOL2: reads p, p + 1 (rp) and p + w, p + w + 1 (bp) back to back; the
+            # lane-wise maximum builds up in mem_wdata as the words arrive (three cycles after
+            # each read); one write per output pixel, 7 cycles a pixel. h and w are even
+            # (quant.program refuses others), so the next row of windows starts where bp ends.
             with m.State("POOL_READ"):
-                m.d.comb += addr.eq(rd_ptr + Mux(i_k[1], w, 0) + i_k[0])
-                m.d.sync += [pv[0].eq(1), pfirst[0].eq(i_k == 0), i_k.eq(i_k + 1)]
-                with m.If(i_k == 3):
+                m.d.comb += [addr.eq(Mux(k[1], bp, rp)), rd.eq(1)]
+                m.d.sync += k.eq(k + 1)
+                with m.If(k[1]):
+                    m.d.sync += bp.eq(bsum)
+                with m.Else():
+                    m.d.sync += rp.eq(rsum)
+                with m.If(k == 3):
                     m.next = "POOL_W1"
             with m.State("POOL_W1"):
                 m.next = "POOL_W2"
             with m.State("POOL_W2"):
+                m.d.comb += [nb_w.eq(1), nr_op.eq(1)]  # POOL_WRITE steps rp and bp by w
                 m.next = "POOL_WRITE"
             with m.State("POOL_WRITE"):
-                m.d.comb += [addr.eq(out_ptr), we.eq(1)]
-                for i in range(lanes):
-                    m.d.comb += wdata[8 * i : 8 * i + 8].eq(best[i])
-                m.d.sync += [i_k.eq(0), i_x.eq(i_x + 1), out_ptr.eq(out_ptr + 1), rd_ptr.eq(rd_ptr + 2)]
+                m.d.comb += [addr.eq(wp), we.eq(1)]
+                m.d.sync += [wp.eq(wp + 1), cx.eq(cx + 2)]
                 m.next = "POOL_READ"
-                with m.If(_is_last(i_x, w >> 1)):
-                    # next output row: two input rows down
-                    m.d.sync += [
-                        i_x.eq(0),
-                        i_y.eq(i_y + 1),
-                        rd_ptr.eq(row_ptr + (w << 1)),
-                        row_ptr.eq(row_ptr + (w << 1)),
-                    ]
-                    with m.If(_is_last(i_y, h >> 1)):
-                        # next channel tile: past an odd height's unused last row
-                        nxt = Signal(ADDR_BITS)
-                        m.d.comb += nxt.eq(row_ptr + (w << 1) + Mux(h[0], w, 0))
-                        m.d.sync += [i_y.eq(0), i_ct.eq(i_ct + 1), rd_ptr.eq(nxt), row_ptr.eq(nxt)]
-                        with m.If(_is_last(i_ct, ct)):
-                            m.next = "FETCH"
-
-            # ---- IM2COL3: one read (or a zero) and one write per destination word, 3 cycles ----
-            # Source words are consecutive within a tap (channel tiles and rows are contiguous), so
-            # rd_ptr counts; a tap starts at tap_ptr = src + (dy - 1) * w + dx - 1.
-            with m.State("IM2COL"):
-                m.d.comb += addr.eq(rd_ptr)
-                m.d.sync += [ins_d[0].eq(inside), rd_ptr.eq(rd_ptr + 1), i_x.eq(i_x + 1)]
-                m.next = "IM2COL_WAIT"
-                with m.If(last_x):
-                    m.d.sync += [i_x.eq(0), i_y.eq(i_y + 1)]
+                with m.If(last_x):  # rp = row + w, bp = row + 2w: both step by w
+                    m.d.sync += [cx.eq(1), cy.eq(cy + 2), rp.eq(rsum), bp.eq(bsum)]
                     with m.If(last_y):
-                        m.d.sync += [i_y.eq(0), i_ct.eq(i_ct + 1)]
-                        with m.If(_is_last(i_ct, ct)):
-                            step = Signal(ADDR_BITS)
-                            m.d.comb += step.eq(tap_ptr + Mux(dx == 2, w - 2, 1))
-                            m.d.sync += [i_ct.eq(0), rd_ptr.eq(step), tap_ptr.eq(step), dx.eq(dx + 1)]
-                            with m.If(dx == 2):
-                                m.d.sync += [dx.eq(0), dy.eq(dy + 1)]
-            with m.State("IM2COL_WAIT"):
+                        m.d.sync += [cy.eq(1), cc.eq(cc + 1)]
+                        with m.If(last_c):
+                            m.next = "FETCH"
+            # ---- IM2COL3: one read (or a zero) and one write per destination word, 4 cycles ----
+            # Source words are consecutive within a tap (channel tiles and rows are contiguous), so
+            # rp counts; bp = src + (dy - 1) * w - 1 is the tap row, a tap starts at bp + dx.
+            with m.State("IM2COL"):
+                m.d.comb += [
+                    addr.eq(rp),
+                    rd.eq(1),
+                    ins.eq(
+                        ~((k == 0) & (cx == 0))
+                        & ~((k == 2) & last_x)
+                        & ~((dy == 0) & (cy == 0))
+                        & ~((dy == 2) & last_y)
+                    ),
+                ]
+                m.d.sync += [rp.eq(rsum), cx.eq(cx + 1)]
+                m.next = "IM2COL_W1"
+                with m.If(last_x):
+                    m.d.sync += [cx.eq(0), cy.eq(cy + 1)]
+                    with m.If(last_y):
+                        m.d.sync += [cy.eq(0), cc.eq(cc + 1)]
+                        with m.If(last_c):
+                            # next tap: bp + dx + 1, or the next tap row bp + w
+                            m.d.sync += [cc.eq(0), k.eq(k + 1), rp.eq(bsum)]
+                            with m.If(k == 2):
+                                m.d.sync += [k.eq(0), dy.eq(dy + 1), bp.eq(bsum)]
+            with m.State("IM2COL_W1"):
+                m.next = "IM2COL_W2"
+            with m.State("IM2COL_W2"):
                 m.next = "IM2COL_WRITE"
             with m.State("IM2COL_WRITE"):
-                m.d.comb += [addr.eq(out_ptr), wdata.eq(Mux(ins_d[1], self.mem_rdata, 0)), we.eq(1)]
-                m.d.sync += out_ptr.eq(out_ptr + 1)
+                m.d.comb += [addr.eq(wp), we.eq(1), nb_w.eq(k == 2), nb_k.eq(1)]  # for the next read state
+                m.d.comb += w_all.eq(1)
+                m.d.sync += wp.eq(wp + 1)
                 m.next = "IM2COL"
                 # the read state wrapped every counter after the last tap
-                with m.If((dy == 3) & (dx == 0)):
+                with m.If(dy == 3):
                     m.next = "FETCH"
 
             # ---- ARGMAX: scan each row's lanes, pack one index byte per row ----
-            # fields: src f[0], dst f[1], m f[2], n f[3], nt f[4]; rd_ptr = src + a_nt * m + a_row
+            # fields: src f0, dst f1, m f2, n f3, nt f4; rp = src + cc * m + cy (row cy, N-tile cc),
+            # bp = src + cy; cx counts the row's global lane index
             with m.State("ARG_READ"):
-                m.d.comb += addr.eq(rd_ptr)
+                m.d.comb += [addr.eq(rp), rd.eq(1)]
                 m.next = "ARG_WAIT"
             with m.State("ARG_WAIT"):
                 m.next = "ARG_LATCH"
-            with m.State("ARG_LATCH"):
-                m.d.sync += [a_word.eq(self.mem_rdata), a_lane.eq(0)]
+            with m.State("ARG_LATCH"):  # rdq is loaded at the end of this cycle
                 m.next = "ARG_SCAN"
             with m.State("ARG_SCAN"):
-                v = lane_vals[a_lane[:lane_bits]]
-                with m.If((gidx < f[3]) & ((gidx == 0) | (v > a_best))):
-                    m.d.sync += [a_best.eq(v), a_idx.eq(gidx)]
-                m.d.sync += [a_lane.eq(a_lane + 1), gidx.eq(gidx + 1)]
-                with m.If(a_lane == lanes - 1):
-                    m.d.sync += [a_nt.eq(a_nt + 1), rd_ptr.eq(rd_ptr + f[2])]
+                # lanes cx < n count (a_ok drops after lane n - 1); the first one always wins
+                with m.If(a_ok & (a_first | (lane_v > a_best.as_signed()))):
+                    m.d.sync += [a_best.eq(lane_v), a_idx.eq(cx)]
+                m.d.comb += rq_shift.eq(1)
+                m.d.sync += a_first.eq(0)
+                with m.If(a_last):
+                    m.d.sync += a_ok.eq(0)
+                m.d.sync += [ln.eq(ln + 1), cx.eq(cx + 1)]
+                with m.If(ln == L - 1):
+                    m.d.sync += [ln.eq(0), cc.eq(cc + 1), rp.eq(rsum)]
                     m.next = "ARG_READ"
-                    with m.If(_is_last(a_nt, f[4])):
-                        m.d.sync += [a_nt.eq(0), rd_ptr.eq(row_ptr + 1), row_ptr.eq(row_ptr + 1)]
+                    with m.If(last_c):
+                        m.d.sync += [cc.eq(0), rp.eq(bsum), bp.eq(bsum)]
                         m.next = "ARG_EMIT"
             with m.State("ARG_EMIT"):
-                packed = Signal(W8)
-                for i in range(lanes):
-                    m.d.comb += packed[8 * i : 8 * i + 8].eq(Mux(a_slot == i, a_idx[:8], a_pack[8 * i : 8 * i + 8]))
-                m.d.sync += [a_pack.eq(packed), a_row.eq(a_row + 1), a_slot.eq(a_slot + 1), gidx.eq(0)]
-                with m.If(a_slot == lanes - 1):
-                    m.d.sync += a_slot.eq(0)
-                last = Signal()
-                m.d.comb += last.eq(_is_last(a_row, f[2]))
-                with m.If((a_slot == lanes - 1) | last):
-                    m.d.comb += [addr.eq(out_ptr), wdata.eq(packed), we.eq(1)]
-                    m.d.sync += [out_ptr.eq(out_ptr + 1), a_pack.eq(0)]
+                # the index goes into byte `sl` of mem_wdata (the others clear on a new word)
+                m.d.comb += [wb_en.eq(1), wb_slot.eq(sl), wb_val.eq(a_idx)]
+                m.d.sync += [cy.eq(cy + 1), sl.eq(sl + 1), cx.eq(0), a_ok.eq(1), a_first.eq(1)]
+                with m.If(sl == L - 1):
+                    m.d.sync += sl.eq(0)
+                with m.If((sl == L - 1) | last_y):
+                    m.d.comb += [addr.eq(wp), we.eq(1)]
+                    m.d.sync += wp.eq(wp + 1)
                 m.next = "ARG_READ"
-                with m.If(last):
+                with m.If(last_y):
                     m.next = "FETCH"
 
             if self.rnn:  # opens its states inside this FSM
                 self._lstm_states(m, lstm)
+
+        # MAXPOOL2's lane-wise maximum: the four words of a window are in rdq during the last
+        # read state and the three after it
+        pool_first = Signal()
+        pool_cmp = Signal()
+        m.d.comb += [
+            pool_first.eq(fsm.ongoing("POOL_READ") & (k == 3)),
+            pool_cmp.eq(pool_first | fsm.ongoing("POOL_W1") | fsm.ongoing("POOL_W2") | fsm.ongoing("POOL_WRITE")),
+        ]
+        m.d.comb += pool_en.eq(Cat(pool_cmp & (pool_first | (rq[i] > wd[i].as_signed())) for i in range(L)))
+        fsm._data["signal"].attrs["fsm_encoding"] = "one-hot"
         return m
 
-    def _lstm_setup(self, m, f, words, i_x, i_y, out_ptr, rd_ptr, a_word, a_pack):
-        """Registers and combinational logic of PWL_LOAD and LSTM (see quant/program.py)."""
-        cfg = self.config
-        gu = self.gate_unit
+    def _lstm_setup(self, m, v):
+        """Registers and combinational logic of PWL_LOAD and LSTM (see quant/program.py); adds its names to ``v``."""
+        cfg, gu = self.config, self.gate_unit
         m.submodules.gate = gu
+        f, rdq = v["f"], v["rdq"]
         R, C = cfg.rows, cfg.cols
         lr, lc = (R - 1).bit_length(), (C - 1).bit_length()
         per = entries_per_word(cfg)
         upw = C // 8  # units per z word
+        FA = len(v["rp"])
 
-        # ---- PWL_LOAD: fields src f[0], count f[1]; rows/4 entries per word ----
-        e_i = Signal(range(per + 1))
+        # ---- PWL_LOAD: fields src f0, count f1; rows/4 entries per word ----
         entry = Signal(32)
-        if per > 1:
-            m.d.comb += entry.eq(a_word.word_select(e_i[: (per - 1).bit_length()], 32))
-        else:
-            m.d.comb += entry.eq(a_word[:32])
+        m.d.comb += entry.eq(rdq.word_select(v["ln"][: max(1, (per - 1).bit_length())], 32) if per > 1 else rdq[:32])
         m.d.comb += [gu.p_addr.eq((REGION_PWL << gu.offset_width) | entry[16:32]), gu.p_data.eq(entry[:16])]
-        # ---- LSTM: fields m f[0], hidden f[1], steps f[2], x_base f[3], act_base f[4], z_base f[5],
-        # wgt_base f[6], chan_base f[7], xt f[8], h_base f[9] ----
-        M_, H_, T_ = f[0], f[1], f[2]
-        x_base, act_base, z_base, xt, h_base = f[3], f[4], f[5], f[8], f[9]
-        ht, nt = Signal(16), Signal(16)
-        m.d.comb += [ht.eq((H_ + (R - 1)) >> lr), nt.eq(((H_ << 2) + (C - 1)) >> lc)]
-        t = Signal(16)  # step
-        j = Signal(16)  # unit
-        row = Signal(16)  # sequence
-        lane = Signal(range(R))  # h lane of unit j
-        cidx = Signal(gu.unit_width)  # row * H + j: the cell of this (sequence, unit)
-        half = Signal()
-        sub = Signal(range(max(upw, 2)))
-        # z word of (row, j): z_base + 2 * row + 2 * M * (j // (C/4)) + half, counted in z_ptr
-        z_ptr = Signal(ADDR_BITS)
-        z_row = Signal(ADDR_BITS)  # z_base + 2 * row
-        h_ptr = Signal(ADDR_BITS)  # h_base + (j // R) * M + row
-        h_row = Signal(ADDR_BITS)  # h_base + row
 
-        with m.If(words[0][:4] == Op.LSTM):
+        # ---- LSTM: fields m f0, hidden f1, steps f2, x_base f3, act_base f4, z_base f5,
+        # wgt_base f6, chan_base f7, xt f8, h_base f9. Counters: cc the step, cy the sequence (or
+        # the copy's tile), cx the unit (or the copy's word), ln the h lane; rp the x word (the
+        # steps' x blocks are consecutive), bp the z word, wp the h (or activation) word.
+        H_ = f[1]
+        ht = Signal(16)
+        nt = Signal(16)
+        m.d.comb += [ht.eq((H_ + (R - 1)) >> lr), nt.eq(((H_ << 2) + (C - 1)) >> lc)]
+        RL = dict(reset_less=True)
+        cidx = Signal(gu.unit_width, **RL)  # row * H + j: the cell of this (sequence, unit)
+        half = Signal(**RL)
+        sub = Signal(range(max(upw, 2)), **RL)
+        z_row = Signal(FA, **RL)  # z_base + 2 * row
+        h_row = Signal(FA, **RL)  # h_base + row
+        with m.If(v["op_is_lstm"]):
             m.d.comb += [
-                self.cmd.payload.m.eq(M_),
                 self.cmd.payload.n.eq(H_ << 2),
-                self.cmd.payload.kt.eq(xt + ht),
+                self.cmd.payload.kt.eq(f[8] + ht),
                 self.cmd.payload.nt.eq(nt),
-                self.cmd.payload.act_base.eq(act_base),
-                self.cmd.payload.out_base.eq(z_base),
                 self.cmd.payload.relu.eq(0),
                 self.cmd.payload.gate.eq(1),
             ]
-        zw = self.mem_rdata if upw == 1 else self.mem_rdata.word_select(sub, 64)
+        zw = rdq if upw == 1 else rdq.word_select(sub, 64)
         m.d.comb += [gu.i_stream.payload.acc[g].eq(zw[16 * g : 16 * g + 16]) for g in range(4)]
-        m.d.comb += [gu.i_stream.payload.unit.eq(cidx), gu.i_stream.payload.first.eq(t == 0)]
-        packed = Signal(8 * R)
-        for i in range(R):
-            m.d.comb += packed[8 * i : 8 * i + 8].eq(Mux(lane == i, gu.o_stream.payload.h, a_pack[8 * i : 8 * i + 8]))
-        return locals()
+        m.d.comb += [gu.i_stream.payload.unit.eq(cidx), gu.i_stream.payload.first.eq(v["cc"] == 0)]
+        v.update(per=per, upw=upw, ht=ht, cidx=cidx, half=half, sub=sub, z_row=z_row, h_row=h_row, gu=gu)
 
     def _lstm_states(self, m, v):
         """The states of PWL_LOAD and LSTM, opened inside the sequencer's FSM; ``v``: :meth:`_lstm_setup`'s names."""
-        f, gu, per, R, upw = v["f"], v["gu"], v["per"], v["R"], v["upw"]
-        addr, we, wdata = v["addr"], v["we"], v["wdata"]
-        i_x, i_y, out_ptr, rd_ptr, a_word, a_pack, e_i = (
-            v[k] for k in ("i_x", "i_y", "out_ptr", "rd_ptr", "a_word", "a_pack", "e_i")
-        )
-        t, j, row, lane, cidx, half, sub = (v[k] for k in ("t", "j", "row", "lane", "cidx", "half", "sub"))
-        z_ptr, z_row, h_ptr, h_row, packed = (v[k] for k in ("z_ptr", "z_row", "h_ptr", "h_row", "packed"))
-        M_, H_, T_, xt, ht = (v[k] for k in ("M_", "H_", "T_", "xt", "ht"))
-        x_base, act_base, z_base, h_base = (v[k] for k in ("x_base", "act_base", "z_base", "h_base"))
+        f, gu, per, upw, R = v["f"], v["gu"], v["per"], v["upw"], self.config.rows
+        addr, we, rd = v["addr"], v["we"], v["rd"]
+        cx, cy, cc, ln, rp, bp, wp = (v[n] for n in ("cx", "cy", "cc", "ln", "rp", "bp", "wp"))
+        ht, cidx, half, sub, z_row, h_row = (v[n] for n in ("ht", "cidx", "half", "sub", "z_row", "h_row"))
+        last_x, last_y, last_c, ph_zero, ph_gate = (v[n] for n in ("last_x", "last_y", "last_c", "ph_zero", "ph_gate"))
+        M_ = f[0]
 
-        # rd_ptr = src + i_x (set at DECODE)
+        # rp = src (set while fetching); ln counts the word's entries
         with m.State("PL_READ"):
-            m.d.comb += addr.eq(rd_ptr)
-            m.d.sync += rd_ptr.eq(rd_ptr + 1)
+            m.d.comb += [addr.eq(rp), rd.eq(1)]
+            m.d.sync += rp.eq(v["rsum"])
             m.next = "PL_WAIT"
         with m.State("PL_WAIT"):
             m.next = "PL_LATCH"
-        with m.State("PL_LATCH"):
-            m.d.sync += [a_word.eq(self.mem_rdata), e_i.eq(0)]
+        with m.State("PL_LATCH"):  # rdq is loaded at the end of this cycle
+            m.d.sync += ln.eq(0)
             m.next = "PL_WRITE"
         with m.State("PL_WRITE"):
             m.d.comb += gu.p_en.eq(1)
-            m.d.sync += e_i.eq(e_i + 1)
-            with m.If(e_i == per - 1):
-                m.d.sync += i_x.eq(i_x + 1)
+            m.d.sync += ln.eq(ln + 1)
+            with m.If(ln == per - 1):
+                m.d.sync += cx.eq(cx + 1)
                 m.next = "PL_READ"
-                with m.If(_is_last(i_x, f[1])):
+                with m.If(last_x):
                     m.next = "FETCH"
 
+        xt_zero = Signal(reset_less=True)
+        m.d.sync += xt_zero.eq(f[8] == 0)
         with m.State("L_INIT"):
-            m.d.sync += [t.eq(0), rd_ptr.eq(x_base), out_ptr.eq(act_base), i_x.eq(0), i_y.eq(0)]
+            m.d.sync += [cc.eq(0), rp.eq(f[3]), wp.eq(f[4]), cx.eq(0), cy.eq(0), ph_zero.eq(0), ph_gate.eq(0)]
             m.next = "L_COPY_RD"
-        # x_t (xt tiles of M words; the steps' x blocks are consecutive) into the activation matrix;
-        # at step 0 the h tiles after it are zeroed
+            with m.If(xt_zero):  # no input tiles: nothing to do
+                m.next = "FETCH"
+        # x_t (xt tiles of M words) into the activation matrix; at step 0 the h tiles after it are zeroed
         with m.State("L_COPY_RD"):
-            m.d.comb += addr.eq(rd_ptr)
-            m.d.sync += rd_ptr.eq(rd_ptr + 1)
-            m.next = "L_COPY_WAIT"
-        with m.State("L_COPY_WAIT"):
+            m.d.comb += [addr.eq(rp), rd.eq(1)]
+            m.d.sync += rp.eq(v["rsum"])
+            m.next = "L_COPY_W1"
+        with m.State("L_COPY_W1"):
+            m.next = "L_COPY_W2"
+        with m.State("L_COPY_W2"):
             m.next = "L_COPY_WR"
         with m.State("L_COPY_WR"):
-            m.d.comb += [addr.eq(out_ptr), wdata.eq(self.mem_rdata), we.eq(1)]
-            m.d.sync += [out_ptr.eq(out_ptr + 1), i_x.eq(i_x + 1)]
+            m.d.comb += [addr.eq(wp), we.eq(1)]
+            m.d.comb += v["w_all"].eq(1)
+            m.d.sync += [wp.eq(wp + 1), cx.eq(cx + 1)]
             m.next = "L_COPY_RD"
-            with m.If(_is_last(i_x, M_)):
-                m.d.sync += [i_x.eq(0), i_y.eq(i_y + 1)]
-                with m.If(_is_last(i_y, xt)):
-                    m.d.sync += i_y.eq(0)
+            with m.If(last_x):
+                m.d.sync += [cx.eq(0), cy.eq(cy + 1)]
+                with m.If(last_y):
+                    m.d.sync += cy.eq(0)
                     m.next = "L_GEMM_CMD"
-                    with m.If(t == 0):
-                        m.next = "L_ZERO"
-        with m.State("L_ZERO"):  # out_ptr = h_base here
-            m.d.comb += [addr.eq(out_ptr), wdata.eq(0), we.eq(1)]
-            m.d.sync += [out_ptr.eq(out_ptr + 1), i_x.eq(i_x + 1)]
-            with m.If(_is_last(i_x, M_)):
-                m.d.sync += [i_x.eq(0), i_y.eq(i_y + 1)]
-                with m.If(_is_last(i_y, ht)):
-                    m.d.sync += i_y.eq(0)
+                    with m.If(cc == 0):
+                        m.d.sync += ph_zero.eq(1)
+                        m.next = "L_ZERO_GAP"
+        # two cycles a word, so that the loop flags (and the ht extent) settle after each step
+        with m.State("L_ZERO_GAP"):
+            m.next = "L_ZERO"
+        with m.State("L_ZERO"):  # wp = h_base here
+            m.d.comb += [addr.eq(wp), we.eq(1)]
+            m.d.comb += v["w_zero"].eq(1)
+            m.d.sync += [wp.eq(wp + 1), cx.eq(cx + 1)]
+            m.next = "L_ZERO_GAP"
+            with m.If(last_x):
+                m.d.sync += [cx.eq(0), cy.eq(cy + 1)]
+                with m.If(last_y):
+                    m.d.sync += [cy.eq(0), ph_zero.eq(0)]
                     m.next = "L_GEMM_CMD"
         with m.State("L_GEMM_CMD"):
             m.d.comb += self.cmd.valid.eq(1)
@@ -476,60 +618,61 @@ class Sequencer(wiring.Component):
             m.d.comb += self.gemm_done.ready.eq(1)
             with m.If(self.gemm_done.valid):
                 m.d.sync += [
-                    j.eq(0),
-                    row.eq(0),
-                    lane.eq(0),
+                    cx.eq(0),
+                    cy.eq(0),
+                    ln.eq(0),
                     cidx.eq(0),
                     half.eq(0),
                     sub.eq(0),
-                    z_ptr.eq(z_base),
-                    z_row.eq(z_base),
-                    h_ptr.eq(h_base),
-                    h_row.eq(h_base),
-                    a_pack.eq(0),
+                    bp.eq(f[5]),
+                    z_row.eq(f[5]),
+                    wp.eq(f[9]),
+                    h_row.eq(f[9]),
+                    ph_gate.eq(1),
                 ]
                 m.next = "L_G_READ"
         # the gate unit over every (sequence, unit): read z, send it, take h' into the packed h word
         with m.State("L_G_READ"):
-            m.d.comb += addr.eq(z_ptr)
+            m.d.comb += [addr.eq(bp), rd.eq(1)]
             m.next = "L_G_RWAIT"
         with m.State("L_G_RWAIT"):
-            m.d.comb += addr.eq(z_ptr)
+            m.next = "L_G_LATCH"
+        with m.State("L_G_LATCH"):  # rdq is loaded at the end of this cycle
             m.next = "L_G_SEND"
         with m.State("L_G_SEND"):
-            m.d.comb += [addr.eq(z_ptr), gu.i_stream.valid.eq(1)]  # the same word while waiting
+            m.d.comb += gu.i_stream.valid.eq(1)
             with m.If(gu.i_stream.ready):
                 m.next = "L_G_WAIT"
         with m.State("L_G_WAIT"):
             m.d.comb += gu.o_stream.ready.eq(1)
             with m.If(gu.o_stream.valid):
-                last_j = Signal()
-                m.d.comb += last_j.eq(_is_last(j, H_))
-                m.d.sync += [a_pack.eq(packed), lane.eq(lane + 1), j.eq(j + 1), cidx.eq(cidx + 1)]
-                with m.If((lane == R - 1) | last_j):
-                    m.d.comb += [addr.eq(h_ptr), wdata.eq(packed), we.eq(1)]
-                    m.d.sync += [a_pack.eq(0), lane.eq(0), h_ptr.eq(h_ptr + M_)]
+                last_j = last_x
+                m.d.comb += [v["wb_en"].eq(1), v["wb_slot"].eq(ln), v["wb_val"].eq(gu.o_stream.payload.h)]
+                m.d.sync += [ln.eq(ln + 1), cx.eq(cx + 1), cidx.eq(cidx + 1)]
+                with m.If((ln == R - 1) | last_j):
+                    m.d.comb += [addr.eq(wp), we.eq(1)]
+                    m.d.sync += [ln.eq(0), wp.eq(wp + M_)]
                 # next unit's z word: sub, then half, then the next N-tile (2 * M words on)
                 if upw > 1:
                     m.d.sync += sub.eq(sub + 1)
                 with m.If(sub == upw - 1):
-                    m.d.sync += [sub.eq(0), half.eq(~half), z_ptr.eq(z_ptr + 1)]
+                    m.d.sync += [sub.eq(0), half.eq(~half), bp.eq(v["bsum"])]
                     with m.If(half):
-                        m.d.sync += z_ptr.eq(z_ptr + (M_ << 1) - 1)
+                        m.d.sync += bp.eq(bp + (M_ << 1) - 1)
                 m.next = "L_G_READ"
                 with m.If(last_j):  # next sequence
                     m.d.sync += [
-                        j.eq(0),
-                        row.eq(row + 1),
+                        cx.eq(0),
+                        cy.eq(cy + 1),
                         sub.eq(0),
                         half.eq(0),
-                        z_ptr.eq(z_row + 2),
+                        bp.eq(z_row + 2),
                         z_row.eq(z_row + 2),
-                        h_ptr.eq(h_row + 1),
+                        wp.eq(h_row + 1),
                         h_row.eq(h_row + 1),
                     ]
-                    with m.If(_is_last(row, M_)):  # next step
-                        m.d.sync += [t.eq(t + 1), out_ptr.eq(act_base)]
+                    with m.If(last_y):  # next step
+                        m.d.sync += [cy.eq(0), cc.eq(cc + 1), wp.eq(f[4]), ph_gate.eq(0)]
                         m.next = "L_COPY_RD"
-                        with m.If(_is_last(t, T_)):
+                        with m.If(last_c):
                             m.next = "FETCH"

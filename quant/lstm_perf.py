@@ -1,10 +1,11 @@
 """Cycle model of the NPU's LSTM path (the sequencer's ``PWL_LOAD`` and ``LSTM`` ops, hw/sequencer.py).
 
-The sequencer's memory port is registered, so a read's word arrives two cycles after the read
-state. Per time step the ``LSTM`` op copies ``x_t`` (three cycles a word), runs one gate-mode GEMM (its
-cycles from :func:`quant.perf.gemm_cycles`, plus the hand-over), and then sends every (sequence,
-unit) through the one gate unit, :func:`unit_cycles` each: read the z word (two cycles), hand it over, then the
-gate unit's own ``cycles_per_unit`` (hw/rnn.py, ``z_in`` mode). The GEMM hand-over constant was
+The sequencer's memory port is registered both ways, so a read's word arrives two cycles after the read
+state and is usable from its own register one cycle later. Per time step the ``LSTM`` op copies ``x_t``
+(four cycles a word), runs one gate-mode GEMM (its cycles from :func:`quant.perf.gemm_cycles`, plus the
+hand-over), and then sends every (sequence, unit) through the one gate unit, :func:`unit_cycles` each: read
+and register the z word (three cycles), hand it over, then the gate unit's own ``cycles_per_unit``
+(hw/rnn.py, ``z_in`` mode). The GEMM hand-over constant was
 read off the RTL; the rest follows the state machines. :func:`program_cycles` adds up a compiled
 LSTM model's program (PWL_LOAD, LSTM, dense GEMMs, ARGMAX, END); tests/test_npu_lstm_e2e.py holds
 it equal to the cycle count the simulated device reports.
@@ -38,8 +39,11 @@ _GEMM_HANDOVER = 2
 #: Sequencer cycles per feature word read before its word is there (registered memory port).
 _READ = 2
 
-#: Sequencer cycles before each (sequence, unit)'s hand-over to the gate unit: the z read.
-_Z_READ = _READ
+#: Sequencer cycles before each (sequence, unit)'s hand-over to the gate unit: the z read and its register.
+_Z_READ = _READ + 1
+
+#: Sequencer cycles per word of the LSTM op's x copy: read (2), register, write.
+_COPY = _READ + 2
 
 
 def pwl_latency(config: NPUConfig) -> int:
@@ -48,7 +52,7 @@ def pwl_latency(config: NPUConfig) -> int:
 
 
 def unit_cycles(config: NPUConfig) -> int:
-    """Cycles per (sequence, unit) of the LSTM op: z read (2) + hand-over + the gate unit's z_in cycles per unit."""
+    """Cycles per (sequence, unit) of the LSTM op: z read and register (3) + hand-over + the gate unit's z_in cycles per unit."""
     L = pwl_latency(config)
     gate_unit = 1 + (L + 3) + 1 + L + 1 + 1  # hw.rnn.GateUnit(z_in=True).cycles_per_unit
     return _Z_READ + gate_unit
@@ -64,8 +68,8 @@ def lstm_cycles(config: NPUConfig, m: int, inputs: int, hidden: int, steps: int)
     R = config.rows
     XT, HT = tiles(inputs, R), tiles(hidden, R)
     gemm = gemm_cycles(config, m, (XT + HT) * R, 4 * hidden).cycles + _GEMM_HANDOVER
-    per_step = (_READ + 1) * XT * m + gemm + m * hidden * unit_cycles(config)
-    return 1 + HT * m + steps * per_step
+    per_step = _COPY * XT * m + gemm + m * hidden * unit_cycles(config)
+    return 1 + 2 * HT * m + steps * per_step  # init, h zeroing (two cycles a word), the steps
 
 
 def gemm_op_cycles(config: NPUConfig, m: int, k: int, n: int) -> int:

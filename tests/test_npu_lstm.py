@@ -97,7 +97,7 @@ def test_cycle_model_matches_the_gate_unit():
         gu = GateUnit(cfg, "lstm", hidden=cell_depth(cfg), z_in=True)
         gu._MustUse__silence = True  # only its figures are read
         assert pwl_latency(cfg) == gu.pwl.latency
-        assert unit_cycles(cfg) == gu.cycles_per_unit + 2  # + the sequencer's z read (registered port)
+        assert unit_cycles(cfg) == gu.cycles_per_unit + 3  # + the sequencer's z read (registered port, registered word)
 
 
 def test_program_format_round_trip_and_flags():

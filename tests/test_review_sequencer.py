@@ -204,3 +204,82 @@ def test_review_npu_core_3x3_mblock5():
         "review_npu_bench",
         bench_params={"config": CFG3.to_dict(), "prog_depth": 256, "scenarios": scenarios(CFG3)},
     )
+
+
+def _run_sequencer(cfg, feature, prog, used, max_cycles=50_000):
+    """Sequencer(rnn=False) alone in amaranth.sim with behavioural feature and program memories.
+
+    Returns (feature words, error flag, cycles reported)."""
+    from amaranth.sim import Simulator
+
+    from hw.sequencer import Sequencer
+
+    dut = Sequencer(cfg, rnn=False)
+    mem = list(feature) + [0] * (used - len(feature))
+    result = {}
+
+    async def tb(ctx):
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        for _ in range(max_cycles):
+            addr, we, wdata, paddr = (ctx.get(s) for s in (dut.mem_addr, dut.mem_we, dut.mem_wdata, dut.prog_addr))
+            await ctx.tick()
+            if we:
+                mem[addr] = wdata
+            ctx.set(dut.mem_rdata, mem[addr] if addr < len(mem) else 0)
+            ctx.set(dut.prog_data, prog[paddr] if paddr < len(prog) else 0)
+            if ctx.get(dut.done):
+                result.update(error=ctx.get(dut.error), cycles=ctx.get(dut.cycles))
+                return
+        raise AssertionError("the sequencer did not finish")
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+    return mem, result["error"], result["cycles"]
+
+
+def test_data_movement_cycles_and_results_8x8():
+    """MAXPOOL2 / IM2COL3 / ARGMAX on the 8x8 sequencer: the device model's words, and the documented
+    body cycles (MAXPOOL2 7 per output pixel, IM2COL3 4 per destination word, ARGMAX quant.lstm_perf)."""
+    from quant.lstm_perf import INSTR_OVERHEAD, argmax_cycles
+
+    cfg = NPUConfig()
+    rng = np.random.default_rng(21)
+    h, w, ct = 4, 6, 2
+    feature = feature_words(rng.integers(-128, 128, size=(h * w, ct * L)), L)
+    pool = len(feature)
+    col = pool + ct * (h // 2) * (w // 2)
+    am_src = col + 9 * ct * 3 * 2
+    m, n = 5, 11
+    feature += [0] * (am_src - len(feature)) + feature_words(rng.integers(-128, 128, size=(m, n)), L)
+    am_dst = am_src + tiles(n, L) * m
+    prog = [
+        Instr(Op.MAXPOOL2, {"src": 0, "dst": pool, "h": h, "w": w, "ct": ct}),
+        Instr(Op.IM2COL3, {"src": pool, "dst": col, "h": 3, "w": 2, "ct": ct}),  # odd height
+        Instr(Op.ARGMAX, {"src": am_src, "dst": am_dst, "m": m, "n": n, "nt": tiles(n, L)}),
+    ]
+    words = encode_program(prog)
+    used = am_dst + tiles(m, L)
+    model = DeviceModel(cfg)
+    model.feature[: len(feature)] = feature
+    model.program[: len(words)] = words
+    model.run()
+    mem, error, cycles = _run_sequencer(cfg, feature, words, used)
+    assert error == 0
+    assert mem[:used] == model.feature[:used]
+    body = 7 * ct * (h // 2) * (w // 2) + 4 * 9 * ct * 3 * 2 + argmax_cycles(cfg, m, n)
+    assert cycles == 4 * INSTR_OVERHEAD + body  # three ops and END
+
+
+def test_odd_maxpool_words_still_end():
+    """MAXPOOL2 with an odd height or width (which quant.program refuses, so written as raw words)
+    must still finish: the loops count to the size rounded down to even."""
+    cfg = NPUConfig()
+    for h, w in ((3, 4), (4, 5), (5, 3), (1, 4)):
+        words = encode_program([Instr(Op.MAXPOOL2, {"src": 0, "dst": 64, "h": 4, "w": 4, "ct": 1})])
+        words[2] = h | (w << 16)  # word 2: fields h (low) and w (high)
+        _, error, _ = _run_sequencer(cfg, list(range(1, 33)), words, 128)
+        assert error == 0
