@@ -494,7 +494,7 @@ class Sequencer(wiring.Component):
             pool_cmp.eq(pool_first | fsm.ongoing("POOL_W1") | fsm.ongoing("POOL_W2") | fsm.ongoing("POOL_WRITE")),
         ]
         m.d.comb += pool_en.eq(Cat(pool_cmp & (pool_first | (rq[i] > wd[i].as_signed())) for i in range(L)))
-        fsm._data["signal"].attrs["fsm_encoding"] = "one-hot"
+        fsm.state.attrs["fsm_encoding"] = "one-hot"
         return m
 
     def _lstm_setup(self, m, v):
