@@ -9,8 +9,12 @@ Dataflow (see docs/architecture.md)::
             acc[bank][m] (+)= A[m, kt-tile] @ W[kt-tile, nt-tile]
         drain the block through the requantizer while the next block accumulates
 
-* The weight tile of pass p+1 is shifted into the array's idle bank while pass p streams (the
-  bank tag travels with the activations), so back-to-back passes do not stall.
+* The array holds one weight tile (one register per PE). The tile of pass p+1 is written row
+  by row, top-down, right behind pass p's last vector, and pass p+1 starts while its last rows
+  are still being written (a vector reaches row r only r // 2 cycles after row 0): passes are
+  ``quant.perf.weight_lead(config)`` cycles apart (5 on an 8x8 array) instead of back to back,
+  which costs a few percent of a long GEMM and saves two weight registers and a multiplexer in
+  every PE.
 * Column sums leave the array into a read-modify-write accumulator memory with two banks. A
   finished block is drained row by row through one time-shared requantizer (SPEC §3) into the
   feature memory, while the other bank accumulates the next block. The drain borrows the
@@ -41,7 +45,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from quant.config import NPUConfig
-from quant.perf import DRAIN_BUFFER_ROWS, weight_cooldown
+from quant.perf import DRAIN_BUFFER_ROWS, weight_lead
 
 from .ebr import CollisionFreeRAM
 from .requant import Requantizer
@@ -119,7 +123,7 @@ class GemmEngine(wiring.Component):
                 f"got {config.rows}x{config.cols}"
             )
         self.config = config
-        self.array = SystolicArray(config)
+        self.array = SystolicArray(config, direct=True)
         #: host port width: a feature word (8 * rows), a weight row (cols * bits) or a channel word
         self.port_width = max(64, 8 * config.rows, config.cols * config.weight_bits)
         super().__init__(
@@ -157,9 +161,9 @@ class GemmEngine(wiring.Component):
         return 1 + self.array.latency
 
     @property
-    def cooldown(self) -> int:
-        """Cycles after a pass's last vector issues before its weight bank may be reloaded."""
-        return weight_cooldown(self.config)
+    def weight_lead(self) -> int:
+        """Cycles from the weight loader's first row read of a tile to the first vector of its pass."""
+        return weight_lead(self.config)
 
     def elaborate(self, platform):
         m = Module()
@@ -242,7 +246,6 @@ class GemmEngine(wiring.Component):
         i_kt_off = Signal(FA)  # kt * M
         i_mb_off = Signal(MOW)  # mb * Mb
         i_row = Signal(range(Mb + 1))
-        i_bank = Signal()  # weight bank of the current pass (pass parity)
         i_accbank = Signal()  # accumulator bank of the current block (block parity)
         i_in_pass = Signal()
         rows_left = Signal(MOW + 1)
@@ -254,20 +257,18 @@ class GemmEngine(wiring.Component):
         last_mb = Signal()
         m.d.comb += last_mb.eq(rows_left <= Mb)
 
-        tile_ready = Signal(2)
+        w_ready = Signal()  # the next pass's weight tile is far enough into the array to start it
         acc_busy = Signal(2)  # bank holds a block not yet fully read by the drain
-        cooldown = Signal(range(max(self.cooldown, 1) + 1))
 
         # ---- loader state -----------------------------------------------------------------------
         ld_todo = Signal()  # tiles remain to load
         ld_active = Signal()
         ld_step = Signal(range(R + 1))
-        ld_bank = Signal()
         ld_kt, ld_nt = Signal(TW), Signal(TW)
         ld_tile_off = Signal(WA)  # (nt*KT + kt) * R
         ld_mb_left = Signal(MW)  # rows of A not yet covered by loaded blocks
-        ld_shift = Signal()
-        ld_shift_last = Signal()
+        ld_wr = Signal()  # the row read last cycle is written into the array this cycle
+        ld_wrow = Signal(range(R))
 
         # ---- drain state ------------------------------------------------------------------------
         d_todo = Signal()  # blocks remain to drain
@@ -304,9 +305,7 @@ class GemmEngine(wiring.Component):
         buf_lane = Signal(range(C))
 
         # ---- slot pipeline metadata ---------------------------------------------------------------
-        Meta = data.StructLayout(
-            {"vec": 1, "drain": 1, "first": 1, "block_end": 1, "accbank": 1, "row": range(Mb), "bank": 1}
-        )
+        Meta = data.StructLayout({"vec": 1, "drain": 1, "first": 1, "block_end": 1, "accbank": 1, "row": range(Mb)})
         meta = [Signal(Meta, name=f"meta{i}") for i in range(L + 1)]
         slot = Signal(Meta)
         with m.If(en):
@@ -337,15 +336,12 @@ class GemmEngine(wiring.Component):
                 i_kt_off.eq(0),
                 i_mb_off.eq(0),
                 i_row.eq(0),
-                i_bank.eq(0),
                 i_accbank.eq(0),
                 i_in_pass.eq(0),
-                tile_ready.eq(0),
+                w_ready.eq(0),
                 acc_busy.eq(0),
-                cooldown.eq(0),
                 ld_todo.eq(1),
                 ld_active.eq(0),
-                ld_bank.eq(0),
                 ld_kt.eq(0),
                 ld_nt.eq(0),
                 ld_tile_off.eq(0),
@@ -364,21 +360,27 @@ class GemmEngine(wiring.Component):
             ]
 
         # ---- weight loader ------------------------------------------------------------------------
-        # Reads tile rows bottom-up (the array wants W[R-1] first), shifting each one cycle later.
+        # The array has one weight register per PE (direct-load, hw/systolic.py), so a pass's tile
+        # is written row by row, top-down, one row per cycle, after the previous pass's last
+        # vector has been issued: a vector reaches array row r r // 2 cycles after row 0 and the
+        # write of row r comes r cycles after that of row 0, so the pass may start once the rows
+        # whose write the vector would overtake are in (quant.perf.weight_lead) while the loader
+        # writes the rest. Rows are read one cycle ahead of their write (SPRAM latency).
+        last_issue = Signal()  # the current pass's last vector issues this cycle
         ld_start = Signal()
-        m.d.comb += ld_start.eq(
-            busy & ld_todo & ~ld_active & ~ld_shift & ~tile_ready.bit_select(ld_bank, 1) & (cooldown == 0)
-        )
+        m.d.comb += ld_start.eq(busy & ld_todo & ~ld_active & (~w_ready | last_issue))
         ld_addr = Signal(WA)
-        m.d.comb += ld_addr.eq(cmd.wgt_base + ld_tile_off + (R - 1) - ld_step)
+        m.d.comb += ld_addr.eq(cmd.wgt_base + ld_tile_off + ld_step)
         with m.If(en):
-            m.d.sync += [ld_shift.eq(0), ld_shift_last.eq(0)]
+            m.d.sync += [ld_wr.eq(ld_active), ld_wrow.eq(ld_step)]
             with m.If(ld_start):
                 m.d.sync += [ld_active.eq(1), ld_step.eq(0)]
             with m.If(ld_active):
-                m.d.sync += [ld_shift.eq(1), ld_step.eq(ld_step + 1)]
+                m.d.sync += ld_step.eq(ld_step + 1)
+                with m.If(ld_step == self.weight_lead - 1):
+                    m.d.sync += w_ready.eq(1)
                 with m.If(ld_step == R - 1):
-                    m.d.sync += [ld_active.eq(0), ld_shift_last.eq(1)]
+                    m.d.sync += ld_active.eq(0)
                     # advance to the next tile in pass order: kt, then nt, then the next M-block
                     with m.If(ld_kt == KT - 1):
                         m.d.sync += ld_kt.eq(0)
@@ -390,16 +392,15 @@ class GemmEngine(wiring.Component):
                             m.d.sync += [ld_nt.eq(ld_nt + 1), ld_tile_off.eq(ld_tile_off + R)]
                     with m.Else():
                         m.d.sync += [ld_kt.eq(ld_kt + 1), ld_tile_off.eq(ld_tile_off + R)]
-            with m.If(ld_shift_last):
-                m.d.sync += [tile_ready.bit_select(ld_bank, 1).eq(1), ld_bank.eq(~ld_bank)]
         ld_rd_addr = Signal(ADDR_BITS)
         m.d.comb += [
             ld_rd_addr.eq(Mux(busy, ld_addr, self.host_addr)),
             wmem.addr.eq(ld_rd_addr),
             wmem.re.eq(~busy | en),
             array.w_in.eq(wmem.rdata),
-            array.w_shift.eq(ld_shift & en),
-            array.w_bank.eq(ld_bank),
+            array.w_shift.eq(ld_wr & en),
+            array.w_row.eq(ld_wrow),
+            array.w_bank.eq(0),
         ]
 
         # ---- issuer -------------------------------------------------------------------------------
@@ -412,13 +413,11 @@ class GemmEngine(wiring.Component):
         # A one-row block would otherwise read its accumulator row in the very cycle the previous
         # pass writes it (the read port is not transparent): keep one slot between such passes.
         m.d.comb += can_start.eq(
-            running
-            & tile_ready.bit_select(i_bank, 1)
-            & ((i_kt != 0) | ~acc_busy.bit_select(i_accbank, 1))
-            & ~((i_rows == 1) & prev_vec)
+            running & w_ready & ((i_kt != 0) | ~acc_busy.bit_select(i_accbank, 1)) & ~((i_rows == 1) & prev_vec)
         )
         issue_vec = Signal()
         m.d.comb += issue_vec.eq(~drain_slot & (i_in_pass | can_start))
+        m.d.comb += last_issue.eq(issue_vec & (i_row == i_rows - 1))
         act_addr = Signal(FA)
         m.d.comb += act_addr.eq(cmd.act_base + i_kt_off + i_mb_off + i_row)
 
@@ -429,13 +428,10 @@ class GemmEngine(wiring.Component):
             slot.block_end.eq(last_kt & (i_row == i_rows - 1)),
             slot.accbank.eq(Mux(drain_slot, d_bank, i_accbank)),
             slot.row.eq(Mux(drain_slot, d_req, i_row)),
-            slot.bank.eq(i_bank),
         ]
         with m.If(en):
             m.d.sync += prev_vec.eq(issue_vec)
         with m.If(en & busy):
-            with m.If(cooldown != 0):
-                m.d.sync += cooldown.eq(cooldown - 1)
             with m.If(drain_slot):
                 m.d.sync += d_req.eq(d_req + 1)
             with m.If(issue_vec):
@@ -446,9 +442,7 @@ class GemmEngine(wiring.Component):
                     m.d.sync += [
                         i_in_pass.eq(0),
                         i_row.eq(0),
-                        tile_ready.bit_select(i_bank, 1).eq(0),
-                        i_bank.eq(~i_bank),
-                        cooldown.eq(self.cooldown),
+                        w_ready.eq(0),
                     ]
                     with m.If(last_kt):
                         m.d.sync += [i_kt.eq(0), i_kt_off.eq(0), i_accbank.eq(~i_accbank)]
@@ -470,7 +464,7 @@ class GemmEngine(wiring.Component):
             array.en.eq(en),
             array.a_in.eq(f_rd.data),
             array.in_valid.eq(meta[1].vec),
-            array.in_bank.eq(meta[1].bank),
+            array.in_bank.eq(0),
         ]
 
         # ---- accumulator read-modify-write ----------------------------------------------------------
