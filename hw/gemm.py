@@ -87,7 +87,7 @@ class GemmEngine(wiring.Component):
     cmd : In(stream.Signature(GemmCommand))
         One GEMM to run: ``m`` rows, ``kt = ceil(K / rows)`` K-tiles, ``nt = ceil(N / cols)``
         N-tiles, ``n`` = N (lanes past it are written as 0), base addresses, fused ReLU. Accepted
-        when the engine is idle. Shapes are not checked here (all counts must be >= 1): the
+        when the engine is idle and the previous command's ``done`` has been taken. Shapes are not checked here (all counts must be >= 1): the
         compiler refuses what does not fit before anything reaches the device.
     done : Out(stream.Signature(unsigned(32)))
         Completion of a command, with the cycles it took from acceptance to the last result.
@@ -95,7 +95,9 @@ class GemmEngine(wiring.Component):
         A command is running (the host bus must not write memories then).
     host_region, host_addr, host_wdata, host_we : In
         Host access to the feature / weight / channel memories while idle. Writes take effect at
-        the clock edge; ``host_rdata`` shows the word at ``host_addr`` one cycle after it is presented.
+        the clock edge; ``host_rdata`` shows the word at ``host_addr`` ``host_read_latency``
+        cycles after it is presented (one by default; two with the memories' outputs registered
+        after the region multiplexer, so that no path leaves the engine from a block RAM output).
     host_rdata : Out(port_width)
     stall : In(1)
         Verification hook: freezes the whole compute pipeline for a cycle. Tie to 0.
@@ -106,14 +108,25 @@ class GemmEngine(wiring.Component):
     ----------
     config : NPUConfig
     drain_rows : int
-        Entries of the drain row buffer (``quant.perf.DRAIN_BUFFER_ROWS`` by default; pass the
-        same value to ``quant.perf.gemm_cycles``). Each entry is ``cols * acc_width`` flip-flops;
-        one entry saves them at the cost of drain-bound GEMMs (few K tiles) taking longer.
+        Entries of the drain row buffer (``quant.perf.DRAIN_BUFFER_ROWS`` = 1 by default; pass the
+        same value to ``quant.perf.gemm_cycles``). Each entry is ``cols * acc_width`` flip-flops.
+        With one, the next row is read early enough to arrive as the head row's last lane leaves
+        (on an 8x8 or larger array as fast as two entries; on 4x4 a row every 5 cycles, not 4).
+    gate : bool
+        Support the LSTM gate mode (``cmd.gate``); without it the bit is ignored.
+    host_read_latency : int
+        1 (the default) or 2: see ``host_rdata``.
     """
 
-    def __init__(self, config: NPUConfig, drain_rows: int = DRAIN_BUFFER_ROWS, *, gate: bool = False):
+    def __init__(
+        self, config: NPUConfig, drain_rows: int = DRAIN_BUFFER_ROWS, *, gate: bool = False, host_read_latency: int = 1
+    ):
         if drain_rows < 1:
             raise ValueError(f"the drain row buffer needs at least one entry, got {drain_rows}")
+        if host_read_latency not in (1, 2):
+            raise ValueError(f"host_read_latency must be 1 or 2 cycles, got {host_read_latency}")
+        #: cycles from ``host_addr`` to ``host_rdata`` (2: the read multiplexer is registered)
+        self.host_read_latency = host_read_latency
         self.drain_rows = drain_rows
         #: gate mode support (int16 results for the LSTM path); without it ``cmd.gate`` is ignored
         self.gate = gate
@@ -210,7 +223,8 @@ class GemmEngine(wiring.Component):
         amem = m.submodules.amem = CollisionFreeRAM(self.acc_row_width, 2 * Mb)
 
         en = Signal()
-        m.d.comb += en.eq(~self.stall)
+        drain_hold = Signal()  # a drained row arrives at a full row buffer (D == 1, backpressure only)
+        m.d.comb += en.eq(~self.stall & ~drain_hold)
 
         f_rd, f_wr = fmem.read_port(), fmem.write_port()
         c_we = Signal()
@@ -234,11 +248,13 @@ class GemmEngine(wiring.Component):
         # ---- host access while idle ------------------------------------------------------------
         host_sel = Signal(2)
         m.d.sync += host_sel.eq(self.host_region)
-        m.d.comb += self.host_rdata.eq(
-            Mux(
-                host_sel == REGION_FEATURE, f_rd.data, Mux(host_sel == REGION_WEIGHT, wmem.rdata, chan_rdata.as_value())
-            )
+        host_word = Mux(
+            host_sel == REGION_FEATURE, f_rd.data, Mux(host_sel == REGION_WEIGHT, wmem.rdata, chan_rdata.as_value())
         )
+        if self.host_read_latency == 2:
+            m.d.sync += self.host_rdata.eq(host_word)
+        else:
+            m.d.comb += self.host_rdata.eq(host_word)
 
         # ---- issuer state -----------------------------------------------------------------------
         running = Signal()  # passes remain to issue
@@ -315,16 +331,21 @@ class GemmEngine(wiring.Component):
         m.d.comb += meta[0].eq(slot)
 
         # ---- command acceptance -----------------------------------------------------------------
-        m.d.comb += self.cmd.ready.eq(~busy)
+        # The cycle counter stops with the last result and is the done payload itself (no copy),
+        # so a command is taken only once the previous done has been.
         done_valid = Signal()
-        done_cycles = Signal(32)
-        m.d.comb += [self.done.valid.eq(done_valid), self.done.payload.eq(done_cycles)]
+        finish = Signal()  # the last result is written this cycle
+        m.d.comb += [
+            self.cmd.ready.eq(~busy & ~done_valid),
+            self.done.valid.eq(done_valid),
+            self.done.payload.eq(cycles),
+        ]
         with m.If(self.done.valid & self.done.ready):
             m.d.sync += done_valid.eq(0)
-        with m.If(busy):
+        with m.If(busy & ~finish):
             m.d.sync += cycles.eq(cycles + 1)
 
-        with m.If(self.cmd.valid & ~busy):
+        with m.If(self.cmd.valid & self.cmd.ready):
             c = self.cmd.payload
             m.d.sync += [
                 busy.eq(1),
@@ -405,9 +426,18 @@ class GemmEngine(wiring.Component):
 
         # ---- issuer -------------------------------------------------------------------------------
         drain_slot = Signal()
-        m.d.comb += drain_slot.eq(
-            busy & d_todo & block_ready.bit_select(d_bank, 1) & (d_req < d_rows) & (d_inflight + q_count < D)
-        )
+        drain_room = Signal()
+        if D == 1:
+            # One entry: the next row is read while the head row's last lanes still leave, timed so
+            # that (without output backpressure) it arrives as the head's last lane is taken. If
+            # backpressure holds the lanes back, the arriving row freezes the compute pipeline
+            # (``drain_hold``) until its entry is free; the accumulator memory keeps its output.
+            early = C - 1 - L
+            lane_ok = (buf_lane >= early) if early > 0 else Const(1, 1)
+            m.d.comb += drain_room.eq((d_inflight == 0) & ((q_count == 0) | lane_ok))
+        else:
+            m.d.comb += drain_room.eq(d_inflight + q_count < D)
+        m.d.comb += drain_slot.eq(busy & d_todo & block_ready.bit_select(d_bank, 1) & (d_req < d_rows) & drain_room)
         can_start = Signal()
         prev_vec = Signal()  # the previous slot was a vector
         # A one-row block would otherwise read its accumulator row in the very cycle the previous
@@ -494,6 +524,8 @@ class GemmEngine(wiring.Component):
         capture = Signal()
         pop = Signal()  # the head row's last lane leaves this cycle
         m.d.comb += [d_issue.eq(en & drain_slot), capture.eq(en & tap_w.drain)]
+        if D == 1:
+            m.d.comb += drain_hold.eq(tap_w.drain & (q_count != 0) & ~pop)
         with m.If(busy):
             m.d.sync += [d_inflight.eq(d_inflight + d_issue - capture), q_count.eq(q_count + capture - pop)]
         d_rel = Signal(ADDR_BITS)  # the row's word offset (doubled in gate mode: two words per row)
@@ -503,7 +535,7 @@ class GemmEngine(wiring.Component):
         if D > 1:
             with m.If(pop):
                 m.d.sync += q_head.eq(Mux(q_head == D - 1, 0, q_head + 1))
-            with m.If(self.cmd.valid & ~busy):
+            with m.If(self.cmd.valid & self.cmd.ready):
                 m.d.sync += q_head.eq(0)
         for i in range(D):
             with m.If(capture & ((wpos == i) | (wpos == i + D))):
@@ -619,8 +651,9 @@ class GemmEngine(wiring.Component):
             f_wr.data.eq(Mux(busy, full_word, self.host_wdata)),
             f_wr.en.eq(Mux(busy, o_take & o_last, self.host_we & (self.host_region == REGION_FEATURE))),
         ]
-        with m.If(o_take & o_final):
-            m.d.sync += [busy.eq(0), done_valid.eq(1), done_cycles.eq(cycles)]
+        m.d.comb += finish.eq(o_take & o_final)
+        with m.If(finish):
+            m.d.sync += [busy.eq(0), done_valid.eq(1)]
 
         # ---- host writes to weight and channel memories ----------------------------------------------
         host_params = Signal(ChannelParams)

@@ -31,9 +31,12 @@ __all__ = [
 #: Pipeline stages of hw.requant.Requantizer.
 REQUANT_LATENCY = 5
 
-#: Entries of the engine's drain row FIFO (hw/gemm.py imports it from here, so the two agree):
-#: drain slots issued but not yet captured plus rows buffered never exceed it.
-DRAIN_BUFFER_ROWS = 2
+#: Entries of the engine's drain row FIFO (hw/gemm.py imports it from here, so the two agree).
+#: With more than one, drain slots issued but not yet captured plus rows buffered never exceed
+#: it; with one (the default: a row is cols * acc_width flip-flops), the next row is read while
+#: the head row's last lanes leave, so that it arrives as the last one is taken, and on 8x8 and
+#: larger arrays the drain is as fast as with two.
+DRAIN_BUFFER_ROWS = 1
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,11 @@ def gemm_cycles(
         d_rows_left = M - d_mb_off
         d_rows = min(d_rows_left, Mb)
         d_last_block = d_nt == NT - 1 and d_rows_left <= Mb
-        drain_slot = d_todo and block_ready[d_bank] and d_req < d_rows and d_inflight + len(queue) < drain_rows
+        if drain_rows == 1:  # one entry: the next row may be read while the head's last lanes leave
+            drain_room = d_inflight == 0 and (not queue or buf_lane >= C - 1 - L)
+        else:
+            drain_room = d_inflight + len(queue) < drain_rows
+        drain_slot = d_todo and block_ready[d_bank] and d_req < d_rows and drain_room
         can_start = running and w_ready and (i_kt != 0 or not acc_busy[i_accbank]) and not (i_rows == 1 and prev_vec)
         issue_vec = not drain_slot and (i_in_pass or can_start)
         last_issue = issue_vec and i_row == i_rows - 1
