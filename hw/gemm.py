@@ -201,8 +201,9 @@ class GemmEngine(wiring.Component):
         CmdRegs = data.StructLayout(
             {name: unsigned(narrow.get(name, shape.width)) for name, shape in ((k, v.shape) for k, v in GemmCommand)}
         )
-        lane_bits = (C - 1).bit_length()
-        m.submodules.requant = rq = Requantizer(cfg, tag_width=FA + lane_bits + 2, gate=self.gate)
+        # The requantizer's tag: the row's address, "lane past N" and "last lane of the GEMM". The
+        # lane itself is counted at the collector (every row sends its lanes 0..C-1 in order).
+        m.submodules.requant = rq = Requantizer(cfg, tag_width=FA + 2, gate=self.gate)
 
         # Feature and accumulator memories need a read and a write port in one cycle (EBR). The
         # weight memory and the channel biases are read while busy and written only while idle:
@@ -241,7 +242,7 @@ class GemmEngine(wiring.Component):
         busy = Signal()
         cmd = Signal(CmdRegs)
         gate_cmd = cmd.gate if self.gate else Const(0, 1)  # gate mode of the running command
-        KT, NT = cmd.kt, cmd.nt
+        KT1, NT1 = cmd.kt, cmd.nt  # the command registers hold kt - 1 and nt - 1 (compared against)
         cycles = Signal(32)
         m.d.comb += self.busy.eq(busy)
 
@@ -265,13 +266,17 @@ class GemmEngine(wiring.Component):
         i_accbank = Signal()  # accumulator bank of the current block (block parity)
         i_in_pass = Signal()
         rows_left = Signal(MOW + 1)
-        i_rows = Signal(range(Mb + 1))
-        m.d.comb += [rows_left.eq(cmd.m - i_mb_off), i_rows.eq(Mux(rows_left < Mb, rows_left, Mb))]
+        # Rows of the current block, minus one, and "last block": registered, one cycle behind
+        # i_mb_off. That is early enough: after i_mb_off moves (a pass's last vector) the next
+        # pass waits for its weights (w_ready) for at least two cycles. Likewise for the drain.
+        i_rows_m1 = Signal(range(Mb))
+        last_mb = Signal()
+        m.d.comb += rows_left.eq(cmd.m - i_mb_off)
+        m.d.sync += [i_rows_m1.eq(Mux(rows_left < Mb, rows_left, Mb) - 1), last_mb.eq(rows_left <= Mb)]
         last_kt = Signal()
         last_nt = Signal()
-        m.d.comb += [last_kt.eq(i_kt == KT - 1), last_nt.eq(i_nt == NT - 1)]
-        last_mb = Signal()
-        m.d.comb += last_mb.eq(rows_left <= Mb)
+        i_last = Signal()  # i_row is the pass's last row
+        m.d.comb += [last_kt.eq(i_kt == KT1), last_nt.eq(i_nt == NT1), i_last.eq(i_row == i_rows_m1)]
 
         w_ready = Signal()  # the next pass's weight tile is far enough into the array to start it
         acc_busy = Signal(2)  # bank holds a block not yet fully read by the drain
@@ -293,18 +298,16 @@ class GemmEngine(wiring.Component):
         d_nt_off = Signal(FA)  # nt * M
         d_chan_off = Signal(COW)  # nt * C: the first output column of the N-tile
         d_mb_off = Signal(MOW)
-        d_rows = Signal(range(Mb + 1))
+        d_rows_m1 = Signal(range(Mb))  # rows of the drained block - 1 (registered, see i_rows_m1)
+        d_last_mb = Signal()
         d_req = Signal(range(Mb + 1))  # next row to request
         D = self.drain_rows
         d_inflight = Signal(range(D + 1))  # drain slots in the pipeline (issued, row not yet captured)
         block_ready = Signal(2)  # bank's block fully accumulated
         d_last_block = Signal()
         d_rows_left = Signal(MOW + 1)
-        m.d.comb += [
-            d_rows_left.eq(cmd.m - d_mb_off),
-            d_rows.eq(Mux(d_rows_left < Mb, d_rows_left, Mb)),
-            d_last_block.eq((d_nt == NT - 1) & (d_rows_left <= Mb)),
-        ]
+        m.d.comb += [d_rows_left.eq(cmd.m - d_mb_off), d_last_block.eq((d_nt == NT1) & d_last_mb)]
+        m.d.sync += [d_rows_m1.eq(Mux(d_rows_left < Mb, d_rows_left, Mb) - 1), d_last_mb.eq(d_rows_left <= Mb)]
         # Row FIFO between the accumulator read and the lane sequencer: a ring of D entries whose
         # head (q_head) is the row whose lanes are being sent. A drain slot is issued only while
         # in-flight slots + buffered rows < D, so every capture (pipeline_latency cycles after its
@@ -349,7 +352,7 @@ class GemmEngine(wiring.Component):
             c = self.cmd.payload
             m.d.sync += [
                 busy.eq(1),
-                *(cmd[name].eq(c[name]) for name in CmdRegs.members),
+                *(cmd[name].eq(c[name] - (name in ("kt", "nt"))) for name in CmdRegs.members),
                 cycles.eq(1),
                 running.eq(1),
                 i_kt.eq(0),
@@ -403,9 +406,9 @@ class GemmEngine(wiring.Component):
                 with m.If(ld_step == R - 1):
                     m.d.sync += ld_active.eq(0)
                     # advance to the next tile in pass order: kt, then nt, then the next M-block
-                    with m.If(ld_kt == KT - 1):
+                    with m.If(ld_kt == KT1):
                         m.d.sync += ld_kt.eq(0)
-                        with m.If(ld_nt == NT - 1):
+                        with m.If(ld_nt == NT1):
                             m.d.sync += [ld_nt.eq(0), ld_tile_off.eq(0), ld_mb_left.eq(ld_mb_left - Mb)]
                             with m.If(ld_mb_left <= Mb):
                                 m.d.sync += ld_todo.eq(0)
@@ -437,17 +440,17 @@ class GemmEngine(wiring.Component):
             m.d.comb += drain_room.eq((d_inflight == 0) & ((q_count == 0) | lane_ok))
         else:
             m.d.comb += drain_room.eq(d_inflight + q_count < D)
-        m.d.comb += drain_slot.eq(busy & d_todo & block_ready.bit_select(d_bank, 1) & (d_req < d_rows) & drain_room)
+        m.d.comb += drain_slot.eq(busy & d_todo & block_ready.bit_select(d_bank, 1) & (d_req <= d_rows_m1) & drain_room)
         can_start = Signal()
         prev_vec = Signal()  # the previous slot was a vector
         # A one-row block would otherwise read its accumulator row in the very cycle the previous
         # pass writes it (the read port is not transparent): keep one slot between such passes.
         m.d.comb += can_start.eq(
-            running & w_ready & ((i_kt != 0) | ~acc_busy.bit_select(i_accbank, 1)) & ~((i_rows == 1) & prev_vec)
+            running & w_ready & ((i_kt != 0) | ~acc_busy.bit_select(i_accbank, 1)) & ~((i_rows_m1 == 0) & prev_vec)
         )
         issue_vec = Signal()
         m.d.comb += issue_vec.eq(~drain_slot & (i_in_pass | can_start))
-        m.d.comb += last_issue.eq(issue_vec & (i_row == i_rows - 1))
+        m.d.comb += last_issue.eq(issue_vec & i_last)
         act_addr = Signal(FA)
         m.d.comb += act_addr.eq(cmd.act_base + i_kt_off + i_mb_off + i_row)
 
@@ -455,7 +458,7 @@ class GemmEngine(wiring.Component):
             slot.vec.eq(issue_vec),
             slot.drain.eq(drain_slot),
             slot.first.eq(i_kt == 0),
-            slot.block_end.eq(last_kt & (i_row == i_rows - 1)),
+            slot.block_end.eq(last_kt & i_last),
             slot.accbank.eq(Mux(drain_slot, d_bank, i_accbank)),
             slot.row.eq(Mux(drain_slot, d_req, i_row)),
         ]
@@ -468,7 +471,7 @@ class GemmEngine(wiring.Component):
                 m.d.sync += [i_in_pass.eq(1), i_row.eq(i_row + 1)]
                 with m.If(i_row == 0):
                     m.d.sync += acc_busy.bit_select(i_accbank, 1).eq(1)
-                with m.If(i_row == i_rows - 1):  # last vector of the pass
+                with m.If(i_last):  # last vector of the pass
                     m.d.sync += [
                         i_in_pass.eq(0),
                         i_row.eq(0),
@@ -543,10 +546,10 @@ class GemmEngine(wiring.Component):
                     q_data[i].eq(amem.rdata),
                     q_waddr[i].eq(cmd.out_base + (d_rel << gate_cmd)),
                     q_chan[i].eq(d_chan_off),
-                    q_final[i].eq(d_last_block & (tap_w.row == d_rows - 1)),
+                    q_final[i].eq(d_last_block & (tap_w.row == d_rows_m1)),
                 ]
         with m.If(capture):
-            with m.If(tap_w.row == d_rows - 1):
+            with m.If(tap_w.row == d_rows_m1):
                 # every row of this block is read: its bank may take the block after next
                 m.d.sync += [
                     acc_busy.bit_select(d_bank, 1).eq(0),
@@ -554,9 +557,9 @@ class GemmEngine(wiring.Component):
                     d_bank.eq(~d_bank),
                     d_req.eq(0),
                 ]
-                with m.If(d_nt == NT - 1):
+                with m.If(d_nt == NT1):
                     m.d.sync += [d_nt.eq(0), d_nt_off.eq(0), d_chan_off.eq(0), d_mb_off.eq(d_mb_off + Mb)]
-                    with m.If(d_rows_left <= Mb):
+                    with m.If(d_last_mb):
                         m.d.sync += d_todo.eq(0)
                 with m.Else():
                     m.d.sync += [d_nt.eq(d_nt + 1), d_nt_off.eq(d_nt_off + cmd.m), d_chan_off.eq(d_chan_off + C)]
@@ -594,7 +597,7 @@ class GemmEngine(wiring.Component):
             m.d.sync += [
                 st_valid.eq(1),
                 st_acc.eq(head_lane),
-                st_tag.eq(Cat(head_waddr, buf_lane, n_mask, head_final & (buf_lane == C - 1))),
+                st_tag.eq(Cat(head_waddr, n_mask, head_final & (buf_lane == C - 1))),
                 buf_lane.eq(buf_lane + 1),
             ]
             with m.If(buf_lane == C - 1):
@@ -621,9 +624,13 @@ class GemmEngine(wiring.Component):
         # Collector: assemble a row of int8 results and write it to the feature memory.
         word = Signal(unsigned(self.feature_width))
         o_waddr = rq.o_tag[:FA]
-        o_lane = rq.o_tag[FA : FA + lane_bits] if C > 1 else 0
-        o_mask = rq.o_tag[FA + lane_bits]
-        o_final = rq.o_tag[FA + lane_bits + 1]
+        o_mask = rq.o_tag[FA]
+        o_final = rq.o_tag[FA + 1]
+        o_lane = Signal(range(C))  # lane of the result leaving the requantizer
+        with m.If(rq.o_stream.valid & rq.o_stream.ready):
+            m.d.sync += o_lane.eq(Mux(o_lane == C - 1, 0, o_lane + 1))
+        with m.If(self.cmd.valid & self.cmd.ready):
+            m.d.sync += o_lane.eq(0)
         value = Signal(signed(16))
         m.d.comb += [value.eq(Mux(o_mask, 0, rq.o_stream.payload)), rq.o_stream.ready.eq(~self.out_stall)]
         full_word = Signal(unsigned(self.feature_width))
