@@ -390,19 +390,24 @@ class GemmEngine(wiring.Component):
         # write of row r comes r cycles after that of row 0, so the pass may start once the rows
         # whose write the vector would overtake are in (quant.perf.weight_lead) while the loader
         # writes the rest. Rows are read one cycle ahead of their write (SPRAM latency).
-        last_issue = Signal()  # the current pass's last vector issues this cycle
+        # The loader starts when the pass's last vector is *pending* (would issue unless a drain
+        # slot takes the cycle): row 0 is written one cycle after the start, so the last vector
+        # may still issue in the next cycle, and a drain slot is never issued twice in a row then
+        # (``ld_early``). This keeps the drain decision off the loader's path.
+        last_pending = Signal()  # the current pass's last vector issues now unless a drain slot does
         ld_start = Signal()
-        m.d.comb += ld_start.eq(busy & ld_todo & ~ld_active & (~w_ready | last_issue))
+        ld_early = Signal()  # the loader started while the last vector was still pending
+        w_ready_set = Signal()
+        m.d.comb += ld_start.eq(busy & ld_todo & ~ld_active & (~w_ready | last_pending))
         ld_addr = Signal(WA)
         m.d.comb += ld_addr.eq(cmd.wgt_base + ld_tile_off + ld_step)
         with m.If(en):
-            m.d.sync += [ld_wr.eq(ld_active), ld_wrow.eq(ld_step)]
+            m.d.sync += [ld_wr.eq(ld_active), ld_wrow.eq(ld_step), ld_early.eq(ld_start & w_ready)]
             with m.If(ld_start):
                 m.d.sync += [ld_active.eq(1), ld_step.eq(0)]
             with m.If(ld_active):
                 m.d.sync += ld_step.eq(ld_step + 1)
-                with m.If(ld_step == self.weight_lead - 1):
-                    m.d.sync += w_ready.eq(1)
+                m.d.comb += w_ready_set.eq(ld_step == self.weight_lead - 1)  # (applied after the issuer)
                 with m.If(ld_step == R - 1):
                     m.d.sync += ld_active.eq(0)
                     # advance to the next tile in pass order: kt, then nt, then the next M-block
@@ -430,17 +435,26 @@ class GemmEngine(wiring.Component):
         # ---- issuer -------------------------------------------------------------------------------
         drain_slot = Signal()
         drain_room = Signal()
+        lane_ok = None
         if D == 1:
             # One entry: the next row is read while the head row's last lanes still leave, timed so
             # that (without output backpressure) it arrives as the head's last lane is taken. If
             # backpressure holds the lanes back, the arriving row freezes the compute pipeline
             # (``drain_hold``) until its entry is free; the accumulator memory keeps its output.
+            # lane_ok: buf_lane >= early, as a register (buf_lane is far from the issuer)
             early = C - 1 - L
-            lane_ok = (buf_lane >= early) if early > 0 else Const(1, 1)
+            lane_ok = Signal(init=int(early <= 0))
             m.d.comb += drain_room.eq((d_inflight == 0) & ((q_count == 0) | lane_ok))
         else:
             m.d.comb += drain_room.eq(d_inflight + q_count < D)
-        m.d.comb += drain_slot.eq(busy & d_todo & block_ready.bit_select(d_bank, 1) & (d_req <= d_rows_m1) & drain_room)
+        m.d.comb += drain_slot.eq(
+            busy
+            & d_todo
+            & block_ready.bit_select(d_bank, 1)
+            & (d_req <= d_rows_m1)
+            & drain_room
+            & ~(ld_early & w_ready)
+        )
         can_start = Signal()
         prev_vec = Signal()  # the previous slot was a vector
         # A one-row block would otherwise read its accumulator row in the very cycle the previous
@@ -450,7 +464,7 @@ class GemmEngine(wiring.Component):
         )
         issue_vec = Signal()
         m.d.comb += issue_vec.eq(~drain_slot & (i_in_pass | can_start))
-        m.d.comb += last_issue.eq(issue_vec & i_last)
+        m.d.comb += last_pending.eq((i_in_pass | can_start) & i_last)
         act_addr = Signal(FA)
         m.d.comb += act_addr.eq(cmd.act_base + i_kt_off + i_mb_off + i_row)
 
@@ -487,6 +501,8 @@ class GemmEngine(wiring.Component):
                             m.d.sync += i_nt.eq(i_nt + 1)
                     with m.Else():
                         m.d.sync += [i_kt.eq(i_kt + 1), i_kt_off.eq(i_kt_off + cmd.m)]
+        with m.If(w_ready_set):  # after the issuer's clear: a new tile's readiness wins
+            m.d.sync += w_ready.eq(1)
         m.d.comb += [
             f_rd.addr.eq(Mux(busy, act_addr, self.host_addr)),
             f_rd.en.eq(~busy | en),
@@ -602,6 +618,11 @@ class GemmEngine(wiring.Component):
             ]
             with m.If(buf_lane == C - 1):
                 m.d.sync += buf_lane.eq(0)
+            if lane_ok is not None:
+                m.d.sync += lane_ok.eq(Mux(buf_lane == C - 1, int(early <= 0), buf_lane + 1 >= early))
+        if lane_ok is not None:
+            with m.If(self.cmd.valid & self.cmd.ready):
+                m.d.sync += lane_ok.eq(int(early <= 0))
         m.d.comb += pop.eq(take & (buf_lane == C - 1))
         # The head row shifts down by one lane per lane taken, so the lane sent is always its
         # lowest one: no C-way multiplexer. (A capture never goes to the head while it is being

@@ -101,7 +101,7 @@ def gemm_cycles(
     acc_busy = [False, False]
     # loader
     ld_todo, ld_active, ld_step, ld_kt, ld_nt, ld_mb_left = True, False, 0, 0, 0, M
-    ld_wr, ld_wrow = False, 0
+    ld_wr, ld_wrow, ld_early = False, 0, False
     # drain
     d_todo, d_bank, d_nt, d_mb_off, d_req, d_inflight = True, 0, 0, 0, 0, 0
     block_ready = [False, False]
@@ -133,11 +133,12 @@ def gemm_cycles(
             drain_room = d_inflight == 0 and (not queue or buf_lane >= C - 1 - L)
         else:
             drain_room = d_inflight + len(queue) < drain_rows
-        drain_slot = d_todo and block_ready[d_bank] and d_req < d_rows and drain_room
+        # after a loader start with the last vector still pending, that vector issues next cycle
+        drain_slot = d_todo and block_ready[d_bank] and d_req < d_rows and drain_room and not (ld_early and w_ready)
         can_start = running and w_ready and (i_kt != 0 or not acc_busy[i_accbank]) and not (i_rows == 1 and prev_vec)
         issue_vec = not drain_slot and (i_in_pass or can_start)
-        last_issue = issue_vec and i_row == i_rows - 1
-        ld_start = ld_todo and not ld_active and (not w_ready or last_issue)
+        last_pending = (i_in_pass or can_start) and i_row == i_rows - 1
+        ld_start = ld_todo and not ld_active and (not w_ready or last_pending)
         take = bool(queue)  # the requantizer never stalls in the model (no out_stall)
         pop = take and buf_lane == C - 1
         o_valid, o_final = rq[-1]
@@ -161,7 +162,8 @@ def gemm_cycles(
         # ---------------- next state ----------------
         n_w_ready, n_acc_busy, n_block_ready = w_ready, list(acc_busy), list(block_ready)
         # loader
-        n_ld_wr, n_ld_wrow = ld_active, ld_step
+        n_ld_wr, n_ld_wrow, n_ld_early = ld_active, ld_step, ld_start and w_ready
+        w_ready_set = False
         n_ld_active, n_ld_step = ld_active, ld_step
         n_ld_kt, n_ld_nt, n_ld_mb_left, n_ld_todo = ld_kt, ld_nt, ld_mb_left, ld_todo
         if ld_start:
@@ -169,7 +171,7 @@ def gemm_cycles(
         if ld_active:
             n_ld_step = ld_step + 1
             if ld_step == lead - 1:
-                n_w_ready = True
+                w_ready_set = True  # applied after the issuer's clear
             if ld_step == R - 1:
                 n_ld_active = False
                 if ld_kt == KT - 1:
@@ -198,7 +200,9 @@ def gemm_cycles(
             if i_row == 0:
                 n_acc_busy[i_accbank] = True
                 i_pass += 1
-                assert i_pass == ld_tile, "pass started without its weight tile"
+                # (the loader may already have started the next tile if this one-row pass's vector
+                # was pending then, see ld_early)
+                assert i_pass <= ld_tile <= i_pass + 1, "pass started without its weight tile"
                 pass_first[i_pass] = cycle
             if i_row == i_rows - 1:
                 pass_last[i_pass] = cycle
@@ -215,6 +219,8 @@ def gemm_cycles(
                 else:
                     n_i_kt = i_kt + 1
 
+        if w_ready_set:
+            n_w_ready = True
         # accumulator write tap
         if tap_w is not None and tap_w[0] and tap_w[2]:
             n_block_ready[tap_w[3]] = True
@@ -249,7 +255,7 @@ def gemm_cycles(
         prev_vec = issue_vec
         meta = [slot] + [slot] + meta[1:L]
         w_ready, acc_busy, block_ready = n_w_ready, n_acc_busy, n_block_ready
-        ld_wr, ld_wrow, ld_active, ld_step = n_ld_wr, n_ld_wrow, n_ld_active, n_ld_step
+        ld_wr, ld_wrow, ld_active, ld_step, ld_early = n_ld_wr, n_ld_wrow, n_ld_active, n_ld_step, n_ld_early
         ld_kt, ld_nt, ld_mb_left, ld_todo = n_ld_kt, n_ld_nt, n_ld_mb_left, n_ld_todo
         d_req, d_inflight = n_d_req, n_d_inflight
         running, i_kt, i_nt, i_mb_off = n_running, n_i_kt, n_i_nt, n_i_mb_off
