@@ -11,10 +11,10 @@ Dataflow (see docs/architecture.md)::
 
 * The array holds one weight tile (one register per PE). The tile of pass p+1 is written row
   by row, top-down, right behind pass p's last vector, and pass p+1 starts while its last rows
-  are still being written (a vector reaches row r only r // 2 cycles after row 0): passes are
-  ``quant.perf.weight_lead(config)`` cycles apart (5 on an 8x8 array) instead of back to back,
-  which costs a few percent of a long GEMM and saves two weight registers and a multiplexer in
-  every PE.
+  are still being written (a vector reaches row r only r // 2 cycles after row 0): a pass's
+  first vector comes ``quant.perf.weight_lead(config) + 1`` cycles after the previous pass's
+  last (6 on an 8x8 array; drain slots may use the gap) instead of right after it, which costs
+  a few percent of a long GEMM and saves two weight registers and a multiplexer in every PE.
 * Column sums leave the array into a read-modify-write accumulator memory with two banks. A
   finished block is drained row by row through one time-shared requantizer (SPEC §3) into the
   feature memory, while the other bank accumulates the next block. The drain borrows the
@@ -398,16 +398,23 @@ class GemmEngine(wiring.Component):
         ld_start = Signal()
         ld_early = Signal()  # the loader started while the last vector was still pending
         w_ready_set = Signal()
-        m.d.comb += ld_start.eq(busy & ld_todo & ~ld_active & (~w_ready | last_pending))
+        # (with one row, weight_lead exceeds the reads: the tile is marked ready in its write cycle)
+        ld_busy = ld_active | ld_wr if self.weight_lead > R else ld_active
+        m.d.comb += ld_start.eq(busy & ld_todo & ~ld_busy & (~w_ready | last_pending))
+        # Address bases are registered one cycle behind the offsets they add (each moves at the end
+        # of a tile, pass or block, and is next used at least two cycles later): one adder per address.
+        ld_base = Signal(WA)
+        m.d.sync += ld_base.eq(cmd.wgt_base + ld_tile_off)
         ld_addr = Signal(WA)
-        m.d.comb += ld_addr.eq(cmd.wgt_base + ld_tile_off + ld_step)
+        m.d.comb += ld_addr.eq(ld_base + ld_step)
         with m.If(en):
             m.d.sync += [ld_wr.eq(ld_active), ld_wrow.eq(ld_step), ld_early.eq(ld_start & w_ready)]
             with m.If(ld_start):
                 m.d.sync += [ld_active.eq(1), ld_step.eq(0)]
+            # (applied after the issuer; with one row, weight_lead 2 falls in the write cycle)
+            m.d.comb += w_ready_set.eq((ld_active | ld_wr) & (ld_step == self.weight_lead - 1))
             with m.If(ld_active):
                 m.d.sync += ld_step.eq(ld_step + 1)
-                m.d.comb += w_ready_set.eq(ld_step == self.weight_lead - 1)  # (applied after the issuer)
                 with m.If(ld_step == R - 1):
                     m.d.sync += ld_active.eq(0)
                     # advance to the next tile in pass order: kt, then nt, then the next M-block
@@ -465,8 +472,10 @@ class GemmEngine(wiring.Component):
         issue_vec = Signal()
         m.d.comb += issue_vec.eq(~drain_slot & (i_in_pass | can_start))
         m.d.comb += last_pending.eq((i_in_pass | can_start) & i_last)
+        act_base = Signal(FA)
+        m.d.sync += act_base.eq(cmd.act_base + i_kt_off + i_mb_off)
         act_addr = Signal(FA)
-        m.d.comb += act_addr.eq(cmd.act_base + i_kt_off + i_mb_off + i_row)
+        m.d.comb += act_addr.eq(act_base + i_row)
 
         m.d.comb += [
             slot.vec.eq(issue_vec),
@@ -547,8 +556,11 @@ class GemmEngine(wiring.Component):
             m.d.comb += drain_hold.eq(tap_w.drain & (q_count != 0) & ~pop)
         with m.If(busy):
             m.d.sync += [d_inflight.eq(d_inflight + d_issue - capture), q_count.eq(q_count + capture - pop)]
-        d_rel = Signal(ADDR_BITS)  # the row's word offset (doubled in gate mode: two words per row)
-        m.d.comb += d_rel.eq(d_nt_off + d_mb_off + tap_w.row)
+        # the row's address (word offsets doubled in gate mode: two words per row)
+        d_base = Signal(FA)
+        m.d.sync += d_base.eq(cmd.out_base + ((d_nt_off + d_mb_off) << gate_cmd))
+        d_waddr = Signal(FA)
+        m.d.comb += d_waddr.eq(d_base + (tap_w.row << gate_cmd))
         wpos = Signal(range(2 * D))
         m.d.comb += wpos.eq(q_head + q_count)  # the free entry after the buffered rows (mod D)
         if D > 1:
@@ -560,7 +572,7 @@ class GemmEngine(wiring.Component):
             with m.If(capture & ((wpos == i) | (wpos == i + D))):
                 m.d.sync += [
                     q_data[i].eq(amem.rdata),
-                    q_waddr[i].eq(cmd.out_base + (d_rel << gate_cmd)),
+                    q_waddr[i].eq(d_waddr),
                     q_chan[i].eq(d_chan_off),
                     q_final[i].eq(d_last_block & (tap_w.row == d_rows_m1)),
                 ]

@@ -72,10 +72,11 @@ def weight_lead(config: NPUConfig) -> int:
     The loader reads row ``r`` of the tile in cycle ``T0 + r`` and writes it into the array at the
     end of cycle ``T0 + r + 1``; a vector issued in cycle ``T`` uses row ``r``'s weights in cycle
     ``T + 1 + r // ROWS_PER_STAGE``. So ``T >= T0 + 1 + r - r // ROWS_PER_STAGE`` for every row,
-    the largest for the last row (the model asserts it).
+    the largest for the last row (the model asserts it). At least 2: the engine's registered
+    address bases and row counts need a cycle after a pass ends before the next one starts.
     """
     r = config.rows - 1
-    return 1 + r - r // ROWS_PER_STAGE
+    return max(2, 1 + r - r // ROWS_PER_STAGE)
 
 
 def gemm_cycles(
@@ -138,7 +139,8 @@ def gemm_cycles(
         can_start = running and w_ready and (i_kt != 0 or not acc_busy[i_accbank]) and not (i_rows == 1 and prev_vec)
         issue_vec = not drain_slot and (i_in_pass or can_start)
         last_pending = (i_in_pass or can_start) and i_row == i_rows - 1
-        ld_start = ld_todo and not ld_active and (not w_ready or last_pending)
+        ld_busy = ld_active or (ld_wr and lead > R)  # one row: the tile is marked ready in its write cycle
+        ld_start = ld_todo and not ld_busy and (not w_ready or last_pending)
         take = bool(queue)  # the requantizer never stalls in the model (no out_stall)
         pop = take and buf_lane == C - 1
         o_valid, o_final = rq[-1]
@@ -163,15 +165,14 @@ def gemm_cycles(
         n_w_ready, n_acc_busy, n_block_ready = w_ready, list(acc_busy), list(block_ready)
         # loader
         n_ld_wr, n_ld_wrow, n_ld_early = ld_active, ld_step, ld_start and w_ready
-        w_ready_set = False
         n_ld_active, n_ld_step = ld_active, ld_step
         n_ld_kt, n_ld_nt, n_ld_mb_left, n_ld_todo = ld_kt, ld_nt, ld_mb_left, ld_todo
         if ld_start:
             n_ld_active, n_ld_step = True, 0
+        # applied after the issuer's clear; with one row, weight_lead 2 falls in the write cycle
+        w_ready_set = (ld_active or ld_wr) and ld_step == lead - 1
         if ld_active:
             n_ld_step = ld_step + 1
-            if ld_step == lead - 1:
-                w_ready_set = True  # applied after the issuer's clear
             if ld_step == R - 1:
                 n_ld_active = False
                 if ld_kt == KT - 1:
