@@ -272,7 +272,13 @@ class GemmEngine(wiring.Component):
         i_rows_m1 = Signal(range(Mb))
         last_mb = Signal()
         m.d.comb += rows_left.eq(cmd.m - i_mb_off)
-        m.d.sync += [i_rows_m1.eq(Mux(rows_left < Mb, rows_left, Mb) - 1), last_mb.eq(rows_left <= Mb)]
+        one_row = Signal()  # the block has one row (registered like i_rows_m1)
+        m.d.sync += [
+            i_rows_m1.eq(Mux(rows_left < Mb, rows_left, Mb) - 1),
+            last_mb.eq(rows_left <= Mb),
+            one_row.eq(rows_left == 1),
+        ]
+        i_kt0 = Signal()  # i_kt == 0 (kept beside i_kt, for the issuer's short paths)
         last_kt = Signal()
         last_nt = Signal()
         i_last = Signal()  # i_row is the pass's last row
@@ -356,6 +362,7 @@ class GemmEngine(wiring.Component):
                 cycles.eq(1),
                 running.eq(1),
                 i_kt.eq(0),
+                i_kt0.eq(1),
                 i_nt.eq(0),
                 i_kt_off.eq(0),
                 i_mb_off.eq(0),
@@ -467,7 +474,7 @@ class GemmEngine(wiring.Component):
         # A one-row block would otherwise read its accumulator row in the very cycle the previous
         # pass writes it (the read port is not transparent): keep one slot between such passes.
         m.d.comb += can_start.eq(
-            running & w_ready & ((i_kt != 0) | ~acc_busy.bit_select(i_accbank, 1)) & ~((i_rows_m1 == 0) & prev_vec)
+            running & w_ready & (~i_kt0 | ~acc_busy.bit_select(i_accbank, 1)) & ~(one_row & prev_vec)
         )
         issue_vec = Signal()
         m.d.comb += issue_vec.eq(~drain_slot & (i_in_pass | can_start))
@@ -480,7 +487,7 @@ class GemmEngine(wiring.Component):
         m.d.comb += [
             slot.vec.eq(issue_vec),
             slot.drain.eq(drain_slot),
-            slot.first.eq(i_kt == 0),
+            slot.first.eq(i_kt0),
             slot.block_end.eq(last_kt & i_last),
             slot.accbank.eq(Mux(drain_slot, d_bank, i_accbank)),
             slot.row.eq(Mux(drain_slot, d_req, i_row)),
@@ -501,7 +508,7 @@ class GemmEngine(wiring.Component):
                         w_ready.eq(0),
                     ]
                     with m.If(last_kt):
-                        m.d.sync += [i_kt.eq(0), i_kt_off.eq(0), i_accbank.eq(~i_accbank)]
+                        m.d.sync += [i_kt.eq(0), i_kt0.eq(1), i_kt_off.eq(0), i_accbank.eq(~i_accbank)]
                         with m.If(last_nt):
                             m.d.sync += [i_nt.eq(0), i_mb_off.eq(i_mb_off + Mb)]
                             with m.If(last_mb):
@@ -509,7 +516,7 @@ class GemmEngine(wiring.Component):
                         with m.Else():
                             m.d.sync += i_nt.eq(i_nt + 1)
                     with m.Else():
-                        m.d.sync += [i_kt.eq(i_kt + 1), i_kt_off.eq(i_kt_off + cmd.m)]
+                        m.d.sync += [i_kt.eq(i_kt + 1), i_kt0.eq(0), i_kt_off.eq(i_kt_off + cmd.m)]
         with m.If(w_ready_set):  # after the issuer's clear: a new tile's readiness wins
             m.d.sync += w_ready.eq(1)
         m.d.comb += [
