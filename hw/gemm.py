@@ -328,6 +328,7 @@ class GemmEngine(wiring.Component):
         buf_valid = Signal()
         m.d.comb += buf_valid.eq(q_count != 0)
         buf_lane = Signal(range(C))
+        lane_last = Signal(init=int(C == 1))  # buf_lane == C - 1, as a register (it gates the pipeline enable)
 
         # ---- slot pipeline metadata ---------------------------------------------------------------
         Meta = data.StructLayout({"vec": 1, "drain": 1, "first": 1, "block_end": 1, "accbank": 1, "row": range(Mb)})
@@ -388,6 +389,7 @@ class GemmEngine(wiring.Component):
                 block_ready.eq(0),
                 q_count.eq(0),
                 buf_lane.eq(0),
+                lane_last.eq(int(C == 1)),
             ]
 
         # ---- weight loader ------------------------------------------------------------------------
@@ -632,17 +634,18 @@ class GemmEngine(wiring.Component):
             m.d.sync += [
                 st_valid.eq(1),
                 st_acc.eq(head_lane),
-                st_tag.eq(Cat(head_waddr, n_mask, head_final & (buf_lane == C - 1))),
+                st_tag.eq(Cat(head_waddr, n_mask, head_final & lane_last)),
                 buf_lane.eq(buf_lane + 1),
+                lane_last.eq(Mux(lane_last, int(C == 1), buf_lane == C - 2)),
             ]
-            with m.If(buf_lane == C - 1):
+            with m.If(lane_last):
                 m.d.sync += buf_lane.eq(0)
             if lane_ok is not None:
-                m.d.sync += lane_ok.eq(Mux(buf_lane == C - 1, int(early <= 0), buf_lane + 1 >= early))
+                m.d.sync += lane_ok.eq(Mux(lane_last, int(early <= 0), buf_lane + 1 >= early))
         if lane_ok is not None:
             with m.If(self.cmd.valid & self.cmd.ready):
                 m.d.sync += lane_ok.eq(int(early <= 0))
-        m.d.comb += pop.eq(take & (buf_lane == C - 1))
+        m.d.comb += pop.eq(take & lane_last)
         # The head row shifts down by one lane per lane taken, so the lane sent is always its
         # lowest one: no C-way multiplexer. (A capture never goes to the head while it is being
         # taken from: the buffer then holds at least the head row, so the free entry is another.)
