@@ -282,7 +282,11 @@ class GemmEngine(wiring.Component):
         last_kt = Signal()
         last_nt = Signal()
         i_last = Signal()  # i_row is the pass's last row
-        m.d.comb += [last_kt.eq(i_kt == KT1), last_nt.eq(i_nt == NT1), i_last.eq(i_row == i_rows_m1)]
+        # "last K / N tile" flags of the issuer, loader and drain: registered, one cycle behind the
+        # counters (which move at the end of a pass, a tile or a block and are tested again at the
+        # next such end, at least two cycles later).
+        m.d.sync += [last_kt.eq(i_kt == KT1), last_nt.eq(i_nt == NT1)]
+        m.d.comb += i_last.eq(i_row == i_rows_m1)
 
         w_ready = Signal()  # the next pass's weight tile is far enough into the array to start it
         acc_busy = Signal(2)  # bank holds a block not yet fully read by the drain
@@ -312,7 +316,9 @@ class GemmEngine(wiring.Component):
         block_ready = Signal(2)  # bank's block fully accumulated
         d_last_block = Signal()
         d_rows_left = Signal(MOW + 1)
-        m.d.comb += [d_rows_left.eq(cmd.m - d_mb_off), d_last_block.eq((d_nt == NT1) & d_last_mb)]
+        d_last_nt = Signal()
+        m.d.sync += d_last_nt.eq(d_nt == NT1)
+        m.d.comb += [d_rows_left.eq(cmd.m - d_mb_off), d_last_block.eq(d_last_nt & d_last_mb)]
         m.d.sync += [d_rows_m1.eq(Mux(d_rows_left < Mb, d_rows_left, Mb) - 1), d_last_mb.eq(d_rows_left <= Mb)]
         # Row FIFO between the accumulator read and the lane sequencer: a ring of D entries whose
         # head (q_head) is the row whose lanes are being sent. A drain slot is issued only while
@@ -412,6 +418,8 @@ class GemmEngine(wiring.Component):
         m.d.comb += ld_start.eq(busy & ld_todo & ~ld_busy & (~w_ready | last_pending))
         # Address bases are registered one cycle behind the offsets they add (each moves at the end
         # of a tile, pass or block, and is next used at least two cycles later): one adder per address.
+        ld_last_kt, ld_last_nt, ld_last_mb = Signal(), Signal(), Signal()  # (registered, see last_kt)
+        m.d.sync += [ld_last_kt.eq(ld_kt == KT1), ld_last_nt.eq(ld_nt == NT1), ld_last_mb.eq(ld_mb_left <= Mb)]
         ld_base = Signal(WA)
         m.d.sync += ld_base.eq(cmd.wgt_base + ld_tile_off)
         ld_addr = Signal(WA)
@@ -427,11 +435,11 @@ class GemmEngine(wiring.Component):
                 with m.If(ld_step == R - 1):
                     m.d.sync += ld_active.eq(0)
                     # advance to the next tile in pass order: kt, then nt, then the next M-block
-                    with m.If(ld_kt == KT1):
+                    with m.If(ld_last_kt):
                         m.d.sync += ld_kt.eq(0)
-                        with m.If(ld_nt == NT1):
+                        with m.If(ld_last_nt):
                             m.d.sync += [ld_nt.eq(0), ld_tile_off.eq(0), ld_mb_left.eq(ld_mb_left - Mb)]
-                            with m.If(ld_mb_left <= Mb):
+                            with m.If(ld_last_mb):
                                 m.d.sync += ld_todo.eq(0)
                         with m.Else():
                             m.d.sync += [ld_nt.eq(ld_nt + 1), ld_tile_off.eq(ld_tile_off + R)]
@@ -594,7 +602,7 @@ class GemmEngine(wiring.Component):
                     d_bank.eq(~d_bank),
                     d_req.eq(0),
                 ]
-                with m.If(d_nt == NT1):
+                with m.If(d_last_nt):
                     m.d.sync += [d_nt.eq(0), d_nt_off.eq(0), d_chan_off.eq(0), d_mb_off.eq(d_mb_off + Mb)]
                     with m.If(d_last_mb):
                         m.d.sync += d_todo.eq(0)
