@@ -311,6 +311,7 @@ class GemmEngine(wiring.Component):
         d_rows_m1 = Signal(range(Mb))  # rows of the drained block - 1 (registered, see i_rows_m1)
         d_last_mb = Signal()
         d_req = Signal(range(Mb + 1))  # next row to request
+        d_req0 = Signal()  # d_req == 0 (kept beside d_req)
         D = self.drain_rows
         d_inflight = Signal(range(D + 1))  # drain slots in the pipeline (issued, row not yet captured)
         block_ready = Signal(2)  # bank's block fully accumulated
@@ -391,6 +392,7 @@ class GemmEngine(wiring.Component):
                 d_chan_off.eq(0),
                 d_mb_off.eq(0),
                 d_req.eq(0),
+                d_req0.eq(1),
                 d_inflight.eq(0),
                 block_ready.eq(0),
                 q_count.eq(0),
@@ -459,6 +461,15 @@ class GemmEngine(wiring.Component):
         # ---- issuer -------------------------------------------------------------------------------
         drain_slot = Signal()
         drain_room = Signal()
+        d_more = Signal()  # rows of the drained block remain to request: d_req <= d_rows_m1
+        if D == 1:
+            # Registered: consecutive drain slots are at least pipeline_latency cycles apart here,
+            # so a compare one cycle behind d_req is current whenever a slot could be issued.
+            d_more_r = Signal()
+            m.d.sync += d_more_r.eq(d_req <= d_rows_m1)
+            m.d.comb += d_more.eq(d_req0 | d_more_r)
+        else:
+            m.d.comb += d_more.eq(d_req <= d_rows_m1)
         lane_ok = None
         if D == 1:
             # One entry: the next row is read while the head row's last lanes still leave, timed so
@@ -472,12 +483,7 @@ class GemmEngine(wiring.Component):
         else:
             m.d.comb += drain_room.eq(d_inflight + q_count < D)
         m.d.comb += drain_slot.eq(
-            busy
-            & d_todo
-            & block_ready.bit_select(d_bank, 1)
-            & (d_req <= d_rows_m1)
-            & drain_room
-            & ~(ld_early & w_ready)
+            busy & d_todo & block_ready.bit_select(d_bank, 1) & d_more & drain_room & ~(ld_early & w_ready)
         )
         can_start = Signal()
         prev_vec = Signal()  # the previous slot was a vector
@@ -506,7 +512,7 @@ class GemmEngine(wiring.Component):
             m.d.sync += prev_vec.eq(issue_vec)
         with m.If(en & busy):
             with m.If(drain_slot):
-                m.d.sync += d_req.eq(d_req + 1)
+                m.d.sync += [d_req.eq(d_req + 1), d_req0.eq(0)]
             with m.If(issue_vec):
                 m.d.sync += [i_in_pass.eq(1), i_row.eq(i_row + 1)]
                 with m.If(i_row == 0):
@@ -601,6 +607,7 @@ class GemmEngine(wiring.Component):
                     block_ready.bit_select(d_bank, 1).eq(0),
                     d_bank.eq(~d_bank),
                     d_req.eq(0),
+                    d_req0.eq(1),
                 ]
                 with m.If(d_last_nt):
                     m.d.sync += [d_nt.eq(0), d_nt_off.eq(0), d_chan_off.eq(0), d_mb_off.eq(d_mb_off + Mb)]
