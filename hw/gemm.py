@@ -9,8 +9,12 @@ Dataflow (see docs/architecture.md)::
             acc[bank][m] (+)= A[m, kt-tile] @ W[kt-tile, nt-tile]
         drain the block through the requantizer while the next block accumulates
 
-* The weight tile of pass p+1 is shifted into the array's idle bank while pass p streams (the
-  bank tag travels with the activations), so back-to-back passes do not stall.
+* The array holds one weight tile (one register per PE). The tile of pass p+1 is written row
+  by row, top-down, right behind pass p's last vector, and pass p+1 starts while its last rows
+  are still being written (a vector reaches row r only r // 2 cycles after row 0): a pass's
+  first vector comes ``quant.perf.weight_lead(config) + 1`` cycles after the previous pass's
+  last (6 on an 8x8 array; drain slots may use the gap) instead of right after it, which costs
+  a few percent of a long GEMM and saves two weight registers and a multiplexer in every PE.
 * Column sums leave the array into a read-modify-write accumulator memory with two banks. A
   finished block is drained row by row through one time-shared requantizer (SPEC §3) into the
   feature memory, while the other bank accumulates the next block. The drain borrows the
@@ -41,7 +45,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from quant.config import NPUConfig
-from quant.perf import DRAIN_BUFFER_ROWS, weight_cooldown
+from quant.perf import DRAIN_BUFFER_ROWS, weight_lead
 
 from .ebr import CollisionFreeRAM
 from .requant import Requantizer
@@ -83,7 +87,7 @@ class GemmEngine(wiring.Component):
     cmd : In(stream.Signature(GemmCommand))
         One GEMM to run: ``m`` rows, ``kt = ceil(K / rows)`` K-tiles, ``nt = ceil(N / cols)``
         N-tiles, ``n`` = N (lanes past it are written as 0), base addresses, fused ReLU. Accepted
-        when the engine is idle. Shapes are not checked here (all counts must be >= 1): the
+        when the engine is idle and the previous command's ``done`` has been taken. Shapes are not checked here (all counts must be >= 1): the
         compiler refuses what does not fit before anything reaches the device.
     done : Out(stream.Signature(unsigned(32)))
         Completion of a command, with the cycles it took from acceptance to the last result.
@@ -91,7 +95,9 @@ class GemmEngine(wiring.Component):
         A command is running (the host bus must not write memories then).
     host_region, host_addr, host_wdata, host_we : In
         Host access to the feature / weight / channel memories while idle. Writes take effect at
-        the clock edge; ``host_rdata`` shows the word at ``host_addr`` one cycle after it is presented.
+        the clock edge; ``host_rdata`` shows the word at ``host_addr`` ``host_read_latency``
+        cycles after it is presented (one by default; two with the memories' outputs registered
+        after the region multiplexer, so that no path leaves the engine from a block RAM output).
     host_rdata : Out(port_width)
     stall : In(1)
         Verification hook: freezes the whole compute pipeline for a cycle. Tie to 0.
@@ -102,14 +108,25 @@ class GemmEngine(wiring.Component):
     ----------
     config : NPUConfig
     drain_rows : int
-        Entries of the drain row buffer (``quant.perf.DRAIN_BUFFER_ROWS`` by default; pass the
-        same value to ``quant.perf.gemm_cycles``). Each entry is ``cols * acc_width`` flip-flops;
-        one entry saves them at the cost of drain-bound GEMMs (few K tiles) taking longer.
+        Entries of the drain row buffer (``quant.perf.DRAIN_BUFFER_ROWS`` = 1 by default; pass the
+        same value to ``quant.perf.gemm_cycles``). Each entry is ``cols * acc_width`` flip-flops.
+        With one, the next row is read early enough to arrive as the head row's last lane leaves
+        (on an 8x8 or larger array as fast as two entries; on 4x4 a row every 5 cycles, not 4).
+    gate : bool
+        Support the LSTM gate mode (``cmd.gate``); without it the bit is ignored.
+    host_read_latency : int
+        1 (the default) or 2: see ``host_rdata``.
     """
 
-    def __init__(self, config: NPUConfig, drain_rows: int = DRAIN_BUFFER_ROWS, *, gate: bool = False):
+    def __init__(
+        self, config: NPUConfig, drain_rows: int = DRAIN_BUFFER_ROWS, *, gate: bool = False, host_read_latency: int = 1
+    ):
         if drain_rows < 1:
             raise ValueError(f"the drain row buffer needs at least one entry, got {drain_rows}")
+        if host_read_latency not in (1, 2):
+            raise ValueError(f"host_read_latency must be 1 or 2 cycles, got {host_read_latency}")
+        #: cycles from ``host_addr`` to ``host_rdata`` (2: the read multiplexer is registered)
+        self.host_read_latency = host_read_latency
         self.drain_rows = drain_rows
         #: gate mode support (int16 results for the LSTM path); without it ``cmd.gate`` is ignored
         self.gate = gate
@@ -119,7 +136,7 @@ class GemmEngine(wiring.Component):
                 f"got {config.rows}x{config.cols}"
             )
         self.config = config
-        self.array = SystolicArray(config)
+        self.array = SystolicArray(config, direct=True)
         #: host port width: a feature word (8 * rows), a weight row (cols * bits) or a channel word
         self.port_width = max(64, 8 * config.rows, config.cols * config.weight_bits)
         super().__init__(
@@ -157,9 +174,9 @@ class GemmEngine(wiring.Component):
         return 1 + self.array.latency
 
     @property
-    def cooldown(self) -> int:
-        """Cycles after a pass's last vector issues before its weight bank may be reloaded."""
-        return weight_cooldown(self.config)
+    def weight_lead(self) -> int:
+        """Cycles from the weight loader's first row read of a tile to the first vector of its pass."""
+        return weight_lead(self.config)
 
     def elaborate(self, platform):
         m = Module()
@@ -184,8 +201,9 @@ class GemmEngine(wiring.Component):
         CmdRegs = data.StructLayout(
             {name: unsigned(narrow.get(name, shape.width)) for name, shape in ((k, v.shape) for k, v in GemmCommand)}
         )
-        lane_bits = (C - 1).bit_length()
-        m.submodules.requant = rq = Requantizer(cfg, tag_width=FA + lane_bits + 2, gate=self.gate)
+        # The requantizer's tag: the row's address, "lane past N" and "last lane of the GEMM". The
+        # lane itself is counted at the collector (every row sends its lanes 0..C-1 in order).
+        m.submodules.requant = rq = Requantizer(cfg, tag_width=FA + 2, gate=self.gate)
 
         # Feature and accumulator memories need a read and a write port in one cycle (EBR). The
         # weight memory and the channel biases are read while busy and written only while idle:
@@ -206,7 +224,8 @@ class GemmEngine(wiring.Component):
         amem = m.submodules.amem = CollisionFreeRAM(self.acc_row_width, 2 * Mb)
 
         en = Signal()
-        m.d.comb += en.eq(~self.stall)
+        drain_hold = Signal()  # a drained row arrives at a full row buffer (D == 1, backpressure only)
+        m.d.comb += en.eq(~self.stall & ~drain_hold)
 
         f_rd, f_wr = fmem.read_port(), fmem.write_port()
         c_we = Signal()
@@ -223,18 +242,20 @@ class GemmEngine(wiring.Component):
         busy = Signal()
         cmd = Signal(CmdRegs)
         gate_cmd = cmd.gate if self.gate else Const(0, 1)  # gate mode of the running command
-        KT, NT = cmd.kt, cmd.nt
+        KT1, NT1 = cmd.kt, cmd.nt  # the command registers hold kt - 1 and nt - 1 (compared against)
         cycles = Signal(32)
         m.d.comb += self.busy.eq(busy)
 
         # ---- host access while idle ------------------------------------------------------------
         host_sel = Signal(2)
         m.d.sync += host_sel.eq(self.host_region)
-        m.d.comb += self.host_rdata.eq(
-            Mux(
-                host_sel == REGION_FEATURE, f_rd.data, Mux(host_sel == REGION_WEIGHT, wmem.rdata, chan_rdata.as_value())
-            )
+        host_word = Mux(
+            host_sel == REGION_FEATURE, f_rd.data, Mux(host_sel == REGION_WEIGHT, wmem.rdata, chan_rdata.as_value())
         )
+        if self.host_read_latency == 2:
+            m.d.sync += self.host_rdata.eq(host_word)
+        else:
+            m.d.comb += self.host_rdata.eq(host_word)
 
         # ---- issuer state -----------------------------------------------------------------------
         running = Signal()  # passes remain to issue
@@ -242,32 +263,43 @@ class GemmEngine(wiring.Component):
         i_kt_off = Signal(FA)  # kt * M
         i_mb_off = Signal(MOW)  # mb * Mb
         i_row = Signal(range(Mb + 1))
-        i_bank = Signal()  # weight bank of the current pass (pass parity)
         i_accbank = Signal()  # accumulator bank of the current block (block parity)
         i_in_pass = Signal()
         rows_left = Signal(MOW + 1)
-        i_rows = Signal(range(Mb + 1))
-        m.d.comb += [rows_left.eq(cmd.m - i_mb_off), i_rows.eq(Mux(rows_left < Mb, rows_left, Mb))]
+        # Rows of the current block, minus one, and "last block": registered, one cycle behind
+        # i_mb_off. That is early enough: after i_mb_off moves (a pass's last vector) the next
+        # pass waits for its weights (w_ready) for at least two cycles. Likewise for the drain.
+        i_rows_m1 = Signal(range(Mb))
+        last_mb = Signal()
+        m.d.comb += rows_left.eq(cmd.m - i_mb_off)
+        one_row = Signal()  # the block has one row (registered like i_rows_m1)
+        m.d.sync += [
+            i_rows_m1.eq(Mux(rows_left < Mb, rows_left, Mb) - 1),
+            last_mb.eq(rows_left <= Mb),
+            one_row.eq(rows_left == 1),
+        ]
+        i_kt0 = Signal()  # i_kt == 0 (kept beside i_kt, for the issuer's short paths)
         last_kt = Signal()
         last_nt = Signal()
-        m.d.comb += [last_kt.eq(i_kt == KT - 1), last_nt.eq(i_nt == NT - 1)]
-        last_mb = Signal()
-        m.d.comb += last_mb.eq(rows_left <= Mb)
+        i_last = Signal()  # i_row is the pass's last row
+        # "last K / N tile" flags of the issuer, loader and drain: registered, one cycle behind the
+        # counters (which move at the end of a pass, a tile or a block and are tested again at the
+        # next such end, at least two cycles later).
+        m.d.sync += [last_kt.eq(i_kt == KT1), last_nt.eq(i_nt == NT1)]
+        m.d.comb += i_last.eq(i_row == i_rows_m1)
 
-        tile_ready = Signal(2)
+        w_ready = Signal()  # the next pass's weight tile is far enough into the array to start it
         acc_busy = Signal(2)  # bank holds a block not yet fully read by the drain
-        cooldown = Signal(range(max(self.cooldown, 1) + 1))
 
         # ---- loader state -----------------------------------------------------------------------
         ld_todo = Signal()  # tiles remain to load
         ld_active = Signal()
         ld_step = Signal(range(R + 1))
-        ld_bank = Signal()
         ld_kt, ld_nt = Signal(TW), Signal(TW)
         ld_tile_off = Signal(WA)  # (nt*KT + kt) * R
         ld_mb_left = Signal(MW)  # rows of A not yet covered by loaded blocks
-        ld_shift = Signal()
-        ld_shift_last = Signal()
+        ld_wr = Signal()  # the row read last cycle is written into the array this cycle
+        ld_wrow = Signal(range(R))
 
         # ---- drain state ------------------------------------------------------------------------
         d_todo = Signal()  # blocks remain to drain
@@ -276,18 +308,19 @@ class GemmEngine(wiring.Component):
         d_nt_off = Signal(FA)  # nt * M
         d_chan_off = Signal(COW)  # nt * C: the first output column of the N-tile
         d_mb_off = Signal(MOW)
-        d_rows = Signal(range(Mb + 1))
+        d_rows_m1 = Signal(range(Mb))  # rows of the drained block - 1 (registered, see i_rows_m1)
+        d_last_mb = Signal()
         d_req = Signal(range(Mb + 1))  # next row to request
+        d_req0 = Signal()  # d_req == 0 (kept beside d_req)
         D = self.drain_rows
         d_inflight = Signal(range(D + 1))  # drain slots in the pipeline (issued, row not yet captured)
         block_ready = Signal(2)  # bank's block fully accumulated
         d_last_block = Signal()
         d_rows_left = Signal(MOW + 1)
-        m.d.comb += [
-            d_rows_left.eq(cmd.m - d_mb_off),
-            d_rows.eq(Mux(d_rows_left < Mb, d_rows_left, Mb)),
-            d_last_block.eq((d_nt == NT - 1) & (d_rows_left <= Mb)),
-        ]
+        d_last_nt = Signal()
+        m.d.sync += d_last_nt.eq(d_nt == NT1)
+        m.d.comb += [d_rows_left.eq(cmd.m - d_mb_off), d_last_block.eq(d_last_nt & d_last_mb)]
+        m.d.sync += [d_rows_m1.eq(Mux(d_rows_left < Mb, d_rows_left, Mb) - 1), d_last_mb.eq(d_rows_left <= Mb)]
         # Row FIFO between the accumulator read and the lane sequencer: a ring of D entries whose
         # head (q_head) is the row whose lanes are being sent. A drain slot is issued only while
         # in-flight slots + buffered rows < D, so every capture (pipeline_latency cycles after its
@@ -302,11 +335,10 @@ class GemmEngine(wiring.Component):
         buf_valid = Signal()
         m.d.comb += buf_valid.eq(q_count != 0)
         buf_lane = Signal(range(C))
+        lane_last = Signal(init=int(C == 1))  # buf_lane == C - 1, as a register (it gates the pipeline enable)
 
         # ---- slot pipeline metadata ---------------------------------------------------------------
-        Meta = data.StructLayout(
-            {"vec": 1, "drain": 1, "first": 1, "block_end": 1, "accbank": 1, "row": range(Mb), "bank": 1}
-        )
+        Meta = data.StructLayout({"vec": 1, "drain": 1, "first": 1, "block_end": 1, "accbank": 1, "row": range(Mb)})
         meta = [Signal(Meta, name=f"meta{i}") for i in range(L + 1)]
         slot = Signal(Meta)
         with m.If(en):
@@ -316,36 +348,39 @@ class GemmEngine(wiring.Component):
         m.d.comb += meta[0].eq(slot)
 
         # ---- command acceptance -----------------------------------------------------------------
-        m.d.comb += self.cmd.ready.eq(~busy)
+        # The cycle counter stops with the last result and is the done payload itself (no copy),
+        # so a command is taken only once the previous done has been.
         done_valid = Signal()
-        done_cycles = Signal(32)
-        m.d.comb += [self.done.valid.eq(done_valid), self.done.payload.eq(done_cycles)]
+        finish = Signal()  # the last result is written this cycle
+        m.d.comb += [
+            self.cmd.ready.eq(~busy & ~done_valid),
+            self.done.valid.eq(done_valid),
+            self.done.payload.eq(cycles),
+        ]
         with m.If(self.done.valid & self.done.ready):
             m.d.sync += done_valid.eq(0)
-        with m.If(busy):
+        with m.If(busy & ~finish):
             m.d.sync += cycles.eq(cycles + 1)
 
-        with m.If(self.cmd.valid & ~busy):
+        with m.If(self.cmd.valid & self.cmd.ready):
             c = self.cmd.payload
             m.d.sync += [
                 busy.eq(1),
-                *(cmd[name].eq(c[name]) for name in CmdRegs.members),
+                *(cmd[name].eq(c[name] - (name in ("kt", "nt"))) for name in CmdRegs.members),
                 cycles.eq(1),
                 running.eq(1),
                 i_kt.eq(0),
+                i_kt0.eq(1),
                 i_nt.eq(0),
                 i_kt_off.eq(0),
                 i_mb_off.eq(0),
                 i_row.eq(0),
-                i_bank.eq(0),
                 i_accbank.eq(0),
                 i_in_pass.eq(0),
-                tile_ready.eq(0),
+                w_ready.eq(0),
                 acc_busy.eq(0),
-                cooldown.eq(0),
                 ld_todo.eq(1),
                 ld_active.eq(0),
-                ld_bank.eq(0),
                 ld_kt.eq(0),
                 ld_nt.eq(0),
                 ld_tile_off.eq(0),
@@ -357,101 +392,139 @@ class GemmEngine(wiring.Component):
                 d_chan_off.eq(0),
                 d_mb_off.eq(0),
                 d_req.eq(0),
+                d_req0.eq(1),
                 d_inflight.eq(0),
                 block_ready.eq(0),
                 q_count.eq(0),
                 buf_lane.eq(0),
+                lane_last.eq(int(C == 1)),
             ]
 
         # ---- weight loader ------------------------------------------------------------------------
-        # Reads tile rows bottom-up (the array wants W[R-1] first), shifting each one cycle later.
+        # The array has one weight register per PE (direct-load, hw/systolic.py), so a pass's tile
+        # is written row by row, top-down, one row per cycle, after the previous pass's last
+        # vector has been issued: a vector reaches array row r r // 2 cycles after row 0 and the
+        # write of row r comes r cycles after that of row 0, so the pass may start once the rows
+        # whose write the vector would overtake are in (quant.perf.weight_lead) while the loader
+        # writes the rest. Rows are read one cycle ahead of their write (SPRAM latency).
+        # The loader starts when the pass's last vector is *pending* (would issue unless a drain
+        # slot takes the cycle): row 0 is written one cycle after the start, so the last vector
+        # may still issue in the next cycle, and a drain slot is never issued twice in a row then
+        # (``ld_early``). This keeps the drain decision off the loader's path.
+        last_pending = Signal()  # the current pass's last vector issues now unless a drain slot does
         ld_start = Signal()
-        m.d.comb += ld_start.eq(
-            busy & ld_todo & ~ld_active & ~ld_shift & ~tile_ready.bit_select(ld_bank, 1) & (cooldown == 0)
-        )
+        ld_early = Signal()  # the loader started while the last vector was still pending
+        w_ready_set = Signal()
+        # (with one row, weight_lead exceeds the reads: the tile is marked ready in its write cycle)
+        ld_busy = ld_active | ld_wr if self.weight_lead > R else ld_active
+        m.d.comb += ld_start.eq(busy & ld_todo & ~ld_busy & (~w_ready | last_pending))
+        # Address bases are registered one cycle behind the offsets they add (each moves at the end
+        # of a tile, pass or block, and is next used at least two cycles later): one adder per address.
+        ld_last_kt, ld_last_nt, ld_last_mb = Signal(), Signal(), Signal()  # (registered, see last_kt)
+        m.d.sync += [ld_last_kt.eq(ld_kt == KT1), ld_last_nt.eq(ld_nt == NT1), ld_last_mb.eq(ld_mb_left <= Mb)]
+        ld_base = Signal(WA)
+        m.d.sync += ld_base.eq(cmd.wgt_base + ld_tile_off)
         ld_addr = Signal(WA)
-        m.d.comb += ld_addr.eq(cmd.wgt_base + ld_tile_off + (R - 1) - ld_step)
+        m.d.comb += ld_addr.eq(ld_base + ld_step)
         with m.If(en):
-            m.d.sync += [ld_shift.eq(0), ld_shift_last.eq(0)]
+            m.d.sync += [ld_wr.eq(ld_active), ld_wrow.eq(ld_step), ld_early.eq(ld_start & w_ready)]
             with m.If(ld_start):
                 m.d.sync += [ld_active.eq(1), ld_step.eq(0)]
+            # (applied after the issuer; with one row, weight_lead 2 falls in the write cycle)
+            m.d.comb += w_ready_set.eq((ld_active | ld_wr) & (ld_step == self.weight_lead - 1))
             with m.If(ld_active):
-                m.d.sync += [ld_shift.eq(1), ld_step.eq(ld_step + 1)]
+                m.d.sync += ld_step.eq(ld_step + 1)
                 with m.If(ld_step == R - 1):
-                    m.d.sync += [ld_active.eq(0), ld_shift_last.eq(1)]
+                    m.d.sync += ld_active.eq(0)
                     # advance to the next tile in pass order: kt, then nt, then the next M-block
-                    with m.If(ld_kt == KT - 1):
+                    with m.If(ld_last_kt):
                         m.d.sync += ld_kt.eq(0)
-                        with m.If(ld_nt == NT - 1):
+                        with m.If(ld_last_nt):
                             m.d.sync += [ld_nt.eq(0), ld_tile_off.eq(0), ld_mb_left.eq(ld_mb_left - Mb)]
-                            with m.If(ld_mb_left <= Mb):
+                            with m.If(ld_last_mb):
                                 m.d.sync += ld_todo.eq(0)
                         with m.Else():
                             m.d.sync += [ld_nt.eq(ld_nt + 1), ld_tile_off.eq(ld_tile_off + R)]
                     with m.Else():
                         m.d.sync += [ld_kt.eq(ld_kt + 1), ld_tile_off.eq(ld_tile_off + R)]
-            with m.If(ld_shift_last):
-                m.d.sync += [tile_ready.bit_select(ld_bank, 1).eq(1), ld_bank.eq(~ld_bank)]
         ld_rd_addr = Signal(ADDR_BITS)
         m.d.comb += [
             ld_rd_addr.eq(Mux(busy, ld_addr, self.host_addr)),
             wmem.addr.eq(ld_rd_addr),
             wmem.re.eq(~busy | en),
             array.w_in.eq(wmem.rdata),
-            array.w_shift.eq(ld_shift & en),
-            array.w_bank.eq(ld_bank),
+            array.w_shift.eq(ld_wr & en),
+            array.w_row.eq(ld_wrow),
+            array.w_bank.eq(0),
         ]
 
         # ---- issuer -------------------------------------------------------------------------------
         drain_slot = Signal()
+        drain_room = Signal()
+        d_more = Signal()  # rows of the drained block remain to request: d_req <= d_rows_m1
+        if D == 1:
+            # Registered: consecutive drain slots are at least pipeline_latency cycles apart here,
+            # so a compare one cycle behind d_req is current whenever a slot could be issued.
+            d_more_r = Signal()
+            m.d.sync += d_more_r.eq(d_req <= d_rows_m1)
+            m.d.comb += d_more.eq(d_req0 | d_more_r)
+        else:
+            m.d.comb += d_more.eq(d_req <= d_rows_m1)
+        lane_ok = None
+        if D == 1:
+            # One entry: the next row is read while the head row's last lanes still leave, timed so
+            # that (without output backpressure) it arrives as the head's last lane is taken. If
+            # backpressure holds the lanes back, the arriving row freezes the compute pipeline
+            # (``drain_hold``) until its entry is free; the accumulator memory keeps its output.
+            # lane_ok: buf_lane >= early, as a register (buf_lane is far from the issuer)
+            early = C - 1 - L
+            lane_ok = Signal(init=int(early <= 0))
+            m.d.comb += drain_room.eq((d_inflight == 0) & ((q_count == 0) | lane_ok))
+        else:
+            m.d.comb += drain_room.eq(d_inflight + q_count < D)
         m.d.comb += drain_slot.eq(
-            busy & d_todo & block_ready.bit_select(d_bank, 1) & (d_req < d_rows) & (d_inflight + q_count < D)
+            busy & d_todo & block_ready.bit_select(d_bank, 1) & d_more & drain_room & ~(ld_early & w_ready)
         )
         can_start = Signal()
         prev_vec = Signal()  # the previous slot was a vector
         # A one-row block would otherwise read its accumulator row in the very cycle the previous
         # pass writes it (the read port is not transparent): keep one slot between such passes.
         m.d.comb += can_start.eq(
-            running
-            & tile_ready.bit_select(i_bank, 1)
-            & ((i_kt != 0) | ~acc_busy.bit_select(i_accbank, 1))
-            & ~((i_rows == 1) & prev_vec)
+            running & w_ready & (~i_kt0 | ~acc_busy.bit_select(i_accbank, 1)) & ~(one_row & prev_vec)
         )
         issue_vec = Signal()
         m.d.comb += issue_vec.eq(~drain_slot & (i_in_pass | can_start))
+        m.d.comb += last_pending.eq((i_in_pass | can_start) & i_last)
+        act_base = Signal(FA)
+        m.d.sync += act_base.eq(cmd.act_base + i_kt_off + i_mb_off)
         act_addr = Signal(FA)
-        m.d.comb += act_addr.eq(cmd.act_base + i_kt_off + i_mb_off + i_row)
+        m.d.comb += act_addr.eq(act_base + i_row)
 
         m.d.comb += [
             slot.vec.eq(issue_vec),
             slot.drain.eq(drain_slot),
-            slot.first.eq(i_kt == 0),
-            slot.block_end.eq(last_kt & (i_row == i_rows - 1)),
+            slot.first.eq(i_kt0),
+            slot.block_end.eq(last_kt & i_last),
             slot.accbank.eq(Mux(drain_slot, d_bank, i_accbank)),
             slot.row.eq(Mux(drain_slot, d_req, i_row)),
-            slot.bank.eq(i_bank),
         ]
         with m.If(en):
             m.d.sync += prev_vec.eq(issue_vec)
         with m.If(en & busy):
-            with m.If(cooldown != 0):
-                m.d.sync += cooldown.eq(cooldown - 1)
             with m.If(drain_slot):
-                m.d.sync += d_req.eq(d_req + 1)
+                m.d.sync += [d_req.eq(d_req + 1), d_req0.eq(0)]
             with m.If(issue_vec):
                 m.d.sync += [i_in_pass.eq(1), i_row.eq(i_row + 1)]
                 with m.If(i_row == 0):
                     m.d.sync += acc_busy.bit_select(i_accbank, 1).eq(1)
-                with m.If(i_row == i_rows - 1):  # last vector of the pass
+                with m.If(i_last):  # last vector of the pass
                     m.d.sync += [
                         i_in_pass.eq(0),
                         i_row.eq(0),
-                        tile_ready.bit_select(i_bank, 1).eq(0),
-                        i_bank.eq(~i_bank),
-                        cooldown.eq(self.cooldown),
+                        w_ready.eq(0),
                     ]
                     with m.If(last_kt):
-                        m.d.sync += [i_kt.eq(0), i_kt_off.eq(0), i_accbank.eq(~i_accbank)]
+                        m.d.sync += [i_kt.eq(0), i_kt0.eq(1), i_kt_off.eq(0), i_accbank.eq(~i_accbank)]
                         with m.If(last_nt):
                             m.d.sync += [i_nt.eq(0), i_mb_off.eq(i_mb_off + Mb)]
                             with m.If(last_mb):
@@ -459,7 +532,9 @@ class GemmEngine(wiring.Component):
                         with m.Else():
                             m.d.sync += i_nt.eq(i_nt + 1)
                     with m.Else():
-                        m.d.sync += [i_kt.eq(i_kt + 1), i_kt_off.eq(i_kt_off + cmd.m)]
+                        m.d.sync += [i_kt.eq(i_kt + 1), i_kt0.eq(0), i_kt_off.eq(i_kt_off + cmd.m)]
+        with m.If(w_ready_set):  # after the issuer's clear: a new tile's readiness wins
+            m.d.sync += w_ready.eq(1)
         m.d.comb += [
             f_rd.addr.eq(Mux(busy, act_addr, self.host_addr)),
             f_rd.en.eq(~busy | en),
@@ -470,7 +545,7 @@ class GemmEngine(wiring.Component):
             array.en.eq(en),
             array.a_in.eq(f_rd.data),
             array.in_valid.eq(meta[1].vec),
-            array.in_bank.eq(meta[1].bank),
+            array.in_bank.eq(0),
         ]
 
         # ---- accumulator read-modify-write ----------------------------------------------------------
@@ -500,37 +575,43 @@ class GemmEngine(wiring.Component):
         capture = Signal()
         pop = Signal()  # the head row's last lane leaves this cycle
         m.d.comb += [d_issue.eq(en & drain_slot), capture.eq(en & tap_w.drain)]
+        if D == 1:
+            m.d.comb += drain_hold.eq(tap_w.drain & (q_count != 0) & ~pop)
         with m.If(busy):
             m.d.sync += [d_inflight.eq(d_inflight + d_issue - capture), q_count.eq(q_count + capture - pop)]
-        d_rel = Signal(ADDR_BITS)  # the row's word offset (doubled in gate mode: two words per row)
-        m.d.comb += d_rel.eq(d_nt_off + d_mb_off + tap_w.row)
+        # the row's address (word offsets doubled in gate mode: two words per row)
+        d_base = Signal(FA)
+        m.d.sync += d_base.eq(cmd.out_base + ((d_nt_off + d_mb_off) << gate_cmd))
+        d_waddr = Signal(FA)
+        m.d.comb += d_waddr.eq(d_base + (tap_w.row << gate_cmd))
         wpos = Signal(range(2 * D))
         m.d.comb += wpos.eq(q_head + q_count)  # the free entry after the buffered rows (mod D)
         if D > 1:
             with m.If(pop):
                 m.d.sync += q_head.eq(Mux(q_head == D - 1, 0, q_head + 1))
-            with m.If(self.cmd.valid & ~busy):
+            with m.If(self.cmd.valid & self.cmd.ready):
                 m.d.sync += q_head.eq(0)
         for i in range(D):
             with m.If(capture & ((wpos == i) | (wpos == i + D))):
                 m.d.sync += [
                     q_data[i].eq(amem.rdata),
-                    q_waddr[i].eq(cmd.out_base + (d_rel << gate_cmd)),
+                    q_waddr[i].eq(d_waddr),
                     q_chan[i].eq(d_chan_off),
-                    q_final[i].eq(d_last_block & (tap_w.row == d_rows - 1)),
+                    q_final[i].eq(d_last_block & (tap_w.row == d_rows_m1)),
                 ]
         with m.If(capture):
-            with m.If(tap_w.row == d_rows - 1):
+            with m.If(tap_w.row == d_rows_m1):
                 # every row of this block is read: its bank may take the block after next
                 m.d.sync += [
                     acc_busy.bit_select(d_bank, 1).eq(0),
                     block_ready.bit_select(d_bank, 1).eq(0),
                     d_bank.eq(~d_bank),
                     d_req.eq(0),
+                    d_req0.eq(1),
                 ]
-                with m.If(d_nt == NT - 1):
+                with m.If(d_last_nt):
                     m.d.sync += [d_nt.eq(0), d_nt_off.eq(0), d_chan_off.eq(0), d_mb_off.eq(d_mb_off + Mb)]
-                    with m.If(d_rows_left <= Mb):
+                    with m.If(d_last_mb):
                         m.d.sync += d_todo.eq(0)
                 with m.Else():
                     m.d.sync += [d_nt.eq(d_nt + 1), d_nt_off.eq(d_nt_off + cmd.m), d_chan_off.eq(d_chan_off + C)]
@@ -568,12 +649,18 @@ class GemmEngine(wiring.Component):
             m.d.sync += [
                 st_valid.eq(1),
                 st_acc.eq(head_lane),
-                st_tag.eq(Cat(head_waddr, buf_lane, n_mask, head_final & (buf_lane == C - 1))),
+                st_tag.eq(Cat(head_waddr, n_mask, head_final & lane_last)),
                 buf_lane.eq(buf_lane + 1),
+                lane_last.eq(Mux(lane_last, int(C == 1), buf_lane == C - 2)),
             ]
-            with m.If(buf_lane == C - 1):
+            with m.If(lane_last):
                 m.d.sync += buf_lane.eq(0)
-        m.d.comb += pop.eq(take & (buf_lane == C - 1))
+            if lane_ok is not None:
+                m.d.sync += lane_ok.eq(Mux(lane_last, int(early <= 0), buf_lane + 1 >= early))
+        if lane_ok is not None:
+            with m.If(self.cmd.valid & self.cmd.ready):
+                m.d.sync += lane_ok.eq(int(early <= 0))
+        m.d.comb += pop.eq(take & lane_last)
         # The head row shifts down by one lane per lane taken, so the lane sent is always its
         # lowest one: no C-way multiplexer. (A capture never goes to the head while it is being
         # taken from: the buffer then holds at least the head row, so the free entry is another.)
@@ -595,9 +682,13 @@ class GemmEngine(wiring.Component):
         # Collector: assemble a row of int8 results and write it to the feature memory.
         word = Signal(unsigned(self.feature_width))
         o_waddr = rq.o_tag[:FA]
-        o_lane = rq.o_tag[FA : FA + lane_bits] if C > 1 else 0
-        o_mask = rq.o_tag[FA + lane_bits]
-        o_final = rq.o_tag[FA + lane_bits + 1]
+        o_mask = rq.o_tag[FA]
+        o_final = rq.o_tag[FA + 1]
+        o_lane = Signal(range(C))  # lane of the result leaving the requantizer
+        with m.If(rq.o_stream.valid & rq.o_stream.ready):
+            m.d.sync += o_lane.eq(Mux(o_lane == C - 1, 0, o_lane + 1))
+        with m.If(self.cmd.valid & self.cmd.ready):
+            m.d.sync += o_lane.eq(0)
         value = Signal(signed(16))
         m.d.comb += [value.eq(Mux(o_mask, 0, rq.o_stream.payload)), rq.o_stream.ready.eq(~self.out_stall)]
         full_word = Signal(unsigned(self.feature_width))
@@ -625,8 +716,9 @@ class GemmEngine(wiring.Component):
             f_wr.data.eq(Mux(busy, full_word, self.host_wdata)),
             f_wr.en.eq(Mux(busy, o_take & o_last, self.host_we & (self.host_region == REGION_FEATURE))),
         ]
-        with m.If(o_take & o_final):
-            m.d.sync += [busy.eq(0), done_valid.eq(1), done_cycles.eq(cycles)]
+        m.d.comb += finish.eq(o_take & o_final)
+        with m.If(finish):
+            m.d.sync += [busy.eq(0), done_valid.eq(1)]
 
         # ---- host writes to weight and channel memories ----------------------------------------------
         host_params = Signal(ChannelParams)

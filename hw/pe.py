@@ -43,6 +43,12 @@ class PE(wiring.Component):
         Row of the PE in the array. The partial sum entering row ``r`` holds ``r`` products and
         the one leaving it ``r + 1``, so each row is only as wide as it must be; the full
         accumulator lives once per column, outside the array.
+    direct : bool
+        *Direct-load* weights (the GEMM engine's array): one weight register, written from
+        ``w_in[0]`` while ``w_shift`` is high (the array decodes the row), and ``bank_in``,
+        ``w_bank`` and ``w_out`` unused. No second bank and no bank multiplexer: on the iCE40
+        that is 5 LUTs and 3 flip-flops less per PE. The engine reloads a row between the last
+        vector of one pass and the first of the next reaching it (docs/architecture.md).
     registered : bool
         Register ``psum_out`` (the default). Without the register the PE adds its product to
         ``psum_in`` combinationally, for the array to chain two rows' adders in one cycle.
@@ -68,7 +74,7 @@ class PE(wiring.Component):
     w_in : In(ArrayLayout(weight_bits, 2))
         Weight code of each bank from the PE above (the column's loader at the top row).
     w_shift : In(1)
-        Shift the weight chain of bank ``w_bank`` down by one PE.
+        Shift the weight chain of bank ``w_bank`` down by one PE (direct-load: write the weight).
     w_bank : In(1)
         Bank being loaded.
     w_out : Out(ArrayLayout(weight_bits, 2))
@@ -78,11 +84,18 @@ class PE(wiring.Component):
     """
 
     def __init__(
-        self, config: NPUConfig, row: int | None = None, psum_width: int | None = None, *, registered: bool = True
+        self,
+        config: NPUConfig,
+        row: int | None = None,
+        psum_width: int | None = None,
+        *,
+        registered: bool = True,
+        direct: bool = False,
     ):
         _require_config(config)
         self.config = config
         self.registered = registered
+        self.direct = direct
         #: Cycles from ``a_in`` to the ``psum_out`` that includes its product.
         self.latency = 2 if registered else 1
         self.row = config.rows - 1 if row is None else row
@@ -116,14 +129,17 @@ class PE(wiring.Component):
         m = Module()
         wb = self.config.weight_bits
 
-        banks = [Signal(unsigned(wb), name=f"w_bank{i}") for i in range(2)]
-        for i in range(2):
-            m.d.comb += self.w_out[i].eq(banks[i])
-            with m.If(self.w_shift & (self.w_bank == i)):
-                m.d.sync += banks[i].eq(self.w_in[i])
-
         code = Signal(unsigned(wb))
-        m.d.comb += code.eq(Mux(self.bank_in, banks[1], banks[0]))
+        if self.direct:
+            with m.If(self.w_shift):
+                m.d.sync += code.eq(self.w_in[0])
+        else:
+            banks = [Signal(unsigned(wb), name=f"w_bank{i}") for i in range(2)]
+            for i in range(2):
+                m.d.comb += self.w_out[i].eq(banks[i])
+                with m.If(self.w_shift & (self.w_bank == i)):
+                    m.d.sync += banks[i].eq(self.w_in[i])
+            m.d.comb += code.eq(Mux(self.bank_in, banks[1], banks[0]))
         t, cin = self.term(m, self.a_in, code)
         # Two stages: the product term is registered (on iCE40 the register shares the logic cell
         # of the LUT that computes it, so the stage costs no extra cells), then added to the
@@ -174,7 +190,14 @@ class IntMacPE(PE):
         return p, 0
 
 
-def make_pe(config: NPUConfig, row: int | None = None, psum_width: int | None = None, *, registered: bool = True) -> PE:
+def make_pe(
+    config: NPUConfig,
+    row: int | None = None,
+    psum_width: int | None = None,
+    *,
+    registered: bool = True,
+    direct: bool = False,
+) -> PE:
     """The PE flavour that ``config`` asks for."""
     cls = ShiftPE if config.pe_kind == "shift" else IntMacPE
-    return cls(config, row, psum_width, registered=registered)
+    return cls(config, row, psum_width, registered=registered, direct=direct)

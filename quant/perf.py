@@ -6,9 +6,9 @@ one clock at a time, with the same update rules as the RTL, but none of the data
 predicts the RTL's cycle count exactly (a regression checks this on many shapes) and runs without
 Amaranth, so the host and the compiler can use it for latency estimates.
 
-It also checks the schedule's safety rules that the RTL relies on (a weight bank is never
-reloaded while a vector still needs it; an accumulator row is never read in the cycle it is
-written) and raises ``AssertionError`` if a change to the control ever broke them.
+It also checks the schedule's safety rules that the RTL relies on (a weight row is never
+rewritten while a vector still needs its old weights, nor after a vector that needs the new ones
+has reached it; an accumulator row is never read in the cycle it is written) and raises ``AssertionError`` if a change to the control ever broke them.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from .tiling import tiles
 __all__ = [
     "GemmTiming",
     "gemm_cycles",
-    "weight_cooldown",
+    "weight_lead",
     "array_latency",
     "ROWS_PER_STAGE",
     "REQUANT_LATENCY",
@@ -31,9 +31,12 @@ __all__ = [
 #: Pipeline stages of hw.requant.Requantizer.
 REQUANT_LATENCY = 5
 
-#: Entries of the engine's drain row FIFO (hw/gemm.py imports it from here, so the two agree):
-#: drain slots issued but not yet captured plus rows buffered never exceed it.
-DRAIN_BUFFER_ROWS = 2
+#: Entries of the engine's drain row FIFO (hw/gemm.py imports it from here, so the two agree).
+#: With more than one, drain slots issued but not yet captured plus rows buffered never exceed
+#: it; with one (the default: a row is cols * acc_width flip-flops), the next row is read while
+#: the head row's last lanes leave, so that it arrives as the last one is taken, and on 8x8 and
+#: larger arrays the drain is as fast as with two.
+DRAIN_BUFFER_ROWS = 1
 
 
 @dataclass(frozen=True)
@@ -63,15 +66,17 @@ def array_latency(config: NPUConfig) -> int:
     return (config.rows - 1) // ROWS_PER_STAGE + 2
 
 
-def weight_cooldown(config: NPUConfig) -> int:
-    """hw.gemm.GemmEngine.cooldown: cycles after a pass's last vector before its bank may reload.
+def weight_lead(config: NPUConfig) -> int:
+    """hw.gemm.GemmEngine.weight_lead: cycles from a tile's first row read to its pass's first vector.
 
-    The last vector issues at cycle ``T`` and its bottom row reads the bank in cycle
-    ``T + 1 + skew`` (``skew = (rows - 1) // ROWS_PER_STAGE``); a load that starts when the
-    cooldown reaches 0 shifts its first row at the end of cycle ``T + cooldown + 3``, so
-    ``skew - 2`` is the shortest safe wait (the model asserts it).
+    The loader reads row ``r`` of the tile in cycle ``T0 + r`` and writes it into the array at the
+    end of cycle ``T0 + r + 1``; a vector issued in cycle ``T`` uses row ``r``'s weights in cycle
+    ``T + 1 + r // ROWS_PER_STAGE``. So ``T >= T0 + 1 + r - r // ROWS_PER_STAGE`` for every row,
+    the largest for the last row (the model asserts it). At least 2: the engine's registered
+    address bases and row counts need a cycle after a pass ends before the next one starts.
     """
-    return max((config.rows - 1) // ROWS_PER_STAGE - 2, 0)
+    r = config.rows - 1
+    return max(2, 1 + r - r // ROWS_PER_STAGE)
 
 
 def gemm_cycles(
@@ -88,16 +93,16 @@ def gemm_cycles(
     if M < 1:
         raise ValueError("M must be >= 1")
     L = 1 + array_latency(config)  # slot issue -> accumulator write
-    cooldown_len = weight_cooldown(config)
+    lead = weight_lead(config)
+    G = ROWS_PER_STAGE
 
     # issuer
-    running, i_kt, i_nt, i_mb_off, i_row, i_bank, i_accbank, i_in_pass = True, 0, 0, 0, 0, 0, 0, False
-    tile_ready = [False, False]
+    running, i_kt, i_nt, i_mb_off, i_row, i_accbank, i_in_pass = True, 0, 0, 0, 0, 0, False
+    w_ready = False
     acc_busy = [False, False]
-    cooldown = 0
     # loader
-    ld_todo, ld_active, ld_step, ld_bank, ld_kt, ld_nt, ld_mb_left = True, False, 0, 0, 0, 0, M
-    ld_shift = ld_shift_last = False
+    ld_todo, ld_active, ld_step, ld_kt, ld_nt, ld_mb_left = True, False, 0, 0, 0, M
+    ld_wr, ld_wrow, ld_early = False, 0, False
     # drain
     d_todo, d_bank, d_nt, d_mb_off, d_req, d_inflight = True, 0, 0, 0, 0, 0
     block_ready = [False, False]
@@ -105,10 +110,12 @@ def gemm_cycles(
     buf_lane = 0
     st_valid, st_final = False, False
     rq = [(False, False)] * REQUANT_LATENCY  # (valid, final-lane) per requantizer stage
-    # slot pipeline: meta[i] = (vec, drain, block_end, accbank, row, bank) or None
+    # slot pipeline: meta[i] = (vec, drain, block_end, accbank, row) or None
     meta: list[tuple | None] = [None] * (L + 1)
-    # safety bookkeeping: last cycle at which each weight bank is still read by the PEs
-    bank_in_use_until = [-1, -1]
+    # safety bookkeeping: issue cycles of each pass's first and last vector, passes issued, tiles loaded
+    pass_first: dict[int, int] = {}
+    pass_last: dict[int, int] = {}
+    i_pass = ld_tile = -1
 
     prev_vec = False
     cycle = 0
@@ -123,12 +130,17 @@ def gemm_cycles(
         d_rows_left = M - d_mb_off
         d_rows = min(d_rows_left, Mb)
         d_last_block = d_nt == NT - 1 and d_rows_left <= Mb
-        ld_start = ld_todo and not ld_active and not ld_shift and not tile_ready[ld_bank] and cooldown == 0
-        drain_slot = d_todo and block_ready[d_bank] and d_req < d_rows and d_inflight + len(queue) < drain_rows
-        can_start = (
-            running and tile_ready[i_bank] and (i_kt != 0 or not acc_busy[i_accbank]) and not (i_rows == 1 and prev_vec)
-        )
+        if drain_rows == 1:  # one entry: the next row may be read while the head's last lanes leave
+            drain_room = d_inflight == 0 and (not queue or buf_lane >= C - 1 - L)
+        else:
+            drain_room = d_inflight + len(queue) < drain_rows
+        # after a loader start with the last vector still pending, that vector issues next cycle
+        drain_slot = d_todo and block_ready[d_bank] and d_req < d_rows and drain_room and not (ld_early and w_ready)
+        can_start = running and w_ready and (i_kt != 0 or not acc_busy[i_accbank]) and not (i_rows == 1 and prev_vec)
         issue_vec = not drain_slot and (i_in_pass or can_start)
+        last_pending = (i_in_pass or can_start) and i_row == i_rows - 1
+        ld_busy = ld_active or (ld_wr and lead > R)  # one row: the tile is marked ready in its write cycle
+        ld_start = ld_todo and not ld_busy and (not w_ready or last_pending)
         take = bool(queue)  # the requantizer never stalls in the model (no out_stall)
         pop = take and buf_lane == C - 1
         o_valid, o_final = rq[-1]
@@ -136,26 +148,33 @@ def gemm_cycles(
         if o_valid and o_final:
             return GemmTiming(m, k, n, cycle, m * k * n, config.pe_count)
 
-        # the weight shift at the end of this cycle must not touch a bank still in use
-        if ld_shift:
-            assert cycle >= bank_in_use_until[ld_bank], f"weight bank {ld_bank} reloaded while in use"
+        # the row written at the end of this cycle: the previous pass's vectors have all used it,
+        # and none of its own pass's vectors has reached it yet
+        if ld_wr:
+            g = ld_wrow // G
+            if ld_tile - 1 in pass_last:
+                assert cycle >= pass_last[ld_tile - 1] + 1 + g, "weight row rewritten while in use"
+            if ld_tile in pass_first:
+                assert cycle <= pass_first[ld_tile] + g, "weight row written after its pass reached it"
 
         tap_r, tap_w = meta[L - 1], meta[L]
         if tap_r is not None and tap_w is not None and tap_w[0] and (tap_r[0] or tap_r[1]):
             assert (tap_r[3], tap_r[4]) != (tap_w[3], tap_w[4]), "accumulator row read while written"
 
         # ---------------- next state ----------------
-        n_tile_ready, n_acc_busy, n_block_ready = list(tile_ready), list(acc_busy), list(block_ready)
+        n_w_ready, n_acc_busy, n_block_ready = w_ready, list(acc_busy), list(block_ready)
         # loader
-        n_ld_shift = n_ld_shift_last = False
+        n_ld_wr, n_ld_wrow, n_ld_early = ld_active, ld_step, ld_start and w_ready
         n_ld_active, n_ld_step = ld_active, ld_step
-        n_ld_kt, n_ld_nt, n_ld_mb_left, n_ld_todo, n_ld_bank = ld_kt, ld_nt, ld_mb_left, ld_todo, ld_bank
+        n_ld_kt, n_ld_nt, n_ld_mb_left, n_ld_todo = ld_kt, ld_nt, ld_mb_left, ld_todo
         if ld_start:
             n_ld_active, n_ld_step = True, 0
+        # applied after the issuer's clear; with one row, weight_lead 2 falls in the write cycle
+        w_ready_set = (ld_active or ld_wr) and ld_step == lead - 1
         if ld_active:
-            n_ld_shift, n_ld_step = True, ld_step + 1
+            n_ld_step = ld_step + 1
             if ld_step == R - 1:
-                n_ld_active, n_ld_shift_last = False, True
+                n_ld_active = False
                 if ld_kt == KT - 1:
                     n_ld_kt = 0
                     if ld_nt == NT - 1:
@@ -166,32 +185,30 @@ def gemm_cycles(
                         n_ld_nt = ld_nt + 1
                 else:
                     n_ld_kt = ld_kt + 1
-        if ld_shift_last:
-            n_tile_ready[ld_bank] = True
-            n_ld_bank = 1 - ld_bank
 
         # issuer
-        n_cooldown = cooldown - 1 if cooldown else 0
         n_d_req, n_d_inflight = d_req, d_inflight
         n_running, n_i_kt, n_i_nt, n_i_mb_off = running, i_kt, i_nt, i_mb_off
-        n_i_row, n_i_bank, n_i_accbank, n_i_in_pass = i_row, i_bank, i_accbank, i_in_pass
+        n_i_row, n_i_accbank, n_i_in_pass = i_row, i_accbank, i_in_pass
         slot = None
         if drain_slot:
             n_d_req, n_d_inflight = d_req + 1, d_inflight + 1
-            slot = (False, True, False, d_bank, d_req, i_bank)
+            slot = (False, True, False, d_bank, d_req)
         if issue_vec:
             block_end = last_kt and i_row == i_rows - 1
-            slot = (True, False, block_end, i_accbank, i_row, i_bank)
-            # the vector enters the array next cycle and meets row r's PEs r // G cycles later
-            bank_in_use_until[i_bank] = cycle + 1 + (R - 1) // ROWS_PER_STAGE
+            slot = (True, False, block_end, i_accbank, i_row)
             n_i_in_pass, n_i_row = True, i_row + 1
             if i_row == 0:
                 n_acc_busy[i_accbank] = True
+                i_pass += 1
+                # (the loader may already have started the next tile if this one-row pass's vector
+                # was pending then, see ld_early)
+                assert i_pass <= ld_tile <= i_pass + 1, "pass started without its weight tile"
+                pass_first[i_pass] = cycle
             if i_row == i_rows - 1:
+                pass_last[i_pass] = cycle
                 n_i_in_pass, n_i_row = False, 0
-                n_tile_ready[i_bank] = False
-                n_i_bank = 1 - i_bank
-                n_cooldown = cooldown_len
+                n_w_ready = False
                 if last_kt:
                     n_i_kt, n_i_accbank = 0, 1 - i_accbank
                     if last_nt:
@@ -203,6 +220,8 @@ def gemm_cycles(
                 else:
                     n_i_kt = i_kt + 1
 
+        if w_ready_set:
+            n_w_ready = True
         # accumulator write tap
         if tap_w is not None and tap_w[0] and tap_w[2]:
             n_block_ready[tap_w[3]] = True
@@ -233,14 +252,15 @@ def gemm_cycles(
         n_rq = [(st_valid, st_final and st_valid)] + rq[:-1]
 
         # ---------------- commit ----------------
+        ld_tile += ld_start
         prev_vec = issue_vec
         meta = [slot] + [slot] + meta[1:L]
-        tile_ready, acc_busy, block_ready = n_tile_ready, n_acc_busy, n_block_ready
-        ld_shift, ld_shift_last, ld_active, ld_step = n_ld_shift, n_ld_shift_last, n_ld_active, n_ld_step
-        ld_kt, ld_nt, ld_mb_left, ld_todo, ld_bank = n_ld_kt, n_ld_nt, n_ld_mb_left, n_ld_todo, n_ld_bank
-        cooldown, d_req, d_inflight = n_cooldown, n_d_req, n_d_inflight
+        w_ready, acc_busy, block_ready = n_w_ready, n_acc_busy, n_block_ready
+        ld_wr, ld_wrow, ld_active, ld_step, ld_early = n_ld_wr, n_ld_wrow, n_ld_active, n_ld_step, n_ld_early
+        ld_kt, ld_nt, ld_mb_left, ld_todo = n_ld_kt, n_ld_nt, n_ld_mb_left, n_ld_todo
+        d_req, d_inflight = n_d_req, n_d_inflight
         running, i_kt, i_nt, i_mb_off = n_running, n_i_kt, n_i_nt, n_i_mb_off
-        i_row, i_bank, i_accbank, i_in_pass = n_i_row, n_i_bank, n_i_accbank, n_i_in_pass
+        i_row, i_accbank, i_in_pass = n_i_row, n_i_accbank, n_i_in_pass
         queue, buf_lane = n_queue, n_buf_lane
         d_bank, d_nt, d_mb_off, d_todo = n_d_bank, n_d_nt, n_d_mb_off, n_d_todo
         st_valid, st_final = n_st_valid, n_st_final

@@ -34,18 +34,21 @@ def random_cases(cfg: NPUConfig, count: int, seed: int, max_m: int, max_k: int, 
     return cases
 
 
-def _run(cfg, cases, tmp_path, simulator="verilator", drain_rows=DRAIN_BUFFER_ROWS):
+def _run(cfg, cases, tmp_path, simulator="verilator", drain_rows=DRAIN_BUFFER_ROWS, host_read_latency=1):
     report = tmp_path / "report.json"
-    key = (
-        {"config": cfg.to_dict()} if drain_rows == DRAIN_BUFFER_ROWS else {"config": cfg.to_dict(), "drain": drain_rows}
-    )
+    key = {"config": cfg.to_dict()}
+    if drain_rows != DRAIN_BUFFER_ROWS:
+        key["drain"] = drain_rows
+    if host_read_latency != 1:
+        key["host_read_latency"] = host_read_latency
+    params = {"config": cfg.to_dict(), "cases": cases, "report": str(report), "seed": 1}
     run_cocotb(
         "gemm",
         key,
-        lambda: GemmEngine(cfg, drain_rows),
+        lambda: GemmEngine(cfg, drain_rows, host_read_latency=host_read_latency),
         "gemm_bench",
         simulator=simulator,
-        bench_params={"config": cfg.to_dict(), "cases": cases, "report": str(report), "seed": 1},
+        bench_params={**params, "host_read_latency": host_read_latency},
     )
     return json.loads(report.read_text())
 
@@ -95,15 +98,24 @@ def test_gemm_other_weight_widths(tmp_path, bits):
     assert _check_cycles(cfg, report) >= 5
 
 
-def test_gemm_one_row_drain_buffer(tmp_path):
-    """The smaller engine option (one drain row buffer entry): bit-exact, and the model follows it."""
+def test_gemm_two_row_drain_buffer(tmp_path):
+    """The engine options (two drain row buffer entries, registered host reads): bit-exact, model exact."""
     cfg = NPUConfig(
         rows=4, cols=4, weight_bits=3, max_k=64, act_depth=2048, weight_depth=1024, chan_depth=64, m_block=16
     )
-    report = _run(cfg, random_cases(cfg, 9, seed=21, max_m=40, max_k=64, max_n=12), tmp_path, drain_rows=1)
-    assert _check_cycles(cfg, report, drain_rows=1) >= 5
-    # drain-bound shapes are slower with one entry
-    assert gemm_cycles(cfg, 40, 8, 12, drain_rows=1).cycles > gemm_cycles(cfg, 40, 8, 12).cycles
+    # (and the registered host read port: the words come one cycle later)
+    report = _run(
+        cfg, random_cases(cfg, 9, seed=21, max_m=40, max_k=64, max_n=12), tmp_path, drain_rows=2, host_read_latency=2
+    )
+    assert _check_cycles(cfg, report, drain_rows=2) >= 5
+    # on a 4x4 array drain-bound shapes are slower with one entry (a row every 5 cycles, not 4) ...
+    assert gemm_cycles(cfg, 40, 8, 12, drain_rows=1).cycles > gemm_cycles(cfg, 40, 8, 12, drain_rows=2).cycles
+    # ... on 8x8 the row arrives as the head's last lane leaves, as fast as with two
+    for shape in [(64, 64, 64), (128, 8, 8), (256, 16, 16)]:
+        assert (
+            gemm_cycles(NPUConfig(), *shape, drain_rows=1).cycles
+            <= gemm_cycles(NPUConfig(), *shape, drain_rows=2).cycles
+        )
 
 
 @pytest.mark.icarus

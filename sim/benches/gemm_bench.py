@@ -58,15 +58,17 @@ async def host_write(dut, region, base, words):
     dut.host_we.value = 0
 
 
-async def host_read(dut, region, base, count):
+async def host_read(dut, region, base, count, latency=1):
     # The address set at a falling edge is read at the next rising edge; the word is there at the
-    # falling edge after it.
+    # falling edge after it (``latency`` 2: one falling edge later still).
     out = []
     dut.host_region.value = region
-    for i in range(count):
-        dut.host_addr.value = base + i
+    for i in range(count + latency - 1):
+        if i < count:
+            dut.host_addr.value = base + i
         await FallingEdge(dut.clk)
-        out.append(int(dut.host_rdata.value))
+        if i >= latency - 1:
+            out.append(int(dut.host_rdata.value))
     return out
 
 
@@ -84,6 +86,7 @@ async def toggler(dut, stall_p, out_stall_p, seed, stop):
 async def gemm_cases(dut):
     p = json.loads(os.environ["SHIFTNPU_PARAMS"])
     cfg = NPUConfig.from_dict(p["config"])
+    lat = p.get("host_read_latency", 1)
     R, C = cfg.rows, cfg.cols
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
     dut.rst.value = 1
@@ -158,9 +161,9 @@ async def gemm_cases(dut):
         if int(dut.busy.value):
             raise AssertionError("engine still busy after done")
 
-        got = unpack_features(await host_read(dut, FEATURE, out_base, NT * M), M, N, C)
+        got = unpack_features(await host_read(dut, FEATURE, out_base, NT * M, lat), M, N, C)
         # lanes past N must be written as zero so the result can feed the next layer directly
-        raw = await host_read(dut, FEATURE, out_base + (NT - 1) * M, M)
+        raw = await host_read(dut, FEATURE, out_base + (NT - 1) * M, M, lat)
         pad_ok = all((w >> (8 * (N - (NT - 1) * C))) == 0 for w in raw) if N % C else True
         exp = gemm_reference(A, W, cfg.weight_bits, bias, mult, shift, relu=relu)
         bad = int(np.sum(got != exp))
