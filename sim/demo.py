@@ -28,20 +28,22 @@ EXAMPLES = _REPO / "examples"
 
 
 def _npu_build_figures() -> str | None:
-    """The latest committed iCEBreaker build of the whole NPU (bench/results/boards.md), as one line."""
+    """The committed iCEBreaker builds of the whole NPU (bench/results/boards.md), as one line."""
     p = _REPO / "bench" / "results" / "boards.md"
     if not p.exists():
         return None
-    found = None
+    runs = []
     for line in p.read_text().splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        # | board | design | array | logic | EBR | SPRAM | DSP | result |
-        if len(cells) == 8 and cells[0] == "icebreaker" and cells[1].startswith("npu"):
-            found = (
-                f"the whole {cells[2]} NPU ({cells[1]}) on the iCEBreaker: {cells[3]}, {cells[4]} EBR, "
-                f"{cells[7]} ({p.relative_to(_REPO)})"
-            )
-    return found
+        # | run | board | design | array | memories | logic used (est.) | BRAM (est.) | clock MHz | Fmax MHz |
+        # | timing | peak MMAC/s | digits MLP cycles (us) |
+        if len(cells) == 12 and cells[1] == "icebreaker" and cells[2] == "npu":
+            logic = cells[5].split(" ")[0]
+            fmax = f", Fmax {cells[8]} MHz" if cells[8] not in ("", "-") else ""
+            runs.append(f"{cells[3]}: {logic} LC, {cells[6].split(' ')[0]} EBR{fmax}, {cells[9]}")
+    if not runs:
+        return None
+    return "the whole NPU on the iCEBreaker, " + "; ".join(runs) + f" ({p.relative_to(_REPO)})"
 
 
 def main(args: argparse.Namespace) -> int:
