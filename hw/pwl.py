@@ -47,8 +47,9 @@ from quant.config import NPUConfig
 from quant.pwl import PWLTable
 
 from .ebr import CollisionFreeRAM, is_ice40
+from .fixed import sat_narrow
 
-__all__ = ["PWLUnit", "FIELD_KNOT", "FIELD_Y", "FIELD_M", "sat_narrow", "round_sat", "table_ram"]
+__all__ = ["PWLUnit", "FIELD_KNOT", "FIELD_Y", "FIELD_M", "table_ram"]
 
 FIELD_KNOT, FIELD_Y, FIELD_M = 0, 1, 2
 
@@ -83,35 +84,6 @@ def table_ram(m: Module, name: str, width: int, depth: int, init, platform, *, m
     mem = Memory(shape=signed(width), depth=depth, init=list(init), attrs=attrs)
     m.submodules[name] = mem
     return mem.read_port(domain="sync"), mem.write_port()
-
-
-def sat_narrow(m: Module, value, bits: int, name: str) -> Signal:
-    """``sat(value, bits)`` (SPEC §1) for a signed ``value``, by a sign-extension check instead of
-    two comparisons: the value fits iff its bits from ``bits - 1`` up are all equal (a small LUT
-    tree on iCE40 rather than two carry chains as wide as ``value``)."""
-    value = value.as_signed()
-    out = Signal(signed(bits), name=name)
-    if len(value) <= bits:
-        m.d.comb += out.eq(value)
-        return out
-    top = value[bits - 1 :]
-    fits = (top == 0) | (top == (1 << len(top)) - 1)
-    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    m.d.comb += out.eq(Mux(fits, value[:bits], Mux(value[-1], lo, hi)))
-    return out
-
-
-def round_sat(m: Module, value, shift: int, bits: int, name: str) -> Signal:
-    """``sat(rshift_round(value, shift), bits)`` for a signed ``value`` and a constant ``shift >= 1``:
-    ``(value + 2^(shift-1)) >> shift`` equals ``(value[shift-1:] + 1) >> 1``, so the adder is only as
-    wide as the bits that survive the shift (the low bits can never carry)."""
-    value = value.as_signed()
-    if shift == 0:
-        return sat_narrow(m, value, bits, name)
-    t = value[shift - 1 :].as_signed()
-    r = Signal(signed(len(t)), name=f"{name}_r")
-    m.d.comb += r.eq((t + 1) >> 1)
-    return sat_narrow(m, r, bits, name)
 
 
 class PWLUnit(wiring.Component):

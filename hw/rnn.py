@@ -57,8 +57,8 @@ from quant.config import NPUConfig
 from quant.pwl import PWLTable
 from quant.rnn import CELL_KINDS, lstm_shifts
 
-from .fixed import rshift_round_const, sat
-from .pwl import PWLUnit, round_sat, sat_narrow, table_ram
+from .fixed import round_sat, rshift_round_const, sat, sat_narrow
+from .pwl import PWLUnit, table_ram
 
 __all__ = ["GateUnit", "TABLE_SIGMOID", "TABLE_TANH", "TABLE_TANH_CELL", "REGION_MN", "REGION_PWL", "REGION_C"]
 

@@ -148,7 +148,7 @@ def test_round_sat_and_sat_narrow_are_spec_exact(width, shift, bits):
     """The gate unit's cheap rounding shift and saturation equal SPEC §1 on every input of a width."""
     from amaranth.hdl import Module, Signal, signed
 
-    from hw.pwl import round_sat, sat_narrow
+    from hw.fixed import round_sat, sat_narrow
 
     m = Module()
     x = Signal(signed(width))
