@@ -91,6 +91,7 @@ def serve(
         lambda: make(params),
         "link_serve_bench",
         bench_params=bench,
+        fast=True,
     )
 
 

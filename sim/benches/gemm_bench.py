@@ -88,7 +88,7 @@ async def gemm_cases(dut):
     cfg = NPUConfig.from_dict(p["config"])
     lat = p.get("host_read_latency", 1)
     R, C = cfg.rows, cfg.cols
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns", impl="gpi").start())
     dut.rst.value = 1
     for sig in (dut.cmd__valid, dut.done__ready, dut.host_we, dut.stall, dut.out_stall):
         sig.value = 0

@@ -11,7 +11,7 @@ from collections import deque
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import FallingEdge, RisingEdge, Timer
+from cocotb.triggers import FallingEdge, First, RisingEdge, Timer
 
 __all__ = ["start_clock", "BytePort", "UARTPort", "CLK_NS"]
 
@@ -19,7 +19,7 @@ CLK_NS = 10
 
 
 async def start_clock(dut) -> None:
-    cocotb.start_soon(Clock(dut.clk, CLK_NS, unit="ns").start())
+    cocotb.start_soon(Clock(dut.clk, CLK_NS, unit="ns", impl="gpi").start())
     dut.rst.value = 1
     await RisingEdge(dut.clk)
     await RisingEdge(dut.clk)
@@ -50,6 +50,17 @@ class BytePort:
         if accept and int(dut.tx__valid.value):
             self.out.append(int(dut.tx__payload.value))
         await FallingEdge(dut.clk)
+
+    async def wait_tx(self, cycles: int) -> bool:
+        """Nothing to send and nothing to take: let up to ``cycles`` clocks run without waking Python
+        every clock, until the device raises ``tx.valid`` (held back by ``tx.ready = 0`` meanwhile).
+        Returns whether it did. Like :meth:`step`, it ends just after a falling edge."""
+        dut = self.dut
+        dut.rx__valid.value = 0
+        dut.tx__ready.value = 0
+        await First(RisingEdge(dut.tx__valid), Timer(cycles * CLK_NS, unit="ns"))
+        await FallingEdge(dut.clk)
+        return self.tx_pending
 
     async def idle(self, cycles: int) -> None:
         """Let the clock run freely (outputs held back by ``tx.ready = 0``, nothing offered)."""

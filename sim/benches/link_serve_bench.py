@@ -34,6 +34,10 @@ def _listen(port: int, port_file: str | None) -> socket.socket:
     return srv
 
 
+#: The shortest idle stretch, in clocks.
+IDLE_MIN = 64
+
+
 @cocotb.test()
 async def serve(dut):
     p = json.loads(os.environ["SHIFTNPU_PARAMS"])
@@ -48,9 +52,14 @@ async def serve(dut):
     pending: deque[int] = deque()
     quiet = 0  # clocks since the device last had something to say
     next_stop_check = 0.0
+    # Idle stretches start short and double up to ``chunk`` clocks, so a request that arrives while
+    # the host waits for a job (polling the status) is answered within a few hundred clocks; the
+    # socket is checked without sleeping between them while the host was active in the last second.
+    idle_clocks = IDLE_MIN
+    last_data = 0.0
 
     def poll(timeout: float) -> None:
-        nonlocal client
+        nonlocal client, last_data, idle_clocks
         r, _, _ = select.select([client or srv], [], [], timeout)
         if not r:
             return
@@ -71,6 +80,11 @@ async def serve(dut):
             pending.clear()
             return
         pending.extend(data)
+        last_data, idle_clocks = time.monotonic(), IDLE_MIN
+
+    def idle_wait() -> float:
+        """How long to wait for the socket before idling: not at all while a host is at work."""
+        return 0.0 if client is not None and time.monotonic() - last_data < 1.0 else 0.002
 
     def flush() -> None:
         nonlocal client
@@ -92,8 +106,14 @@ async def serve(dut):
             next_stop_check = now + 0.2
         if mode == "bytes":
             if pending or quiet < 64:
-                # Active: one clock at a time, checking the socket now and then for more input.
+                # Active: one clock at a time while bytes move, checking the socket now and then for
+                # more input; while the device works on a request, run the clock until it answers.
                 for _ in range(256):
+                    if not pending and not port.tx_pending:
+                        if not await port.wait_tx(64 - quiet):
+                            quiet = 64
+                            break
+                        quiet = 0
                     await port.step(pending)
                     quiet = 0 if (pending or port.tx_pending) else quiet + 1
                     if not pending and quiet >= 64:
@@ -101,9 +121,10 @@ async def serve(dut):
                 flush()
                 poll(0)
             else:
-                poll(0.002)
+                poll(idle_wait())
                 if not pending:
-                    await port.idle(chunk)
+                    await port.idle(idle_clocks)
+                    idle_clocks = min(2 * idle_clocks, chunk)
                     if port.tx_pending:
                         quiet = 0
         else:
@@ -115,9 +136,10 @@ async def serve(dut):
                 flush()
                 poll(0)
             else:
-                poll(0.002)
+                poll(idle_wait())
                 if not pending:
-                    await port.idle(chunk)
+                    await port.idle(idle_clocks)
+                    idle_clocks = min(2 * idle_clocks, chunk)
                     flush()
     if client is not None:
         client.close()

@@ -44,7 +44,7 @@ async def read_region(dut, region, count):
 async def run_program(dut):
     p = json.loads(os.environ["SHIFTNPU_PARAMS"])
     cfg = NPUConfig.from_dict(p["config"])
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns", impl="gpi").start())
     dut.rst.value = 1
     dut.host_we.value = 0
     dut.start.value = 0

@@ -35,7 +35,7 @@ async def exhaustive(dut):
     inputs = [(t, int(z)) for t in range(len(tables)) for z in grid]
     expected = np.concatenate([tab(grid) for tab in tables])
 
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns", impl="gpi").start())
     dut.rst.value = 1
     dut.i_stream__valid.value = 0
     dut.o_stream__ready.value = 0

@@ -17,7 +17,7 @@ from quant.fixed import requant
 async def requant_cases(dut):
     p = json.loads(os.environ["SHIFTNPU_PARAMS"])
     cfg = NPUConfig.from_dict(p["config"])
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns", impl="gpi").start())
     dut.rst.value = 1
     dut.i_stream__valid.value = 0
     dut.o_stream__ready.value = 1

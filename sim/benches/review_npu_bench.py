@@ -25,7 +25,7 @@ from quant.device_model import DeviceModel
 async def run_programs(dut):
     p = json.loads(os.environ["SHIFTNPU_PARAMS"])
     cfg = NPUConfig.from_dict(p["config"])
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns", impl="gpi").start())
     dut.rst.value = 1
     dut.host_we.value = 0
     dut.start.value = 0

@@ -90,7 +90,7 @@ async def sequences(dut):
     )  # the same address map as the design under test (not elaborated here)
     sw, uw = (p["max_steps"] - 1).bit_length() or 1, (p["max_hidden"] - 1).bit_length() or 1
 
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns", impl="gpi").start())
     dut.rst.value = 1
     dut.w_en.value = 0
     dut.start.value = 0

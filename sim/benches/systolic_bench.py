@@ -55,7 +55,7 @@ async def random_pairs(dut):
         for row in A @ decode(W, wb):
             expected.append([int(v) for v in row])
 
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns", impl="gpi").start())
     dut.rst.value = 1
     dut.en.value = 0
     dut.in_valid.value = 0
