@@ -100,7 +100,7 @@ MODEL: dict = {
 #: the blocks); the shares split it for the report.
 NPU_BLOCK_SHARES = {"engine": 0.40, "sequencer": 0.36, "link": 0.24}
 #: The LSTM path (the gate unit, hw/rnn.py with hw/pwl.py, and the sequencer's LSTM states), which
-#: the NPU has only when :func:`quant.gate_map.lstm_supported` (square power-of-two arrays from 8x8):
+#: the NPU has only when :func:`quant.gate_map.lstm_supported` (square power-of-two arrays from 4x4):
 #: device logic per family (the gate unit built alone in the pin harness, 793 LC on the UP5K and 1197
 #: LUT4 on the ECP5-85F, less about 190 of harness, plus about 150 for the sequencer's side), flip-flops (Yosys' count of the gate unit alone), DSPs (its two
 #: 16 x 16 multipliers); its memories are in :func:`npu_buffers`.
