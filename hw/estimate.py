@@ -12,7 +12,7 @@ rebuilds them and rewrites :data:`NPU_MODEL` below, ``--fit`` refits from the st
   between them by :data:`NPU_BLOCK_SHARES`) plus, in the engine, a fitted cost per accumulator bit
   of a row (``cols * acc_width``: the read-modify-write adders and the drain path grow with it);
 * the LSTM gate unit (:data:`NPU_LSTM`, from its own builds) when the config has the LSTM path
-  (square power-of-two arrays from 8x8);
+  (square power-of-two arrays from 4x4);
 * every NPU memory as the RTL maps it (:func:`npu_buffers`): the UP5K's SPRAMs for the engine's
   weights and biases, SB_RAM40_4K 256x16 primitives for the collision-free RAMs, block RAM by shape
   otherwise, LUT RAM for ECP5 memories of at most 64 words; so a config whose memories do not fit is
