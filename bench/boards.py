@@ -34,7 +34,7 @@ RUNS: dict[str, tuple[str, str, dict, float]] = {
     "icebreaker-npu4": ("icebreaker", "npu", {"rows": 4, "cols": 4}, 40.0),
     "ulx3s-85f-npu8": ("ulx3s-85f", "npu", {"rows": 8, "cols": 8}, 100.0),
     "ulx3s-85f-npu16": ("ulx3s-85f", "npu", {}, 100.0),
-    "ulx3s-85f-npu4": ("ulx3s-85f", "npu", {"rows": 4, "cols": 4}, 100.0),  # no LSTM path
+    "ulx3s-85f-npu4": ("ulx3s-85f", "npu", {"rows": 4, "cols": 4}, 100.0),
 }
 
 
@@ -94,11 +94,13 @@ def measure(name: str) -> dict:
     reports what nextpnr needed."""
     from hw.build import BuildError, TimingError, build
     from hw.estimate import estimate
+    from quant.gate_map import lstm_supported
 
     board, design, fields, mhz = RUNS[name]
     cfg = run_config(name)
     est = estimate(cfg, board, design=design)
     out = {"board": board, "design": design, "config": cfg.to_dict(), "clock_mhz": mhz}
+    out["lstm"] = design == "npu" and lstm_supported(cfg)  # NPU(rnn=True) has the LSTM path where supported
     out["estimate"] = est.as_resources() | {"blocks": est.blocks}
     t0 = time.monotonic()
     built = False
@@ -198,7 +200,9 @@ def table(results: dict) -> str:
         mem = "default" if cfg.act_depth == NPUConfig.act_depth else f"act {cfg.act_depth}, wgt {cfg.weight_depth}"
         res = r.get("resources", {})
         lg, br = res.get("logic", (0, 0)), res.get("bram", (0, 0))
-        est = estimate(cfg, r["board"], design=r["design"])  # today's model, not the one at build time
+        est = estimate(
+            cfg, r["board"], design=r["design"], lstm=r.get("lstm")
+        )  # today's model, not the one at build time
         fits = r.get("fits", False)
         timing = ("met" if r.get("timing_met") else "NOT met") if fits else "does not fit"
         fmax = r.get("fmax_mhz", 0.0)
@@ -260,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         print("NPU_MODEL written to hw/estimate.py:", json.dumps(model), flush=True)
         for k, r in results.items():
             if r.get("resources", {}).get("logic"):
-                est = estimate(NPUConfig.from_dict(r["config"]), r["board"]).logic
+                est = estimate(NPUConfig.from_dict(r["config"]), r["board"], lstm=r.get("lstm")).logic
                 used = r["resources"]["logic"][0]
                 print(f"  {k:<20} estimate {est:>6}  measured {used:>6}  ({100 * (est - used) / used:+.1f} %)")
     md = table({k: results[k] for k in RUNS if k in results})

@@ -12,7 +12,7 @@ rebuilds them and rewrites :data:`NPU_MODEL` below, ``--fit`` refits from the st
   between them by :data:`NPU_BLOCK_SHARES`) plus, in the engine, a fitted cost per accumulator bit
   of a row (``cols * acc_width``: the read-modify-write adders and the drain path grow with it);
 * the LSTM gate unit (:data:`NPU_LSTM`, from its own builds) when the config has the LSTM path
-  (square power-of-two arrays from 8x8);
+  (square power-of-two arrays from 4x4);
 * every NPU memory as the RTL maps it (:func:`npu_buffers`): the UP5K's SPRAMs for the engine's
   weights and biases, SB_RAM40_4K 256x16 primitives for the collision-free RAMs, block RAM by shape
   otherwise, LUT RAM for ECP5 memories of at most 64 words; so a config whose memories do not fit is
@@ -100,7 +100,7 @@ MODEL: dict = {
 #: the blocks); the shares split it for the report.
 NPU_BLOCK_SHARES = {"engine": 0.40, "sequencer": 0.36, "link": 0.24}
 #: The LSTM path (the gate unit, hw/rnn.py with hw/pwl.py, and the sequencer's LSTM states), which
-#: the NPU has only when :func:`quant.gate_map.lstm_supported` (square power-of-two arrays from 8x8):
+#: the NPU has only when :func:`quant.gate_map.lstm_supported` (square power-of-two arrays from 4x4):
 #: device logic per family (the gate unit built alone in the pin harness, 793 LC on the UP5K and 1197
 #: LUT4 on the ECP5-85F, less about 190 of harness, plus about 150 for the sequencer's side), flip-flops (Yosys' count of the gate unit alone), DSPs (its two
 #: 16 x 16 multipliers); its memories are in :func:`npu_buffers`.
@@ -235,7 +235,9 @@ class Estimate:
         return "\n".join(lines)
 
 
-def npu_buffers(config: NPUConfig, family: str, spram: int = 0) -> dict[str, tuple[int, str, int]]:
+def npu_buffers(
+    config: NPUConfig, family: str, spram: int = 0, lstm: bool | None = None
+) -> dict[str, tuple[int, str, int]]:
     """The NPU's memories (hw/gemm.py, hw/npu.py, hw/rnn.py, hw/pwl.py, hw/hostif.py): name -> (bits,
     kind, blocks), kind ``bram`` (iCE40 EBR, ECP5 DP16KD), ``spram`` or ``lutram``.
 
@@ -264,7 +266,7 @@ def npu_buffers(config: NPUConfig, family: str, spram: int = 0) -> dict[str, tup
         ("accumulator", 2 * config.m_block, config.cols * config.acc_width, "cfr"),
         ("program", config.prog_depth, 32, "mem"),
     ]
-    if lstm_supported(config):
+    if lstm_supported(config) if lstm is None else lstm:
         mems.append(("gate cell state", cell_depth(config), 16, "mem"))
         mems += [(f"PWL knots {lvl}", tables << lvl, 16, "block") for lvl in range(levels)]
         mems += [(f"PWL {f}", tables * N, 16, "mem") for f in ("k", "k next", "y", "m")]
@@ -287,7 +289,7 @@ def npu_buffers(config: NPUConfig, family: str, spram: int = 0) -> dict[str, tup
     return out
 
 
-def npu_logic(config: NPUConfig, family: str) -> dict[str, int]:
+def npu_logic(config: NPUConfig, family: str, lstm: bool | None = None) -> dict[str, int]:
     """Device logic (iCE40 LCs or ECP5 LUT4s) of each NPU block: the array (its own model); the
     engine, sequencer and link: a fitted constant split by :data:`NPU_BLOCK_SHARES`, plus, in the
     engine, a fitted cost per accumulator bit of a row (``cols * acc_width``: its read-modify-write
@@ -301,16 +303,18 @@ def npu_logic(config: NPUConfig, family: str) -> dict[str, int]:
     for name, share in NPU_BLOCK_SHARES.items():
         v = share * k["fixed"] + (k["per_acc_bit"] * config.cols * config.acc_width if name == "engine" else 0)
         out[name] = int(round(v))
-    if lstm_supported(config):
+    if lstm_supported(config) if lstm is None else lstm:
         out["gate unit"] = NPU_LSTM[family]["logic"]
     return out
 
 
-def estimate(config: NPUConfig, board: str | Board, design: str = "npu") -> Estimate:
+def estimate(config: NPUConfig, board: str | Board, design: str = "npu", *, lstm: bool | None = None) -> Estimate:
     """Logic, FFs, DSPs, memory and Fmax of ``config`` on ``board``, without synthesis.
 
     ``design`` is ``"npu"`` (the whole NPU of hw/npu.py, what ``shiftnpu build`` builds) or
-    ``"array"`` (the systolic array alone in the pin harness).
+    ``"array"`` (the systolic array alone in the pin harness). ``lstm``: whether the NPU has the
+    LSTM path (``None``: where :func:`quant.gate_map.lstm_supported`, as ``NPU(rnn=True)`` builds it;
+    ``False`` for ``NPU(rnn=False)`` or a build from before a config had the path).
     """
     if design not in ("npu", "array"):
         raise ValueError(f"unknown design {design!r} (npu or array)")
@@ -333,14 +337,14 @@ def estimate(config: NPUConfig, board: str | Board, design: str = "npu") -> Esti
         bram, spram, dsp, fmax = 0, 0, pe_dsp, MODEL["fmax"][fam][config.pe_kind]
     else:
         k = NPU_MODEL[fam]
-        blocks = npu_logic(config, fam)
+        blocks = npu_logic(config, fam, lstm)
         logic = sum(blocks.values())
         ffs = count_ffs(config, harness=False) + int(
             k["ffs_fixed"]
             + k["ffs_per_acc_bit"] * config.cols * config.acc_width
             + (NPU_LSTM[fam]["ffs"] if "gate unit" in blocks else 0)
         )
-        buffers = npu_buffers(config, fam, dev.spram)
+        buffers = npu_buffers(config, fam, dev.spram, lstm)
         bram = sum(n for _, kind, n in buffers.values() if kind == "bram")
         spram = sum(n for _, kind, n in buffers.values() if kind == "spram")
         dsp = pe_dsp + int(k["dsp"]) + (NPU_LSTM[fam]["dsp"] if "gate unit" in blocks else 0)
@@ -438,7 +442,9 @@ def fit_npu(boards_json: str | Path) -> dict:
             cfg = NPUConfig.from_dict(r["config"])
             alpha, beta = MODEL["logic"][fam]
             array = alpha * pe_luts(cfg, fam) + beta * count_ffs(cfg, harness=False)
-            lstm = NPU_LSTM[fam] if lstm_supported(cfg) else {"logic": 0, "ffs": 0, "dsp": 0}
+            # a run records whether it had the LSTM path (the 4x4 runs from before 4x4 had it do not)
+            has_lstm = r.get("lstm", lstm_supported(cfg))
+            lstm = NPU_LSTM[fam] if has_lstm else {"logic": 0, "ffs": 0, "dsp": 0}
             x = cfg.cols * cfg.acc_width
             pts.append((x, r["resources"]["logic"][0] - array - lstm["logic"]))
             if r["resources"].get("ffs"):

@@ -505,7 +505,7 @@ class Sequencer(wiring.Component):
         R, C = cfg.rows, cfg.cols
         lr, lc = (R - 1).bit_length(), (C - 1).bit_length()
         per = entries_per_word(cfg)
-        upw = C // 8  # units per z word
+        upw = C // 8  # units per z word (0 at 4x4: a unit's gates are the two words of its row)
         FA = len(v["rp"])
 
         # ---- PWL_LOAD: fields src f0, count f1; rows/4 entries per word ----
@@ -535,7 +535,12 @@ class Sequencer(wiring.Component):
                 self.cmd.payload.relu.eq(0),
                 self.cmd.payload.gate.eq(1),
             ]
-        zw = rdq if upw == 1 else rdq.word_select(sub, 64)
+        if upw:
+            zw = rdq if upw == 1 else rdq.word_select(sub, 64)
+        else:  # 4x4: gates i, f from the first word of the row (kept in zlo), g, o from the second
+            zlo = Signal(32, **RL)
+            zw = Cat(zlo, rdq)
+            v.update(zlo=zlo)
         m.d.comb += [gu.i_stream.payload.acc[g].eq(zw[16 * g : 16 * g + 16]) for g in range(4)]
         m.d.comb += [gu.i_stream.payload.unit.eq(cidx), gu.i_stream.payload.first.eq(v["cc"] == 0)]
         v.update(per=per, upw=upw, ht=ht, cidx=cidx, half=half, sub=sub, z_row=z_row, h_row=h_row, gu=gu)
@@ -634,10 +639,16 @@ class Sequencer(wiring.Component):
         # the gate unit over every (sequence, unit): read z, send it, take h' into the packed h word
         with m.State("L_G_READ"):
             m.d.comb += [addr.eq(bp), rd.eq(1)]
-            m.next = "L_G_RWAIT"
+            m.next = "L_G_RWAIT" if upw else "L_G_READ2"
+        if not upw:  # 4x4: the row's second word (bsum = bp + 1) right after the first
+            with m.State("L_G_READ2"):
+                m.d.comb += [addr.eq(v["bsum"]), rd.eq(1)]
+                m.next = "L_G_RWAIT"
         with m.State("L_G_RWAIT"):
             m.next = "L_G_LATCH"
-        with m.State("L_G_LATCH"):  # rdq is loaded at the end of this cycle
+        with m.State("L_G_LATCH"):  # rdq is loaded at the end of this cycle (at 4x4 the second word)
+            if not upw:
+                m.d.sync += v["zlo"].eq(v["rdq"])  # the first word, loaded a cycle before
             m.next = "L_G_SEND"
         with m.State("L_G_SEND"):
             m.d.comb += gu.i_stream.valid.eq(1)
@@ -652,13 +663,17 @@ class Sequencer(wiring.Component):
                 with m.If((ln == R - 1) | last_j):
                     m.d.comb += [addr.eq(wp), we.eq(1)]
                     m.d.sync += [ln.eq(0), wp.eq(wp + M_)]
-                # next unit's z word: sub, then half, then the next N-tile (2 * M words on)
-                if upw > 1:
-                    m.d.sync += sub.eq(sub + 1)
-                with m.If(sub == upw - 1):
-                    m.d.sync += [sub.eq(0), half.eq(~half), bp.eq(v["bsum"])]
-                    with m.If(half):
-                        m.d.sync += bp.eq(bp + (M_ << 1) - 1)
+                # next unit's z word: sub, then half, then the next N-tile (2 * M words on); at 4x4
+                # every unit is an N-tile of its own
+                if not upw:
+                    m.d.sync += bp.eq(bp + (M_ << 1))
+                else:
+                    if upw > 1:
+                        m.d.sync += sub.eq(sub + 1)
+                    with m.If(sub == upw - 1):
+                        m.d.sync += [sub.eq(0), half.eq(~half), bp.eq(v["bsum"])]
+                        with m.If(half):
+                            m.d.sync += bp.eq(bp + (M_ << 1) - 1)
                 m.next = "L_G_READ"
                 with m.If(last_j):  # next sequence
                     m.d.sync += [

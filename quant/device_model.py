@@ -167,7 +167,9 @@ class DeviceModel:
         tables = tables_from_entries(cfg, self.pwl)
         for i in range(HT * M):  # h_0 = 0
             self.feature[a["h_base"] + i] = 0
-        upw = C // 8  # units per z word
+        # a result row of an N-tile is two words of cols/2 int16 lanes: unit r of the tile is lanes
+        # 4r .. 4r + 3 of the pair (one word holds cols/8 units from 8x8 on; at 4x4 a unit spans both)
+        row_bits = 8 * C
         for t in range(T):
             for i in range(XT * M):  # x_t into the activation matrix
                 self.feature[a["act_base"] + i] = self.feature[a["x_base"] + t * XT * M + i]
@@ -177,8 +179,9 @@ class DeviceModel:
                 z = np.zeros((4, H), dtype=np.int64)
                 for j in range(H):
                     nt, r = divmod(j, C // 4)
-                    word = self.feature[a["z_base"] + 2 * (nt * M + m) + r // upw]
-                    z[:, j] = _lanes16_of(word >> (64 * (r % upw)), 4)
+                    base = a["z_base"] + 2 * (nt * M + m)
+                    pair = self.feature[base] | self.feature[base + 1] << row_bits
+                    z[:, j] = _lanes16_of(pair >> (64 * r), 4)
                 c = np.array([0 if t == 0 else self.cell[m * H + j] for j in range(H)], dtype=np.int64)
                 h, c2 = lstm_pointwise(z, c, tables, cfg.cell_frac_bits)
                 self.cell[m * H : (m + 1) * H] = [int(v) for v in c2]

@@ -30,6 +30,7 @@ __all__ = [
     "FIELD_M",
     "cell_depth",
     "lstm_supported",
+    "z_words_per_unit",
     "pwl_address",
     "table_entries",
     "entry_words",
@@ -52,10 +53,20 @@ def cell_depth(config: NPUConfig) -> int:
 
 
 def lstm_supported(config: NPUConfig) -> bool:
-    """Whether the NPU of ``config`` has the LSTM path: a square power-of-two array of >= 8 columns
-    (a feature word holds a unit's four int16 gates; tile counts are shifts)."""
+    """Whether the NPU of ``config`` has the LSTM path: a square power-of-two array of >= 4 columns.
+
+    Tile counts are shifts, and a unit's four int16 gates lie in whole feature words: from 8x8 on, one
+    word holds ``cols / 8`` units' gates; at 4x4 a unit's gates are the two words of its gate-GEMM
+    row (gates i, f in the first, g, o in the second), which the sequencer reads back to back. A
+    word also holds whole 32-bit PWL table entries (``rows / 4`` of them).
+    """
     R = config.rows
-    return config.rows == config.cols and R >= 8 and not R & (R - 1)
+    return config.rows == config.cols and R >= 4 and not R & (R - 1)
+
+
+def z_words_per_unit(config: NPUConfig) -> int:
+    """Feature words the sequencer reads per (sequence, unit) of the LSTM op: 2 at 4x4, else 1."""
+    return 2 if config.cols == 4 else 1
 
 
 def _index_width(config: NPUConfig) -> int:

@@ -4,7 +4,8 @@ The sequencer's memory port is registered both ways, so a read's word arrives tw
 state and is usable from its own register one cycle later. Per time step the ``LSTM`` op copies ``x_t``
 (four cycles a word), runs one gate-mode GEMM (its cycles from :func:`quant.perf.gemm_cycles`, plus the
 hand-over), and then sends every (sequence, unit) through the one gate unit, :func:`unit_cycles` each: read
-and register the z word (three cycles), hand it over, then the gate unit's own ``cycles_per_unit``
+and register the z word (three cycles; four at 4x4, where a unit's gates are two words read back to
+back), hand it over, then the gate unit's own ``cycles_per_unit``
 (hw/rnn.py, ``z_in`` mode). The GEMM hand-over constant was
 read off the RTL; the rest follows the state machines. :func:`program_cycles` adds up a compiled
 LSTM model's program (PWL_LOAD, LSTM, dense GEMMs, ARGMAX, END); tests/test_npu_lstm_e2e.py holds
@@ -14,7 +15,7 @@ it equal to the cycle count the simulated device reports.
 from __future__ import annotations
 
 from .config import NPUConfig
-from .gate_map import entries_per_word
+from .gate_map import entries_per_word, z_words_per_unit
 from .perf import gemm_cycles
 from .program import INSTR_WORDS
 from .tiling import tiles
@@ -39,7 +40,8 @@ _GEMM_HANDOVER = 2
 #: Sequencer cycles per feature word read before its word is there (registered memory port).
 _READ = 2
 
-#: Sequencer cycles before each (sequence, unit)'s hand-over to the gate unit: the z read and its register.
+#: Sequencer cycles before each (sequence, unit)'s hand-over to the gate unit: the z read and its register
+#: (plus one cycle per further word of the unit: :func:`quant.gate_map.z_words_per_unit`).
 _Z_READ = _READ + 1
 
 #: Sequencer cycles per word of the LSTM op's x copy: read (2), register, write.
@@ -52,10 +54,11 @@ def pwl_latency(config: NPUConfig) -> int:
 
 
 def unit_cycles(config: NPUConfig) -> int:
-    """Cycles per (sequence, unit) of the LSTM op: z read and register (3) + hand-over + the gate unit's z_in cycles per unit."""
+    """Cycles per (sequence, unit) of the LSTM op: z read and register (3, or 4 for the two words at 4x4)
+    + hand-over + the gate unit's z_in cycles per unit."""
     L = pwl_latency(config)
     gate_unit = 1 + (L + 3) + 1 + L + 1 + 1  # hw.rnn.GateUnit(z_in=True).cycles_per_unit
-    return _Z_READ + gate_unit
+    return _Z_READ + (z_words_per_unit(config) - 1) + gate_unit
 
 
 def pwl_load_cycles(config: NPUConfig, words: int) -> int:

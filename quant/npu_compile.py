@@ -375,8 +375,8 @@ def _check_lstm(cfg: NPUConfig, layer: LSTMLayer, batch: int) -> None:
     R = cfg.rows
     if not lstm_supported(cfg):
         raise CompileError(
-            f"{what}: the LSTM path needs a power-of-two array of at least 8 columns (one feature word holds "
-            f"a unit's four int16 gates), got {R}x{cfg.cols}"
+            f"{what}: the LSTM path needs a square power-of-two array of at least 4x4 (a unit's four int16 "
+            f"gates fill whole feature words), got {R}x{cfg.cols}"
         )
     H = layer.hidden
     if batch * H > cell_depth(cfg):
@@ -394,7 +394,8 @@ def lstm_gemm_params(cfg: NPUConfig, layer: LSTMLayer) -> tuple[np.ndarray, list
 
     Rows: ``x`` (``XT`` K-tiles), then ``h`` (``HT`` K-tiles), each padded to whole tiles (codes 0
     there meet zero activations). Column ``4j + g`` is gate ``g`` (i, f, g, o) of unit ``j``, so the
-    gate GEMM's result row holds each unit's four gates in one feature word.
+    gate GEMM's result row holds each unit's four gates in one feature word (from 8x8 on) or in the
+    row's two words (4x4: i, f in the first, g, o in the second).
     """
     R = cfg.rows
     H, n_in = layer.hidden, int(layer.W.shape[1])

@@ -91,10 +91,12 @@ def test_memory_blocks():
     # levels are block RAM on iCE40 even when tiny
     assert e.buffers["accumulator"][1:] == ("bram", 11) and e.buffers["PWL knots 0"][1:] == ("bram", 1)
     # the LSTM path (gate unit, its PWL and cell memories, two DSPs) only where the NPU has it
-    # (quant.gate_map.lstm_supported: square power-of-two arrays from 8x8)
+    # (quant.gate_map.lstm_supported: square power-of-two arrays from 4x4)
+    e2 = estimate(NPUConfig(rows=2, cols=2), "icebreaker")
+    assert "gate unit" not in e2.blocks and not any(k.startswith("PWL") for k in e2.buffers)
+    assert e.dsp - e2.dsp == 2 and "gate unit" in e.blocks and e.buffers["PWL knots 3"][1:] == ("bram", 1)
     e4 = estimate(NPUConfig(rows=4, cols=4), "icebreaker")
-    assert "gate unit" not in e4.blocks and not any(k.startswith("PWL") for k in e4.buffers)
-    assert e.dsp - e4.dsp == 2 and "gate unit" in e.blocks and e.buffers["PWL knots 3"][1:] == ("bram", 1)
+    assert "gate unit" in e4.blocks and e4.dsp == e.dsp and e4.buffers["PWL knots 3"][1:] == ("bram", 1)
     u = estimate(NPUConfig(), "ulx3s-85f")
     assert u.buffers["feature"][1:] == ("bram", 4) and u.spram == 0  # 512x36 DP16KDs
     assert u.buffers["PWL m"][1:] == ("lutram", 0) and u.buffers["weights"][1:] == ("bram", 2)

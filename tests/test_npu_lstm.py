@@ -17,9 +17,15 @@ from quant.model import NPUModel
 from quant.npu_compile import compile_model
 from quant.program import Instr, Op, decode_program, encode_program
 from quant.rnn import default_tables
+from quant.tiling import unpack_features
 from sim.runner import run_cocotb
 from tests.model_factory import random_lstm
 from tests.test_npu_core import CFG  # the same NPUCore build as tests/test_npu_core.py
+
+#: the smallest array with the LSTM path (a unit's gates span two feature words); the memories of the
+#: iCEBreaker's 4x4 build for a hidden-32 LSTM (``shiftnpu build --board icebreaker --rows 4 --cols 4
+#: --chan-depth 256 --weight-depth 2048``), with a larger feature memory for the batches here
+CFG4 = NPUConfig(rows=4, cols=4, act_depth=1024, chan_depth=256, weight_depth=2048, m_block=32, prog_depth=128)
 
 SEQ_MODEL = "examples/seq_digits_lstm_3bit.npu"
 
@@ -44,23 +50,50 @@ def _outputs(compiled, dm):
     return compiled.decode_outputs([dm.feature[b : b + n] for b, n in compiled.read_plan()])
 
 
+_DM_CASES = [
+    ({"seed": 1}, 4),
+    ({"seed": 2, "inputs": 11, "hidden": 20, "steps": 5}, 3),  # partial x and h tiles, odd H
+    ({"seed": 3, "hidden": 8, "gain": 8.0}, 8),  # saturated gates and cell
+    ({"seed": 4, "inputs": 3, "hidden": 1, "steps": 2}, 1),
+]
+
+
 @pytest.mark.parametrize(
-    "kw,batch",
-    [
-        ({"seed": 1}, 4),
-        ({"seed": 2, "inputs": 11, "hidden": 20, "steps": 5}, 3),  # partial x and h tiles, odd H
-        ({"seed": 3, "hidden": 8, "gain": 8.0}, 8),  # saturated gates and cell
-        ({"seed": 4, "inputs": 3, "hidden": 1, "steps": 2}, 1),
-    ],
+    "cfg,kw,batch",
+    [(CFG, kw, b) for kw, b in _DM_CASES]
+    + [(CFG4, kw, b) for kw, b in _DM_CASES]
+    + [(CFG4, {"seed": 5, "inputs": 8, "hidden": 32, "steps": 8}, 4)],  # issue #5's layer (4H + 10 channels)
+    ids=[f"8x8-{i}" for i in range(4)] + [f"4x4-{i}" for i in range(4)] + ["4x4-h32"],
 )
-def test_device_model_lstm_equals_golden(kw, batch):
-    model = random_lstm(config=CFG, **kw)
-    compiled = compile_model(model, batch, CFG)
+def test_device_model_lstm_equals_golden(cfg, kw, batch):
+    model = random_lstm(config=cfg, **kw)
+    compiled = compile_model(model, batch, cfg)
     x = np.random.default_rng(kw["seed"]).integers(-128, 128, size=(batch, *model.input.shape))
-    logits, classes = _outputs(compiled, _run_model(CFG, compiled, x))
+    logits, classes = _outputs(compiled, _run_model(cfg, compiled, x))
     trace = golden.forward(model, x, intermediates=True)
     assert np.array_equal(logits, trace[-2][1])
     assert np.array_equal(classes, trace[-1][1])
+
+
+def _h_matrix(compiled, dm):
+    """The LSTM op's last h (``m x H``) as the device holds it: HT tiles of m words at h_base."""
+    lstm = next(i for i in decode_program(compiled.program) if i.op == Op.LSTM).args
+    HT = -(-lstm["hidden"] // compiled.config.rows)
+    words = dm.feature[lstm["h_base"] : lstm["h_base"] + HT * lstm["m"]]
+    return unpack_features(words, lstm["m"], lstm["hidden"], compiled.config.rows)
+
+
+@pytest.mark.parametrize("cfg,hidden", [(CFG, 24), (CFG4, 32)], ids=["8x8", "4x4"])
+def test_device_model_h_equals_golden_at_every_step(cfg, hidden):
+    """h_t after each step t (a program of t steps over the first t inputs); the test 8x8 build's
+    128 channels hold 4H + 10 for H <= 29."""
+    model = random_lstm(6, cfg, inputs=8, hidden=hidden, steps=8)
+    x = np.random.default_rng(6).integers(-128, 128, size=(3, 8, 8))
+    for t in range(1, 9):
+        mt = dataclasses.replace(model, input=dataclasses.replace(model.input, shape=(t, 8)))
+        compiled = compile_model(mt, 3, cfg)
+        h = _h_matrix(compiled, _run_model(cfg, compiled, x[:, :t]))
+        assert np.array_equal(h, golden.lstm(x[:, :t], model.layers[0], cfg)), f"step {t}"
 
 
 def test_trained_model_on_device_model():
@@ -69,6 +102,18 @@ def test_trained_model_on_device_model():
     compiled = compile_model(model, 8, cfg)
     x = np.random.default_rng(0).integers(0, 113, size=(8, 8, 8))
     logits, classes = _outputs(compiled, _run_model(cfg, compiled, x))
+    trace = golden.forward(model, x, intermediates=True)
+    assert np.array_equal(logits, trace[-2][1]) and np.array_equal(classes, trace[-1][1])
+
+
+def test_trained_model_on_4x4_device_model():
+    """The shipped seq-digits LSTM (8 -> 32, 8 steps) re-embedded with a 4x4 config (its integer network
+    does not depend on the array; the file itself keeps its 8x8 config) runs bit-exact on the 4x4 device."""
+    model = NPUModel.load(SEQ_MODEL)
+    model4 = dataclasses.replace(model, config=CFG4)
+    compiled = compile_model(model4, 8, CFG4)
+    x = np.random.default_rng(0).integers(0, 113, size=(8, 8, 8))
+    logits, classes = _outputs(compiled, _run_model(CFG4, compiled, x))
     trace = golden.forward(model, x, intermediates=True)
     assert np.array_equal(logits, trace[-2][1]) and np.array_equal(classes, trace[-1][1])
 
@@ -93,11 +138,12 @@ def test_table_addresses_match_the_gate_unit():
 def test_cycle_model_matches_the_gate_unit():
     from quant.lstm_perf import pwl_latency, unit_cycles
 
-    for cfg in (NPUConfig(), NPUConfig(pwl_pieces=8), NPUConfig(pwl_pieces=32)):
+    for cfg in (NPUConfig(), NPUConfig(pwl_pieces=8), NPUConfig(pwl_pieces=32), CFG4):
         gu = GateUnit(cfg, "lstm", hidden=cell_depth(cfg), z_in=True)
         gu._MustUse__silence = True  # only its figures are read
         assert pwl_latency(cfg) == gu.pwl.latency
-        assert unit_cycles(cfg) == gu.cycles_per_unit + 3  # + the sequencer's z read (registered port, registered word)
+        # + the sequencer's z read (registered port, registered word; at 4x4 two words back to back)
+        assert unit_cycles(cfg) == gu.cycles_per_unit + (4 if cfg.cols == 4 else 3)
 
 
 def test_program_format_round_trip_and_flags():
@@ -122,9 +168,9 @@ def test_compiler_refuses_what_the_lstm_path_cannot_run():
     model = random_lstm(1, CFG, hidden=16)
     with pytest.raises(CompileError, match="cells"):
         compile_model(model, cell_depth(CFG) // 16 + 1, CFG)
-    small = NPUConfig(rows=4, cols=4)
-    with pytest.raises(CompileError, match="power-of-two array of at least 8"):
-        compile_model(random_lstm(1, small), 1, small)
+    for small in (NPUConfig(rows=2, cols=2), NPUConfig(rows=12, cols=12)):
+        with pytest.raises(CompileError, match="square power-of-two array of at least 4x4"):
+            compile_model(random_lstm(1, small), 1, small)
     odd = CFG.replace(pwl_pieces=8)
     with pytest.raises(CompileError, match="pieces"):
         compile_model(random_lstm(1, CFG), 1, odd)
@@ -138,9 +184,17 @@ def test_compiler_refuses_what_the_lstm_path_cannot_run():
 
 
 def _scenario(name, cfg, model, batch, seed):
+    """A compiled model's run for npu_bench: memory images, the words to check, its modelled cycles."""
+    from quant.lstm_perf import program_cycles
+
     compiled = compile_model(model, batch, cfg)
     x = np.random.default_rng(seed).integers(-128, 128, size=(batch, *model.input.shape))
-    return {"name": name, "images": _images(compiled, x), "check_words": compiled.feature_words}
+    return {
+        "name": name,
+        "images": _images(compiled, x),
+        "check_words": compiled.feature_words,
+        "cycles": program_cycles(compiled),
+    }
 
 
 def test_npu_core_runs_lstm_programs():
@@ -163,6 +217,7 @@ def test_npu_core_runs_lstm_programs():
     )
     gm["images"]["program"] = encode_program([gemm])
     gm["name"] = "gate-gemm"
+    del gm["cycles"]  # a lone gate-mode GEMM: its figure is not the model's program
     scenarios.append(gm)
     run_cocotb(
         "npucore",
@@ -170,4 +225,23 @@ def test_npu_core_runs_lstm_programs():
         lambda: NPUCore(CFG, 256),
         "npu_bench",
         bench_params={"config": CFG.to_dict(), "prog_depth": 256, "scenarios": scenarios},
+    )
+
+
+def test_npu_core_4x4_runs_lstm_programs():
+    """A 4x4 NPUCore (a unit's four gates in two feature words, h four units a word) leaves the feature
+    memory exactly as the device model does, in exactly quant.lstm_perf's cycles."""
+    cases = [
+        ("lstm4-h32", random_lstm(1, CFG4, inputs=8, hidden=32, steps=8), 2, 1),  # issue #5's layer
+        ("lstm4-odd", random_lstm(2, CFG4, inputs=11, hidden=21, steps=3), 3, 2),  # partial x and h tiles
+        ("lstm4-sat", random_lstm(3, CFG4, hidden=8, steps=4, gain=8.0), 5, 3),  # saturated gates and cell
+        ("lstm4-one", random_lstm(4, CFG4, inputs=3, hidden=1, steps=2), 1, 4),  # one unit, one-row GEMMs
+    ]
+    scenarios = [_scenario(name, CFG4, model, batch, seed) for name, model, batch, seed in cases]
+    run_cocotb(
+        "npucore",
+        {"config": CFG4.to_dict(), "prog_depth": 128},
+        lambda: NPUCore(CFG4, 128),
+        "npu_bench",
+        bench_params={"config": CFG4.to_dict(), "prog_depth": 128, "scenarios": scenarios},
     )

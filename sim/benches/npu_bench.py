@@ -2,7 +2,8 @@
 
 The bench writes the memory images and the program through the host port, pulses start, waits
 for done, reads the whole used feature range back and compares it word for word with
-quant.device_model.DeviceModel after the same program.
+quant.device_model.DeviceModel after the same program; a scenario with a ``cycles`` entry also
+checks the sequencer's cycle count against it.
 """
 
 from __future__ import annotations
@@ -72,3 +73,8 @@ async def run_program(dut):
         bad = [i for i in range(n) if got[i] != model.feature[i]]
         dut._log.info(f"scenario {sc_i} ({sc['name']}): {int(dut.cycles.value)} cycles, {len(bad)} bad words")
         assert not bad, f"scenario {sc_i} ({sc['name']}): {len(bad)} feature words differ, first at {bad[:5]}"
+        if "cycles" in sc:  # the cycle model's count (quant.lstm_perf.program_cycles), where the scenario has one
+            got_cycles = int(dut.cycles.value)
+            assert got_cycles == sc["cycles"], (
+                f"scenario {sc_i} ({sc['name']}): {got_cycles} cycles, model {sc['cycles']}"
+            )
