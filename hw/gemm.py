@@ -103,8 +103,9 @@ class GemmEngine(wiring.Component):
         Verification hook: freezes the whole compute pipeline for a cycle (the next one: the
         pipeline enable is a register). Tie to 0.
     out_stall : In(1)
-        Verification hook: backpressure on the requantizer's output stream (in the next cycle,
-        through a register). Tie to 0.
+        Verification hook: backpressure on the requantizer's output stream, in the next cycle
+        (through a register), which also freezes the compute pipeline then, as a stall of the
+        result path would. Tie to 0.
 
     Parameters
     ----------
@@ -225,12 +226,12 @@ class GemmEngine(wiring.Component):
         # iCE40 that emulation would cost ~550 LCs for this 176-bit-wide memory).
         amem = m.submodules.amem = CollisionFreeRAM(self.acc_row_width, 2 * Mb)
 
-        # The pipeline enable is a register, decided a cycle ahead (see the drain): it is the clock
-        # enable of every PE and pipeline register, so nothing but its flip-flop and the route to
-        # them may be on its path. The verification hooks stall and out_stall act a cycle late.
+        # The pipeline enable is the clock enable of every PE and pipeline register: a flip-flop,
+        # so that only its route is on its path. Both verification hooks act a cycle late through
+        # it, and output backpressure (out_stall) freezes the compute pipeline with the result
+        # path, so that the lanes never fall behind the drain's schedule (see drain_ok).
         en = Signal(init=1)
-        drain_hold = Signal()  # next cycle, a drained row arrives at a full row buffer (D == 1, backpressure only)
-        m.d.sync += en.eq(~self.stall & ~drain_hold)
+        m.d.sync += en.eq(~self.stall & ~self.out_stall)
 
         f_rd, f_wr = fmem.read_port(), fmem.write_port()
         c_we = Signal()
@@ -478,9 +479,10 @@ class GemmEngine(wiring.Component):
         lane_ok = None
         if D == 1:
             # One entry: the next row is read while the head row's last lanes still leave, timed so
-            # that (without output backpressure) it arrives as the head's last lane is taken. If
-            # backpressure holds the lanes back, the arriving row freezes the compute pipeline
-            # (``drain_hold``) until its entry is free; the accumulator memory keeps its output.
+            # that (without output backpressure) it arrives as the head's last lane is taken. The
+            # lanes never fall behind that: a slot is decided only in a cycle with the pipeline
+            # enabled (drain_ok), when a lane is taken, and so is one in each of the enabled cycles
+            # up to the capture (output backpressure, which holds the lanes, also clears en).
             # lane_ok: buf_lane >= early, as a register (buf_lane is far from the issuer); a lane
             # earlier than the slot, which is decided a cycle ahead (drain_ok)
             early = C - 2 - L
@@ -492,6 +494,7 @@ class GemmEngine(wiring.Component):
         # decision is one LUT away from flip-flops. A stale "yes" is never wrong: the conditions
         # only turn false through a slot issued (hence ~d_issue) or a row captured (which needs a
         # slot in flight, and then they were false already). A stale "no" costs a cycle.
+        # (Decided in enabled cycles only, see lane_ok: without stalls en is always set.)
         drain_ok = Signal()
         m.d.comb += drain_slot.eq(drain_ok & ~(ld_early & w_ready))
         can_start = Signal()
@@ -584,7 +587,7 @@ class GemmEngine(wiring.Component):
         capture = Signal()
         pop = Signal()  # the head row's last lane leaves this cycle
         m.d.comb += [d_issue.eq(en & drain_slot), capture.eq(en & tap_w.drain)]
-        m.d.sync += drain_ok.eq(busy & d_todo & block_ready.bit_select(d_bank, 1) & d_more & drain_room & ~d_issue)
+        m.d.sync += drain_ok.eq(busy & d_todo & block_ready.bit_select(d_bank, 1) & d_more & drain_room & ~d_issue & en)
         with m.If(busy):
             m.d.sync += [d_inflight.eq(d_inflight + d_issue - capture), q_count.eq(q_count + capture - pop)]
         # the row's address (word offsets doubled in gate mode: two words per row)
@@ -669,20 +672,6 @@ class GemmEngine(wiring.Component):
             with m.If(self.cmd.valid & self.cmd.ready):
                 m.d.sync += lane_ok.eq(int(early <= 0))
         m.d.comb += pop.eq(take & lane_last)
-        if D == 1:
-            # drain_hold for the next cycle, from this cycle's values: the drain tap, the buffer, the
-            # stage and the requantizer's readiness as they will be (out_stall_q is out_stall now). The
-            # requantizer's next output valid is not visible here: under out_stall it is taken as
-            # set, which can only hold a cycle more than needed (a take the hold did not expect
-            # then empties the buffer, and the held capture goes in next cycle).
-            accept = self.cmd.valid & self.cmd.ready
-            n_tap_drain = Mux(en, tap_r.drain, tap_w.drain)
-            n_buf_valid = Mux(busy, (buf_valid & ~pop) | capture, buf_valid & ~accept)
-            n_st_valid = take | (st_valid & ~rq.i_stream.ready)
-            n_ready = ~self.out_stall  # (a requantizer that does not advance now keeps its output)
-            n_lane_last = Mux(accept, int(C == 1), Mux(take, Mux(lane_last, int(C == 1), buf_lane == C - 2), lane_last))
-            n_pop = n_buf_valid & (~n_st_valid | n_ready) & n_lane_last
-            m.d.comb += drain_hold.eq(n_tap_drain & n_buf_valid & ~n_pop)
         # The head row shifts down by one lane per lane taken, so the lane sent is always its
         # lowest one: no C-way multiplexer. (A capture never goes to the head while it is being
         # taken from: the buffer then holds at least the head row, so the free entry is another.)
@@ -712,7 +701,7 @@ class GemmEngine(wiring.Component):
         with m.If(self.cmd.valid & self.cmd.ready):
             m.d.sync += o_lane.eq(0)
         value = Signal(signed(16))
-        out_stall_q = Signal()  # the output backpressure hook, a cycle late (see drain_hold)
+        out_stall_q = Signal()  # the output backpressure hook, a cycle late (as en)
         m.d.sync += out_stall_q.eq(self.out_stall)
         m.d.comb += [value.eq(Mux(o_mask, 0, rq.o_stream.payload)), rq.o_stream.ready.eq(~out_stall_q)]
         full_word = Signal(unsigned(self.feature_width))
