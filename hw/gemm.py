@@ -501,9 +501,13 @@ class GemmEngine(wiring.Component):
         prev_vec = Signal()  # the previous slot was a vector
         # A one-row block would otherwise read its accumulator row in the very cycle the previous
         # pass writes it (the read port is not transparent): keep one slot between such passes.
-        m.d.comb += can_start.eq(
-            running & w_ready & (~i_kt0 | ~acc_busy.bit_select(i_accbank, 1)) & ~(one_row & prev_vec)
-        )
+        # running and "the pass's bank is free" are registered, a cycle behind their terms: those
+        # change at a pass's end (the next pass then waits at least two cycles for its weights),
+        # at a pass's first vector (the pass then runs on i_in_pass) or when the drain frees a bank
+        # (a pass waiting for that starts a cycle later).
+        start_ok = Signal()
+        m.d.sync += start_ok.eq(running & (~i_kt0 | ~acc_busy.bit_select(i_accbank, 1)))
+        m.d.comb += can_start.eq(start_ok & w_ready & ~(one_row & prev_vec))
         issue_vec = Signal()
         m.d.comb += issue_vec.eq(~drain_slot & (i_in_pass | can_start))
         m.d.comb += last_pending.eq((i_in_pass | can_start) & i_last)

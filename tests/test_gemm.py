@@ -72,6 +72,11 @@ def test_gemm_8x8_random_shapes(tmp_path):
         dict(m=128, k=8, n=8, seed=2),
         dict(m=129, k=9, n=9, seed=3),
         dict(m=3, k=256, n=3, seed=4, data="extreme"),
+        # heavy output backpressure alone (it also freezes the compute pipeline, so a drained row
+        # must never reach the one-entry row buffer before its head row's lanes have left), a
+        # drain-bound shape; and the compute stall alone, which lets the lanes run ahead
+        dict(m=48, k=8, n=24, seed=5, out_stall=0.7),
+        dict(m=40, k=16, n=16, seed=6, stall=0.6),
     ]
     report = _run(CFG8, cases, tmp_path)
     assert len(report) == len(cases)
