@@ -511,10 +511,15 @@ class GemmEngine(wiring.Component):
         issue_vec = Signal()
         m.d.comb += issue_vec.eq(~drain_slot & (i_in_pass | can_start))
         m.d.comb += last_pending.eq((i_in_pass | can_start) & i_last)
-        act_base = Signal(FA)
-        m.d.sync += act_base.eq(cmd.act_base + i_kt_off + i_mb_off)
+        # The activation address (act_base + kt*M + mb*Mb + row) is a register, not an adder behind
+        # i_row: it feeds the feature memory and, on the iCE40, Yosys' read-collision comparator.
+        # It counts up with the vectors of a pass and is reloaded from the offsets whenever no pass
+        # runs (they settle a cycle after a pass's end; the next pass waits at least two cycles).
         act_addr = Signal(FA)
-        m.d.comb += act_addr.eq(act_base + i_row)
+        with m.If(en & busy & issue_vec):
+            m.d.sync += act_addr.eq(act_addr + 1)
+        with m.Elif(~i_in_pass):
+            m.d.sync += act_addr.eq(cmd.act_base + i_kt_off + i_mb_off)
 
         m.d.comb += [
             slot.vec.eq(issue_vec),
