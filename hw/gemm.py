@@ -206,7 +206,8 @@ class GemmEngine(wiring.Component):
         )
         # The requantizer's tag: the row's address, "lane past N" and "last lane of the GEMM". The
         # lane itself is counted at the collector (every row sends its lanes 0..C-1 in order).
-        m.submodules.requant = rq = Requantizer(cfg, tag_width=FA + 2, gate=self.gate)
+        # (collapse=False: its stage enables are the registered output ready alone, see out_ready)
+        m.submodules.requant = rq = Requantizer(cfg, tag_width=FA + 2, gate=self.gate, collapse=False)
 
         # Feature and accumulator memories need a read and a write port in one cycle (EBR). The
         # weight memory and the channel biases are read while busy and written only while idle:
@@ -487,7 +488,12 @@ class GemmEngine(wiring.Component):
             # earlier than the slot, which is decided a cycle ahead (drain_ok)
             early = C - 2 - L
             lane_ok = Signal(init=int(early <= 0))
-            m.d.comb += drain_room.eq((d_inflight == 0) & ((q_count == 0) | lane_ok))
+            d_free = d_inflight == 0
+            if C - 1 - L <= 0:
+                # A row's lanes fit in the pipeline latency (4x4): the next slot may be decided as
+                # a row is captured, unless it is the block's last (then the drain state moves on).
+                d_free = d_free | (en & meta[L].drain & (meta[L].row != d_rows_m1))
+            m.d.comb += drain_room.eq(d_free & ((q_count == 0) | lane_ok))
         else:
             m.d.comb += drain_room.eq(d_inflight + q_count < D)
         # The drain's conditions are registered (drain_ok, a cycle behind), so that the issuer's
@@ -710,9 +716,9 @@ class GemmEngine(wiring.Component):
         with m.If(self.cmd.valid & self.cmd.ready):
             m.d.sync += o_lane.eq(0)
         value = Signal(signed(16))
-        out_stall_q = Signal()  # the output backpressure hook, a cycle late (as en)
-        m.d.sync += out_stall_q.eq(self.out_stall)
-        m.d.comb += [value.eq(Mux(o_mask, 0, rq.o_stream.payload)), rq.o_stream.ready.eq(~out_stall_q)]
+        out_ready = Signal(init=1)  # the output backpressure hook, a cycle late (as en)
+        m.d.sync += out_ready.eq(~self.out_stall)
+        m.d.comb += [value.eq(Mux(o_mask, 0, rq.o_stream.payload)), rq.o_stream.ready.eq(out_ready)]
         full_word = Signal(unsigned(self.feature_width))
         byte_word = Signal(unsigned(self.feature_width))
         for c in range(C):

@@ -132,7 +132,11 @@ def gemm_cycles(
         d_rows = min(d_rows_left, Mb)
         d_last_block = d_nt == NT - 1 and d_rows_left <= Mb
         if drain_rows == 1:  # one entry: the next row may be read while the head's last lanes leave
-            drain_room = d_inflight == 0 and (not queue or buf_lane >= C - 2 - L)
+            # (4x4: a row's lanes fit in the pipeline latency, the next slot may be decided at a
+            # capture that is not the block's last)
+            tap = meta[L]
+            d_free = d_inflight == 0 or (C - 1 - L <= 0 and tap is not None and tap[1] and tap[4] != d_rows - 1)
+            drain_room = d_free and (not queue or buf_lane >= C - 2 - L)
         else:
             drain_room = d_inflight + len(queue) < drain_rows
         # after a loader start with the last vector still pending, that vector issues next cycle;
