@@ -317,6 +317,10 @@ class GemmEngine(wiring.Component):
         d_mb_off = Signal(MOW)
         d_rows_m1 = Signal(range(Mb))  # rows of the drained block - 1 (registered, see i_rows_m1)
         d_last_mb = Signal()
+        # The slot at the accumulator write tap is the drained block's last row: compared a stage
+        # earlier and moved along with the slot (d_rows_m1 is current then: the next block's first
+        # slot comes after this block's last capture), so the capture's decisions start at a flip-flop.
+        d_cap_last = Signal()
         d_req = Signal(range(Mb + 1))  # next row to request
         d_req0 = Signal()  # d_req == 0 (kept beside d_req)
         D = self.drain_rows
@@ -492,7 +496,7 @@ class GemmEngine(wiring.Component):
             if C - 1 - L <= 0:
                 # A row's lanes fit in the pipeline latency (4x4): the next slot may be decided as
                 # a row is captured, unless it is the block's last (then the drain state moves on).
-                d_free = d_free | (en & meta[L].drain & (meta[L].row != d_rows_m1))
+                d_free = d_free | (en & meta[L].drain & ~d_cap_last)
             m.d.comb += drain_room.eq(d_free & ((q_count == 0) | lane_ok))
         else:
             m.d.comb += drain_room.eq(d_inflight + q_count < D)
@@ -602,6 +606,8 @@ class GemmEngine(wiring.Component):
         capture = Signal()
         pop = Signal()  # the head row's last lane leaves this cycle
         m.d.comb += [d_issue.eq(en & drain_slot), capture.eq(en & tap_w.drain)]
+        with m.If(en):
+            m.d.sync += d_cap_last.eq(meta[L - 1].row == d_rows_m1)
         m.d.sync += drain_ok.eq(busy & d_todo & block_ready.bit_select(d_bank, 1) & d_more & drain_room & ~d_issue & en)
         with m.If(busy):
             m.d.sync += [d_inflight.eq(d_inflight + d_issue - capture), q_count.eq(q_count + capture - pop)]
@@ -623,10 +629,10 @@ class GemmEngine(wiring.Component):
                     q_data[i].eq(amem.rdata),
                     q_waddr[i].eq(d_waddr),
                     q_chan[i].eq(d_chan_off),
-                    q_final[i].eq(d_last_block & (tap_w.row == d_rows_m1)),
+                    q_final[i].eq(d_last_block & d_cap_last),
                 ]
         with m.If(capture):
-            with m.If(tap_w.row == d_rows_m1):
+            with m.If(d_cap_last):
                 # every row of this block is read: its bank may take the block after next
                 m.d.sync += [
                     acc_busy.bit_select(d_bank, 1).eq(0),
