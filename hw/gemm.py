@@ -114,7 +114,7 @@ class GemmEngine(wiring.Component):
         Entries of the drain row buffer (``quant.perf.DRAIN_BUFFER_ROWS`` = 1 by default; pass the
         same value to ``quant.perf.gemm_cycles``). Each entry is ``cols * acc_width`` flip-flops.
         With one, the next row is read early enough to arrive as the head row's last lane leaves
-        (on an 8x8 or larger array as fast as two entries; on 4x4 a row every 5 cycles, not 4).
+        (on an 8x8 or larger array as fast as two entries; on 4x4 drain-bound shapes are a little slower).
     gate : bool
         Support the LSTM gate mode (``cmd.gate``); without it the bit is ignored.
     host_read_latency : int
