@@ -100,9 +100,12 @@ class GemmEngine(wiring.Component):
         after the region multiplexer, so that no path leaves the engine from a block RAM output).
     host_rdata : Out(port_width)
     stall : In(1)
-        Verification hook: freezes the whole compute pipeline for a cycle. Tie to 0.
+        Verification hook: freezes the whole compute pipeline for a cycle (the next one: the
+        pipeline enable is a register). Tie to 0.
     out_stall : In(1)
-        Verification hook: backpressure on the requantizer's output stream. Tie to 0.
+        Verification hook: backpressure on the requantizer's output stream, in the next cycle
+        (through a register), which also freezes the compute pipeline then, as a stall of the
+        result path would. Tie to 0.
 
     Parameters
     ----------
@@ -111,7 +114,7 @@ class GemmEngine(wiring.Component):
         Entries of the drain row buffer (``quant.perf.DRAIN_BUFFER_ROWS`` = 1 by default; pass the
         same value to ``quant.perf.gemm_cycles``). Each entry is ``cols * acc_width`` flip-flops.
         With one, the next row is read early enough to arrive as the head row's last lane leaves
-        (on an 8x8 or larger array as fast as two entries; on 4x4 a row every 5 cycles, not 4).
+        (on an 8x8 or larger array as fast as two entries; on 4x4 drain-bound shapes are a little slower).
     gate : bool
         Support the LSTM gate mode (``cmd.gate``); without it the bit is ignored.
     host_read_latency : int
@@ -203,7 +206,8 @@ class GemmEngine(wiring.Component):
         )
         # The requantizer's tag: the row's address, "lane past N" and "last lane of the GEMM". The
         # lane itself is counted at the collector (every row sends its lanes 0..C-1 in order).
-        m.submodules.requant = rq = Requantizer(cfg, tag_width=FA + 2, gate=self.gate)
+        # (collapse=False: its stage enables are the registered output ready alone, see out_ready)
+        m.submodules.requant = rq = Requantizer(cfg, tag_width=FA + 2, gate=self.gate, collapse=False)
 
         # Feature and accumulator memories need a read and a write port in one cycle (EBR). The
         # weight memory and the channel biases are read while busy and written only while idle:
@@ -223,9 +227,12 @@ class GemmEngine(wiring.Component):
         # iCE40 that emulation would cost ~550 LCs for this 176-bit-wide memory).
         amem = m.submodules.amem = CollisionFreeRAM(self.acc_row_width, 2 * Mb)
 
-        en = Signal()
-        drain_hold = Signal()  # a drained row arrives at a full row buffer (D == 1, backpressure only)
-        m.d.comb += en.eq(~self.stall & ~drain_hold)
+        # The pipeline enable is the clock enable of every PE and pipeline register: a flip-flop,
+        # so that only its route is on its path. Both verification hooks act a cycle late through
+        # it, and output backpressure (out_stall) freezes the compute pipeline with the result
+        # path, so that the lanes never fall behind the drain's schedule (see drain_ok).
+        en = Signal(init=1)
+        m.d.sync += en.eq(~self.stall & ~self.out_stall)
 
         f_rd, f_wr = fmem.read_port(), fmem.write_port()
         c_we = Signal()
@@ -310,6 +317,10 @@ class GemmEngine(wiring.Component):
         d_mb_off = Signal(MOW)
         d_rows_m1 = Signal(range(Mb))  # rows of the drained block - 1 (registered, see i_rows_m1)
         d_last_mb = Signal()
+        # The slot at the accumulator write tap is the drained block's last row: compared a stage
+        # earlier and moved along with the slot (d_rows_m1 is current then: the next block's first
+        # slot comes after this block's last capture), so the capture's decisions start at a flip-flop.
+        d_cap_last = Signal()
         d_req = Signal(range(Mb + 1))  # next row to request
         d_req0 = Signal()  # d_req == 0 (kept beside d_req)
         D = self.drain_rows
@@ -473,32 +484,52 @@ class GemmEngine(wiring.Component):
         lane_ok = None
         if D == 1:
             # One entry: the next row is read while the head row's last lanes still leave, timed so
-            # that (without output backpressure) it arrives as the head's last lane is taken. If
-            # backpressure holds the lanes back, the arriving row freezes the compute pipeline
-            # (``drain_hold``) until its entry is free; the accumulator memory keeps its output.
-            # lane_ok: buf_lane >= early, as a register (buf_lane is far from the issuer)
-            early = C - 1 - L
+            # that (without output backpressure) it arrives as the head's last lane is taken. The
+            # lanes never fall behind that: a slot is decided only in a cycle with the pipeline
+            # enabled (drain_ok), when a lane is taken, and so is one in each of the enabled cycles
+            # up to the capture (output backpressure, which holds the lanes, also clears en).
+            # lane_ok: buf_lane >= early, as a register (buf_lane is far from the issuer); a lane
+            # earlier than the slot, which is decided a cycle ahead (drain_ok)
+            early = C - 2 - L
             lane_ok = Signal(init=int(early <= 0))
-            m.d.comb += drain_room.eq((d_inflight == 0) & ((q_count == 0) | lane_ok))
+            d_free = d_inflight == 0
+            if C - 1 - L <= 0:
+                # A row's lanes fit in the pipeline latency (4x4): the next slot may be decided as
+                # a row is captured, unless it is the block's last (then the drain state moves on).
+                d_free = d_free | (en & meta[L].drain & ~d_cap_last)
+            m.d.comb += drain_room.eq(d_free & ((q_count == 0) | lane_ok))
         else:
             m.d.comb += drain_room.eq(d_inflight + q_count < D)
-        m.d.comb += drain_slot.eq(
-            busy & d_todo & block_ready.bit_select(d_bank, 1) & d_more & drain_room & ~(ld_early & w_ready)
-        )
+        # The drain's conditions are registered (drain_ok, a cycle behind), so that the issuer's
+        # decision is one LUT away from flip-flops. A stale "yes" is never wrong: the conditions
+        # only turn false through a slot issued (hence ~d_issue) or a row captured (which needs a
+        # slot in flight, and then they were false already). A stale "no" costs a cycle.
+        # (Decided in enabled cycles only, see lane_ok: without stalls en is always set.)
+        drain_ok = Signal()
+        m.d.comb += drain_slot.eq(drain_ok & ~(ld_early & w_ready))
         can_start = Signal()
         prev_vec = Signal()  # the previous slot was a vector
         # A one-row block would otherwise read its accumulator row in the very cycle the previous
         # pass writes it (the read port is not transparent): keep one slot between such passes.
-        m.d.comb += can_start.eq(
-            running & w_ready & (~i_kt0 | ~acc_busy.bit_select(i_accbank, 1)) & ~(one_row & prev_vec)
-        )
+        # running and "the pass's bank is free" are registered, a cycle behind their terms: those
+        # change at a pass's end (the next pass then waits at least two cycles for its weights),
+        # at a pass's first vector (the pass then runs on i_in_pass) or when the drain frees a bank
+        # (a pass waiting for that starts a cycle later).
+        start_ok = Signal()
+        m.d.sync += start_ok.eq(running & (~i_kt0 | ~acc_busy.bit_select(i_accbank, 1)))
+        m.d.comb += can_start.eq(start_ok & w_ready & ~(one_row & prev_vec))
         issue_vec = Signal()
         m.d.comb += issue_vec.eq(~drain_slot & (i_in_pass | can_start))
         m.d.comb += last_pending.eq((i_in_pass | can_start) & i_last)
-        act_base = Signal(FA)
-        m.d.sync += act_base.eq(cmd.act_base + i_kt_off + i_mb_off)
+        # The activation address (act_base + kt*M + mb*Mb + row) is a register, not an adder behind
+        # i_row: it feeds the feature memory and, on the iCE40, Yosys' read-collision comparator.
+        # It counts up with the vectors of a pass and is reloaded from the offsets whenever no pass
+        # runs (they settle a cycle after a pass's end; the next pass waits at least two cycles).
         act_addr = Signal(FA)
-        m.d.comb += act_addr.eq(act_base + i_row)
+        with m.If(en & busy & issue_vec):
+            m.d.sync += act_addr.eq(act_addr + 1)
+        with m.Elif(~i_in_pass):
+            m.d.sync += act_addr.eq(cmd.act_base + i_kt_off + i_mb_off)
 
         m.d.comb += [
             slot.vec.eq(issue_vec),
@@ -575,8 +606,9 @@ class GemmEngine(wiring.Component):
         capture = Signal()
         pop = Signal()  # the head row's last lane leaves this cycle
         m.d.comb += [d_issue.eq(en & drain_slot), capture.eq(en & tap_w.drain)]
-        if D == 1:
-            m.d.comb += drain_hold.eq(tap_w.drain & (q_count != 0) & ~pop)
+        with m.If(en):
+            m.d.sync += d_cap_last.eq(meta[L - 1].row == d_rows_m1)
+        m.d.sync += drain_ok.eq(busy & d_todo & block_ready.bit_select(d_bank, 1) & d_more & drain_room & ~d_issue & en)
         with m.If(busy):
             m.d.sync += [d_inflight.eq(d_inflight + d_issue - capture), q_count.eq(q_count + capture - pop)]
         # the row's address (word offsets doubled in gate mode: two words per row)
@@ -597,10 +629,10 @@ class GemmEngine(wiring.Component):
                     q_data[i].eq(amem.rdata),
                     q_waddr[i].eq(d_waddr),
                     q_chan[i].eq(d_chan_off),
-                    q_final[i].eq(d_last_block & (tap_w.row == d_rows_m1)),
+                    q_final[i].eq(d_last_block & d_cap_last),
                 ]
         with m.If(capture):
-            with m.If(tap_w.row == d_rows_m1):
+            with m.If(d_cap_last):
                 # every row of this block is read: its bank may take the block after next
                 m.d.sync += [
                     acc_busy.bit_select(d_bank, 1).eq(0),
@@ -690,7 +722,9 @@ class GemmEngine(wiring.Component):
         with m.If(self.cmd.valid & self.cmd.ready):
             m.d.sync += o_lane.eq(0)
         value = Signal(signed(16))
-        m.d.comb += [value.eq(Mux(o_mask, 0, rq.o_stream.payload)), rq.o_stream.ready.eq(~self.out_stall)]
+        out_ready = Signal(init=1)  # the output backpressure hook, a cycle late (as en)
+        m.d.sync += out_ready.eq(~self.out_stall)
+        m.d.comb += [value.eq(Mux(o_mask, 0, rq.o_stream.payload)), rq.o_stream.ready.eq(out_ready)]
         full_word = Signal(unsigned(self.feature_width))
         byte_word = Signal(unsigned(self.feature_width))
         for c in range(C):

@@ -72,7 +72,15 @@ class Requantizer(wiring.Component):
     #: Operand width of one partial product (the SB_MAC16's 16 x 16).
     PART_BITS = 16
 
-    def __init__(self, config: NPUConfig, tag_width: int = 0, *, gate: bool = False, add_late: bool | None = None):
+    def __init__(
+        self,
+        config: NPUConfig,
+        tag_width: int = 0,
+        *,
+        gate: bool = False,
+        add_late: bool | None = None,
+        collapse: bool = True,
+    ):
         self.config = config
         self.tag_width = tag_width
         self.gate = gate
@@ -83,6 +91,11 @@ class Requantizer(wiring.Component):
         #: MULT18X18D and a 50-bit carry chain in one cycle miss 100 MHz. In simulation (no
         #: platform) the default is ``True``; the tests build both.
         self.add_late = add_late
+        #: The stages advance when the output is free or taken (``True``: a bubble is filled while
+        #: the output is held) or only when the output may move (``False``: the stage enables are
+        #: ``o_stream.ready`` alone, so a consumer whose ready is a flip-flop keeps the output valid
+        #: off the enables' path; the GEMM engine does this).
+        self.collapse = collapse
         self.out_bits = 16 if gate else config.ACT_BITS
         super().__init__(
             {
@@ -103,7 +116,10 @@ class Requantizer(wiring.Component):
 
         # Every stage advances together when the output is free or being taken.
         advance = Signal()
-        m.d.comb += [advance.eq(~self.o_stream.valid | self.o_stream.ready), self.i_stream.ready.eq(advance)]
+        m.d.comb += [
+            advance.eq((~self.o_stream.valid | self.o_stream.ready) if self.collapse else self.o_stream.ready),
+            self.i_stream.ready.eq(advance),
+        ]
         L = self.latency
         v = [Signal(name=f"valid{i}") for i in range(L)]
         tags = [Signal(len(self.i_tag), name=f"tag{i}") for i in range(L)]

@@ -118,6 +118,7 @@ def gemm_cycles(
     i_pass = ld_tile = -1
 
     prev_vec = False
+    drain_ok = start_ok = False
     cycle = 0
     while True:
         cycle += 1
@@ -131,12 +132,17 @@ def gemm_cycles(
         d_rows = min(d_rows_left, Mb)
         d_last_block = d_nt == NT - 1 and d_rows_left <= Mb
         if drain_rows == 1:  # one entry: the next row may be read while the head's last lanes leave
-            drain_room = d_inflight == 0 and (not queue or buf_lane >= C - 1 - L)
+            # (4x4: a row's lanes fit in the pipeline latency, the next slot may be decided at a
+            # capture that is not the block's last)
+            tap = meta[L]
+            d_free = d_inflight == 0 or (C - 1 - L <= 0 and tap is not None and tap[1] and tap[4] != d_rows - 1)
+            drain_room = d_free and (not queue or buf_lane >= C - 2 - L)
         else:
             drain_room = d_inflight + len(queue) < drain_rows
-        # after a loader start with the last vector still pending, that vector issues next cycle
-        drain_slot = d_todo and block_ready[d_bank] and d_req < d_rows and drain_room and not (ld_early and w_ready)
-        can_start = running and w_ready and (i_kt != 0 or not acc_busy[i_accbank]) and not (i_rows == 1 and prev_vec)
+        # after a loader start with the last vector still pending, that vector issues next cycle;
+        # the drain's own conditions are registered (drain_ok, a cycle behind), lane_ok a lane early
+        drain_slot = drain_ok and not (ld_early and w_ready)
+        can_start = start_ok and w_ready and not (i_rows == 1 and prev_vec)
         issue_vec = not drain_slot and (i_in_pass or can_start)
         last_pending = (i_in_pass or can_start) and i_row == i_rows - 1
         ld_busy = ld_active or (ld_wr and lead > R)  # one row: the tile is marked ready in its write cycle
@@ -251,7 +257,11 @@ def gemm_cycles(
             n_buf_lane = 0 if pop else buf_lane + 1
         n_rq = [(st_valid, st_final and st_valid)] + rq[:-1]
 
+        n_start_ok = running and (i_kt != 0 or not acc_busy[i_accbank])  # registered: a cycle behind
+        n_drain_ok = d_todo and block_ready[d_bank] and d_req < d_rows and drain_room and not drain_slot
+
         # ---------------- commit ----------------
+        drain_ok, start_ok = n_drain_ok, n_start_ok
         ld_tile += ld_start
         prev_vec = issue_vec
         meta = [slot] + [slot] + meta[1:L]

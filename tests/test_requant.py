@@ -51,8 +51,19 @@ def _cases(cfg: NPUConfig, n: int, seed: int):
 def test_requantizer_matches_golden(gate_capable, add_late):
     """Int8 results (with ReLU), and on a gate-capable unit also gate mode: int16, no ReLU (SPEC §4 z).
     Both places of the partial-product sum (the iCE40 and the ECP5 build) give the same results."""
+    _golden_with_stalls(gate_capable, add_late)
+
+
+@pytest.mark.parametrize("gate_capable", [False, True], ids=["int8", "gate-capable"])
+def test_requantizer_without_bubble_collapse(gate_capable):
+    """``collapse=False`` (the GEMM engine's): the stages advance with the output ready alone; the
+    same results in the same order under the same random stalls on both streams."""
+    _golden_with_stalls(gate_capable, None, collapse=False)
+
+
+def _golden_with_stalls(gate_capable, add_late, collapse=True):
     cfg = NPUConfig()
-    dut = Requantizer(cfg, gate=gate_capable, add_late=add_late)
+    dut = Requantizer(cfg, gate=gate_capable, add_late=add_late, collapse=collapse)
     cases = _cases(cfg, 400, 1)
     if gate_capable:  # every case again in gate mode, plus results around the 16-bit limits
         more = [
