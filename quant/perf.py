@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 #: Pipeline stages of hw.requant.Requantizer.
-REQUANT_LATENCY = 5
+REQUANT_LATENCY = 6
 
 #: Entries of the engine's drain row FIFO (hw/gemm.py imports it from here, so the two agree).
 #: With more than one, drain slots issued but not yet captured plus rows buffered never exceed
