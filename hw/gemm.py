@@ -45,9 +45,9 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from quant.config import NPUConfig
-from quant.perf import DRAIN_BUFFER_ROWS, weight_lead
+from quant.perf import DRAIN_BUFFER_ROWS, pipeline_latency, weight_lead
 
-from .ebr import CollisionFreeRAM
+from .ebr import CollisionFreeRAM, is_ice40
 from .requant import Requantizer
 from .spram import SinglePortRAM, has_spram, spram_blocks
 from .systolic import SystolicArray
@@ -119,10 +119,27 @@ class GemmEngine(wiring.Component):
         Support the LSTM gate mode (``cmd.gate``); without it the bit is ignored.
     host_read_latency : int
         1 (the default) or 2: see ``host_rdata``.
+    read_regs : bool, optional
+        Where the pipeline stage of each block-RAM read during a command goes (the activation
+        and weight reads that feed the array, the accumulator read of the read-modify-write).
+        True: a fabric register on the read data, so that no block-RAM output reaches the array or
+        the accumulate adder in the same cycle (ECP5: the DP16KD's output register is not
+        absorbed by Yosys and its clock-to-output is 5.6 ns); the accumulator row is read a cycle
+        earlier to make up for it. False: the feature and weight read addresses are registered
+        instead and the accumulator is read as late as possible (iCE40: a flip-flop costs a logic
+        cell; a few address bits instead of a word). None (the default) picks False on an iCE40
+        platform and True otherwise. Both place the data in the same cycles: the cycle model
+        (``quant.perf``) holds for either.
     """
 
     def __init__(
-        self, config: NPUConfig, drain_rows: int = DRAIN_BUFFER_ROWS, *, gate: bool = False, host_read_latency: int = 1
+        self,
+        config: NPUConfig,
+        drain_rows: int = DRAIN_BUFFER_ROWS,
+        *,
+        gate: bool = False,
+        host_read_latency: int = 1,
+        read_regs: bool | None = None,
     ):
         if drain_rows < 1:
             raise ValueError(f"the drain row buffer needs at least one entry, got {drain_rows}")
@@ -131,6 +148,8 @@ class GemmEngine(wiring.Component):
         #: cycles from ``host_addr`` to ``host_rdata`` (2: the read multiplexer is registered)
         self.host_read_latency = host_read_latency
         self.drain_rows = drain_rows
+        #: registers after the block-RAM reads (True), or on their addresses (False); None: by platform
+        self.read_regs = read_regs
         #: gate mode support (int16 results for the LSTM path); without it ``cmd.gate`` is ignored
         self.gate = gate
         if config.rows != config.cols:
@@ -173,8 +192,8 @@ class GemmEngine(wiring.Component):
 
     @property
     def pipeline_latency(self) -> int:
-        """Cycles from issuing a slot to its accumulator write (feature read + array)."""
-        return 1 + self.array.latency
+        """Cycles from issuing a slot to its accumulator write (feature read, its register, array)."""
+        return pipeline_latency(self.config)
 
     @property
     def weight_lead(self) -> int:
@@ -187,6 +206,8 @@ class GemmEngine(wiring.Component):
         R, C = cfg.rows, cfg.cols
         Mb = cfg.m_block
         L = self.pipeline_latency
+        # (see read_regs: True = register the read data, False = register the read address)
+        out_regs = (not is_ice40(platform)) if self.read_regs is None else self.read_regs
 
         m.submodules.array = array = self.array
         # Internal widths: addresses as wide as the memory they address (the low bits of a sum
@@ -417,7 +438,8 @@ class GemmEngine(wiring.Component):
         # vector has been issued: a vector reaches array row r r // 2 cycles after row 0 and the
         # write of row r comes r cycles after that of row 0, so the pass may start once the rows
         # whose write the vector would overtake are in (quant.perf.weight_lead) while the loader
-        # writes the rest. Rows are read one cycle ahead of their write (SPRAM latency).
+        # writes the rest. Rows are read two cycles ahead of their write (block RAM latency and a
+        # register, see read_regs), as the activations are.
         # The loader starts when the pass's last vector is *pending* (would issue unless a drain
         # slot takes the cycle): row 0 is written one cycle after the start, so the last vector
         # may still issue in the next cycle, and a drain slot is never issued twice in a row then
@@ -458,14 +480,30 @@ class GemmEngine(wiring.Component):
                             m.d.sync += [ld_nt.eq(ld_nt + 1), ld_tile_off.eq(ld_tile_off + R)]
                     with m.Else():
                         m.d.sync += [ld_kt.eq(ld_kt + 1), ld_tile_off.eq(ld_tile_off + R)]
+        # A row read in cycle t reaches the array's weights at the end of cycle t + 2, one cycle
+        # later than the read itself allows, in step with the activations (read_regs): the row
+        # registers ld_wr / ld_wrow are followed by a second stage.
+        ld_wr2 = Signal()
+        ld_wrow2 = Signal(range(R))
+        w_row_data = Signal(unsigned(self.weight_width))
+        with m.If(en):
+            m.d.sync += [ld_wr2.eq(ld_wr), ld_wrow2.eq(ld_wrow)]
         ld_rd_addr = Signal(ADDR_BITS)
+        if out_regs:
+            with m.If(en):
+                m.d.sync += w_row_data.eq(wmem.rdata)
+            m.d.comb += ld_rd_addr.eq(Mux(busy, ld_addr, self.host_addr))
+        else:
+            ld_addr_q = Signal(WA)
+            with m.If(en):
+                m.d.sync += ld_addr_q.eq(ld_addr)
+            m.d.comb += [ld_rd_addr.eq(Mux(busy, ld_addr_q, self.host_addr)), w_row_data.eq(wmem.rdata)]
         m.d.comb += [
-            ld_rd_addr.eq(Mux(busy, ld_addr, self.host_addr)),
             wmem.addr.eq(ld_rd_addr),
             wmem.re.eq(~busy | en),
-            array.w_in.eq(wmem.rdata),
-            array.w_shift.eq(ld_wr & en),
-            array.w_row.eq(ld_wrow),
+            array.w_in.eq(w_row_data),
+            array.w_shift.eq(ld_wr2 & en),
+            array.w_row.eq(ld_wrow2),
             array.w_bank.eq(0),
         ]
 
@@ -509,15 +547,16 @@ class GemmEngine(wiring.Component):
         m.d.comb += drain_slot.eq(drain_ok & ~(ld_early & w_ready))
         can_start = Signal()
         prev_vec = Signal()  # the previous slot was a vector
-        # A one-row block would otherwise read its accumulator row in the very cycle the previous
-        # pass writes it (the read port is not transparent): keep one slot between such passes.
+        prev2_vec = Signal()  # the slot before it was
+        # A one-row block would otherwise read its accumulator row (two cycles before the add, see
+        # read_regs) before the previous pass has written it: keep two slots between such passes.
         # running and "the pass's bank is free" are registered, a cycle behind their terms: those
         # change at a pass's end (the next pass then waits at least two cycles for its weights),
         # at a pass's first vector (the pass then runs on i_in_pass) or when the drain frees a bank
         # (a pass waiting for that starts a cycle later).
         start_ok = Signal()
         m.d.sync += start_ok.eq(running & (~i_kt0 | ~acc_busy.bit_select(i_accbank, 1)))
-        m.d.comb += can_start.eq(start_ok & w_ready & ~(one_row & prev_vec))
+        m.d.comb += can_start.eq(start_ok & w_ready & ~(one_row & (prev_vec | prev2_vec)))
         issue_vec = Signal()
         m.d.comb += issue_vec.eq(~drain_slot & (i_in_pass | can_start))
         m.d.comb += last_pending.eq((i_in_pass | can_start) & i_last)
@@ -540,7 +579,7 @@ class GemmEngine(wiring.Component):
             slot.row.eq(Mux(drain_slot, d_req, i_row)),
         ]
         with m.If(en):
-            m.d.sync += prev_vec.eq(issue_vec)
+            m.d.sync += [prev_vec.eq(issue_vec), prev2_vec.eq(prev_vec)]
         with m.If(en & busy):
             with m.If(drain_slot):
                 m.d.sync += [d_req.eq(d_req + 1), d_req0.eq(0)]
@@ -566,29 +605,48 @@ class GemmEngine(wiring.Component):
                         m.d.sync += [i_kt.eq(i_kt + 1), i_kt0.eq(0), i_kt_off.eq(i_kt_off + cmd.m)]
         with m.If(w_ready_set):  # after the issuer's clear: a new tile's readiness wins
             m.d.sync += w_ready.eq(1)
-        m.d.comb += [
-            f_rd.addr.eq(Mux(busy, act_addr, self.host_addr)),
-            f_rd.en.eq(~busy | en),
-        ]
+        # The activation vector of a slot issued in cycle t enters the array in cycle t + 2: from a
+        # register after the feature memory (its block RAM output then drives one register, not
+        # the array rows' broadcast), or read a cycle late from a registered address.
+        a_vec = Signal(unsigned(self.feature_width))
+        if out_regs:
+            with m.If(en):
+                m.d.sync += a_vec.eq(f_rd.data)
+            m.d.comb += f_rd.addr.eq(Mux(busy, act_addr, self.host_addr))
+        else:
+            act_addr_q = Signal(FA)
+            with m.If(en):
+                m.d.sync += act_addr_q.eq(act_addr)
+            m.d.comb += [f_rd.addr.eq(Mux(busy, act_addr_q, self.host_addr)), a_vec.eq(f_rd.data)]
+        m.d.comb += f_rd.en.eq(~busy | en)
 
         # ---- array --------------------------------------------------------------------------------
         m.d.comb += [
             array.en.eq(en),
-            array.a_in.eq(f_rd.data),
-            array.in_valid.eq(meta[1].vec),
+            array.a_in.eq(a_vec),
+            array.in_valid.eq(meta[2].vec),
             array.in_bank.eq(0),
         ]
 
         # ---- accumulator read-modify-write ----------------------------------------------------------
-        tap_r, tap_w = meta[L - 1], meta[L]
+        # The row is read two cycles before the add into a register (out_regs: the adder starts
+        # from a flip-flop, not from the block RAM's output), or one cycle before, straight. The
+        # issuer keeps two slots between writes and reads of one row (one-row blocks, see prev2_vec).
+        tap_r, tap_w = meta[L - 2] if out_regs else meta[L - 1], meta[L]
         m.d.comb += [
             amem.raddr.eq(Cat(tap_r.row, tap_r.accbank) if (Mb & (Mb - 1)) == 0 else tap_r.accbank * Mb + tap_r.row),
             amem.re.eq(en),
         ]
+        acc_old = Signal(unsigned(self.acc_row_width))  # the accumulator row of tap_w
+        if out_regs:
+            with m.If(en):
+                m.d.sync += acc_old.eq(amem.rdata)
+        else:
+            m.d.comb += acc_old.eq(amem.rdata)
         new_row = Signal(unsigned(self.acc_row_width))
         aw = cfg.acc_width
         for c in range(C):
-            old = amem.rdata[c * aw : (c + 1) * aw].as_signed()
+            old = acc_old[c * aw : (c + 1) * aw].as_signed()
             add = array.out[c]
             m.d.comb += new_row[c * aw : (c + 1) * aw].eq(Mux(tap_w.first, add, old + add))
         m.d.comb += [
@@ -626,7 +684,7 @@ class GemmEngine(wiring.Component):
         for i in range(D):
             with m.If(capture & ((wpos == i) | (wpos == i + D))):
                 m.d.sync += [
-                    q_data[i].eq(amem.rdata),
+                    q_data[i].eq(acc_old),
                     q_waddr[i].eq(d_waddr),
                     q_chan[i].eq(d_chan_off),
                     q_final[i].eq(d_last_block & d_cap_last),

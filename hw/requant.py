@@ -66,8 +66,12 @@ class Requantizer(wiring.Component):
     """
 
     #: Pipeline stages: add bias; multiply; add the partial products and shift by the large steps;
-    #: the small steps; round and saturate.
-    latency = 5
+    #: the small steps; round and saturate; and one more, placed by ``add_late``: with it (the
+    #: ECP5 build) an input register in front of the bias add (the engine's bias comes straight
+    #: from a block RAM, and the DP16KD's 5.6 ns clock-to-output plus a 33-bit add missed 100 MHz),
+    #: without it (the iCE40) the rounding and the saturation take a stage each (there the
+    #: register shares the logic cell of the LUT in front of it: few extra cells).
+    latency = 6
 
     #: Operand width of one partial product (the SB_MAC16's 16 x 16).
     PART_BITS = 16
@@ -128,6 +132,16 @@ class Requantizer(wiring.Component):
         shift = [Signal(range(N_MAX + 1), name=f"shift{i}") for i in range(3)]
 
         i = self.i_stream.payload
+        # The stage registers of the core pipeline (bias add .. saturate) are v[o : o + 5] etc.:
+        # o = 1 with the input register (add_late), 0 with the split round / saturate stage.
+        late = (not is_ice40(platform)) if self.add_late is None else self.add_late
+        o = int(late)
+        in_valid = self.i_stream.valid
+        if late:
+            i_q = Signal.like(i, name="i_q")
+            with m.If(advance):
+                m.d.sync += [i_q.eq(i), v[0].eq(in_valid)]
+            i, in_valid = i_q, v[0]
         x = Signal(signed(x_w))
         mult = Signal(unsigned(cfg.M_BITS))
 
@@ -141,7 +155,6 @@ class Requantizer(wiring.Component):
         # added at the start of stage 3: a MULT18X18D and a 50-bit carry chain in one cycle were
         # the ECP5 NPU's critical path at 100 MHz. On the iCE40 that sum in front of the shifter
         # and its saturation test is the slower place (28 vs 41.5 MHz), so there p is registered.
-        late = (not is_ice40(platform)) if self.add_late is None else self.add_late
         p = Signal(signed(p_w))
         if late:
             parts_q = [Signal(unsigned(P + cfg.M_BITS), name=f"pp{k}_q") for k in range(n_parts)]
@@ -196,49 +209,64 @@ class Requantizer(wiring.Component):
         with m.If(advance):
             m.d.sync += [
                 # 1: bias
-                v[0].eq(self.i_stream.valid),
+                v[o].eq(in_valid),
                 x.eq(i.acc + i.bias),
                 mult.eq(i.mult),
                 shift[0].eq(i.shift),
-                relu[0].eq(i.relu),
-                gate[0].eq(i.gate if self.gate else 0),
+                relu[o].eq(i.relu),
+                gate[o].eq(i.gate if self.gate else 0),
                 # 2: product
-                v[1].eq(v[0]),
+                v[o + 1].eq(v[o]),
                 *stage2,
                 shift[1].eq(shift[0]),
-                relu[1].eq(relu[0]),
-                gate[1].eq(gate[0]),
+                relu[o + 1].eq(relu[o]),
+                gate[o + 1].eq(gate[o]),
                 # 3: windowed shift, large steps
-                v[2].eq(v[1]),
+                v[o + 2].eq(v[o + 1]),
                 mid.eq(mid_next),
                 mid_ovf.eq(mid_ovf_next),
                 mid_sign.eq(sign),
                 shift[2].eq(shift[1]),
-                relu[2].eq(relu[1]),
-                gate[2].eq(gate[1]),
+                relu[o + 2].eq(relu[o + 1]),
+                gate[o + 2].eq(gate[o + 1]),
                 # 4: windowed shift, small steps
-                v[3].eq(v[2]),
+                v[o + 3].eq(v[o + 2]),
                 t_lo.eq(cur),
                 t_ovf.eq(ovf),
                 t_sign.eq(mid_sign),
-                relu[3].eq(relu[2]),
-                gate[3].eq(gate[2]),
-                # 5: round and saturate
-                v[4].eq(v[3]),
+                relu[o + 3].eq(relu[o + 2]),
+                gate[o + 3].eq(gate[o + 2]),
+                # 5: round and saturate (without add_late: round, then saturate in stage 6)
+                v[o + 4].eq(v[o + 3]),
             ]
 
             # t is W-bit signed (its bits above the window all equal the sign) unless t_ovf.
             t = Signal(signed(W + 1))
             r = Signal(signed(W + 1))
-            m.d.comb += [t.eq(Cat(t_lo, t_sign)), r.eq((t + 1) >> 1)]
+            m.d.comb += t.eq(Cat(t_lo, t_sign))
+            s_ovf, s_sign, s_relu, s_gate = t_ovf, t_sign, relu[o + 3], gate[o + 3]
+            if late:
+                m.d.comb += r.eq((t + 1) >> 1)
+            else:
+                s_ovf, s_sign = Signal(), Signal()
+                m.d.sync += [
+                    r.eq((t + 1) >> 1),
+                    s_ovf.eq(t_ovf),
+                    s_sign.eq(t_sign),
+                    relu[4].eq(relu[3]),
+                    gate[4].eq(gate[3]),
+                    v[5].eq(v[4]),
+                ]
+                s_relu, s_gate = relu[4], gate[4]
             a8 = self.config.ACT_BITS
             if self.gate:  # the int8 limits unless in gate mode (16-bit, no ReLU)
-                hi_lim = Mux(gate[3], (1 << (ob - 1)) - 1, (1 << (a8 - 1)) - 1)
-                lo_lim = Mux(gate[3], -(1 << (ob - 1)), -(1 << (a8 - 1)))
-                lo = Mux(relu[3] & ~gate[3], 0, lo_lim)
+                hi_lim = Mux(s_gate, (1 << (ob - 1)) - 1, (1 << (a8 - 1)) - 1)
+                lo_lim = Mux(s_gate, -(1 << (ob - 1)), -(1 << (a8 - 1)))
+                lo = Mux(s_relu & ~s_gate, 0, lo_lim)
             else:
                 hi_lim, lo_lim = (1 << (ob - 1)) - 1, -(1 << (ob - 1))
-                lo = Mux(relu[3], 0, lo_lim)
+                lo = Mux(s_relu, 0, lo_lim)
+            t_ovf, t_sign = s_ovf, s_sign
             with m.If(t_ovf):
                 m.d.sync += y.eq(Mux(t_sign, lo, hi_lim))
             with m.Else():

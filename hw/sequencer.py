@@ -27,6 +27,7 @@ from quant.config import NPUConfig
 from quant.gate_map import cell_depth, entries_per_word, lstm_supported
 from quant.program import INSTR_WORDS, Op
 
+from .ebr import is_ice40
 from .gemm import ADDR_BITS, DIM_BITS, GemmCommand
 from .rnn import REGION_PWL, GateUnit
 
@@ -78,8 +79,13 @@ class Sequencer(wiring.Component):
         as wide as its address.
     """
 
-    def __init__(self, config: NPUConfig, rnn: bool = True, prog_depth: int | None = None):
+    def __init__(
+        self, config: NPUConfig, rnn: bool = True, prog_depth: int | None = None, *, fetch_reg: bool | None = None
+    ):
         self.config = config
+        #: the fetched word is registered (True) or the fetch address is (False); None: False on an
+        #: iCE40 platform (a flip-flop is a logic cell there), else True. Same cycles either way.
+        self.fetch_reg = fetch_reg
         self.prog_depth = config.prog_depth if prog_depth is None else int(prog_depth)
         if not 1 <= self.prog_depth <= 1 << 16:
             raise ValueError(f"prog_depth must be in [1, 65536], got {self.prog_depth}")
@@ -170,7 +176,7 @@ class Sequencer(wiring.Component):
 
         # ---- instruction: op and flags, then the fields (zero-extended to 16 bits where used) ----
         pc = Signal(_bits(self.prog_depth - 1), **RL)
-        fetch_i = Signal(range(INSTR_WORDS + 1), **RL)
+        fetch_i = Signal(range(INSTR_WORDS + 2), **RL)
         op = Signal(4, **RL)
         relu, gate = Signal(**RL), Signal(**RL)
         f = [Signal(fw[i], name=f"f{i}", **RL) for i in range(nf)]
@@ -178,7 +184,18 @@ class Sequencer(wiring.Component):
         # cycle on), so that no opcode comparison sits in front of the datapath
         is_op = {o: Signal(name=f"is_{Op.NAMES[o].lower()}", **RL) for o in Op.NAMES}
         m.d.sync += [sig.eq(op == o) for o, sig in is_op.items()]
-        m.d.comb += self.prog_addr.eq(pc)
+        # The fetched word passes a register before the decode (its block RAM's output would
+        # otherwise reach the pointer registers' multiplexers, the 16x16 ECP5 NPU's critical
+        # path), or, on the iCE40 (a flip-flop is a logic cell), the read address is registered
+        # instead: word pc arrives two cycles after pc either way.
+        prog_word = Signal(32, **RL)
+        if not ((not is_ice40(platform)) if self.fetch_reg is None else self.fetch_reg):
+            pc_q = Signal.like(pc)
+            m.d.sync += pc_q.eq(pc)
+            m.d.comb += [self.prog_addr.eq(pc_q), prog_word.eq(self.prog_data)]
+        else:
+            m.d.comb += self.prog_addr.eq(pc)
+            m.d.sync += prog_word.eq(self.prog_data)
 
         # counts while running (an add of `running`: no enable logic), cleared by a start
         cyc_clear = Signal()
@@ -319,20 +336,20 @@ class Sequencer(wiring.Component):
                     ]
                     m.next = "FETCH"
             with m.State("FETCH"):
-                # word i is on prog_data when fetch_i == i + 1; pc ends on the next instruction
+                # word i is on prog_word when fetch_i == i + 2; pc ends on the next instruction
                 m.d.sync += fetch_i.eq(fetch_i + 1)
                 m.d.sync += [cx.eq(0), cy.eq(0), cc.eq(0), k.eq(0), dy.eq(0), ln.eq(0), sl.eq(0)]
-                with m.If(fetch_i != INSTR_WORDS):
+                with m.If(fetch_i < INSTR_WORDS):
                     m.d.sync += pc.eq(pc + 1)
-                with m.If(fetch_i == 1):
-                    m.d.sync += [op.eq(self.prog_data[:4]), relu.eq(self.prog_data[4]), gate.eq(self.prog_data[5])]
+                with m.If(fetch_i == 2):
+                    m.d.sync += [op.eq(prog_word[:4]), relu.eq(prog_word[4]), gate.eq(prog_word[5])]
                 for i in range(nf):
-                    with m.If(fetch_i == 2 + i // 2):
+                    with m.If(fetch_i == 3 + i // 2):
                         lo = 16 * (i % 2)
-                        m.d.sync += f[i].eq(self.prog_data[lo : lo + fw[i]])
-                with m.If(fetch_i == 2):  # src, dst: the pointers start there
-                    m.d.sync += [rp.eq(self.prog_data[:FA]), bp.eq(self.prog_data[:FA]), wp.eq(self.prog_data[16:])]
-                with m.If(fetch_i == INSTR_WORDS):
+                        m.d.sync += f[i].eq(prog_word[lo : lo + fw[i]])
+                with m.If(fetch_i == 3):  # src, dst: the pointers start there
+                    m.d.sync += [rp.eq(prog_word[:FA]), bp.eq(prog_word[:FA]), wp.eq(prog_word[16:])]
+                with m.If(fetch_i == INSTR_WORDS + 1):
                     m.d.sync += fetch_i.eq(0)
                     m.d.comb += [nb_w.eq(1), nb_inv.eq(is_op[Op.IM2COL3])]  # for DECODE
                     m.next = "DECODE"

@@ -31,8 +31,9 @@ __all__ = [
     "INSTR_OVERHEAD",
 ]
 
-#: Cycles the sequencer spends on every instruction before its body: fetch (words + 1) and decode.
-INSTR_OVERHEAD = INSTR_WORDS + 2
+#: Cycles the sequencer spends on every instruction before its body: fetch (words + 2: the block
+#: RAM and a register) and decode.
+INSTR_OVERHEAD = INSTR_WORDS + 3
 
 #: Sequencer cycles around one engine command: command hand-over and completion.
 _GEMM_HANDOVER = 2

@@ -23,13 +23,14 @@ __all__ = [
     "gemm_cycles",
     "weight_lead",
     "array_latency",
+    "pipeline_latency",
     "ROWS_PER_STAGE",
     "REQUANT_LATENCY",
     "DRAIN_BUFFER_ROWS",
 ]
 
 #: Pipeline stages of hw.requant.Requantizer.
-REQUANT_LATENCY = 5
+REQUANT_LATENCY = 6
 
 #: Entries of the engine's drain row FIFO (hw/gemm.py imports it from here, so the two agree).
 #: With more than one, drain slots issued but not yet captured plus rows buffered never exceed
@@ -66,12 +67,22 @@ def array_latency(config: NPUConfig) -> int:
     return (config.rows - 1) // ROWS_PER_STAGE + 2
 
 
+def pipeline_latency(config: NPUConfig) -> int:
+    """hw.gemm.GemmEngine.pipeline_latency: cycles from a slot's issue to its accumulator write.
+
+    The feature memory read and a register (hw.gemm's ``read_regs``: after the block RAM on the
+    ECP5, on its address on the iCE40), then the array. The weight rows are delayed alike.
+    """
+    return 2 + array_latency(config)
+
+
 def weight_lead(config: NPUConfig) -> int:
     """hw.gemm.GemmEngine.weight_lead: cycles from a tile's first row read to its pass's first vector.
 
     The loader reads row ``r`` of the tile in cycle ``T0 + r`` and writes it into the array at the
-    end of cycle ``T0 + r + 1``; a vector issued in cycle ``T`` uses row ``r``'s weights in cycle
-    ``T + 1 + r // ROWS_PER_STAGE``. So ``T >= T0 + 1 + r - r // ROWS_PER_STAGE`` for every row,
+    end of cycle ``T0 + r + 2``; a vector issued in cycle ``T`` uses row ``r``'s weights in cycle
+    ``T + 2 + r // ROWS_PER_STAGE`` (both one cycle later than the block RAM alone allows, the
+    read register). So ``T >= T0 + 1 + r - r // ROWS_PER_STAGE`` for every row,
     the largest for the last row (the model asserts it). At least 2: the engine's registered
     address bases and row counts need a cycle after a pass ends before the next one starts.
     """
@@ -92,7 +103,7 @@ def gemm_cycles(
     M, KT, NT = m, tiles(k, R), tiles(n, C)
     if M < 1:
         raise ValueError("M must be >= 1")
-    L = 1 + array_latency(config)  # slot issue -> accumulator write
+    L = pipeline_latency(config)  # slot issue -> accumulator write
     lead = weight_lead(config)
     G = ROWS_PER_STAGE
 
@@ -117,7 +128,7 @@ def gemm_cycles(
     pass_last: dict[int, int] = {}
     i_pass = ld_tile = -1
 
-    prev_vec = False
+    prev_vec = prev2_vec = False
     drain_ok = start_ok = False
     cycle = 0
     while True:
@@ -142,7 +153,7 @@ def gemm_cycles(
         # after a loader start with the last vector still pending, that vector issues next cycle;
         # the drain's own conditions are registered (drain_ok, a cycle behind), lane_ok a lane early
         drain_slot = drain_ok and not (ld_early and w_ready)
-        can_start = start_ok and w_ready and not (i_rows == 1 and prev_vec)
+        can_start = start_ok and w_ready and not (i_rows == 1 and (prev_vec or prev2_vec))
         issue_vec = not drain_slot and (i_in_pass or can_start)
         last_pending = (i_in_pass or can_start) and i_row == i_rows - 1
         ld_busy = ld_active or (ld_wr and lead > R)  # one row: the tile is marked ready in its write cycle
@@ -154,8 +165,10 @@ def gemm_cycles(
         if o_valid and o_final:
             return GemmTiming(m, k, n, cycle, m * k * n, config.pe_count)
 
-        # the row written at the end of this cycle: the previous pass's vectors have all used it,
-        # and none of its own pass's vectors has reached it yet
+        # the row read last cycle (written at the end of the next cycle, and vectors reach rows a
+        # cycle after their issue plus the skew, both one cycle later than the block RAM allows):
+        # the previous pass's vectors have all used it, and none of its own pass's vectors has
+        # reached it yet
         if ld_wr:
             g = ld_wrow // G
             if ld_tile - 1 in pass_last:
@@ -163,9 +176,13 @@ def gemm_cycles(
             if ld_tile in pass_first:
                 assert cycle <= pass_first[ld_tile] + g, "weight row written after its pass reached it"
 
-        tap_r, tap_w = meta[L - 1], meta[L]
-        if tap_r is not None and tap_w is not None and tap_w[0] and (tap_r[0] or tap_r[1]):
-            assert (tap_r[3], tap_r[4]) != (tap_w[3], tap_w[4]), "accumulator row read while written"
+        # the accumulator row is read at meta[L - 2] (hw.gemm read_regs) and written at meta[L]: no
+        # vector between the two may write the row read
+        tap_r, tap_w = meta[L - 2], meta[L]
+        if tap_r is not None and (tap_r[0] or tap_r[1]):
+            for w in (meta[L - 1], tap_w):
+                if w is not None and w[0]:
+                    assert (tap_r[3], tap_r[4]) != (w[3], w[4]), "accumulator row read before its update is written"
 
         # ---------------- next state ----------------
         n_w_ready, n_acc_busy, n_block_ready = w_ready, list(acc_busy), list(block_ready)
@@ -263,7 +280,7 @@ def gemm_cycles(
         # ---------------- commit ----------------
         drain_ok, start_ok = n_drain_ok, n_start_ok
         ld_tile += ld_start
-        prev_vec = issue_vec
+        prev_vec, prev2_vec = issue_vec, prev_vec
         meta = [slot] + [slot] + meta[1:L]
         w_ready, acc_busy, block_ready = n_w_ready, n_acc_busy, n_block_ready
         ld_wr, ld_wrow, ld_active, ld_step, ld_early = n_ld_wr, n_ld_wrow, n_ld_active, n_ld_step, n_ld_early

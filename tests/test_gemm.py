@@ -34,18 +34,22 @@ def random_cases(cfg: NPUConfig, count: int, seed: int, max_m: int, max_k: int, 
     return cases
 
 
-def _run(cfg, cases, tmp_path, simulator="verilator", drain_rows=DRAIN_BUFFER_ROWS, host_read_latency=1):
+def _run(
+    cfg, cases, tmp_path, simulator="verilator", drain_rows=DRAIN_BUFFER_ROWS, host_read_latency=1, read_regs=None
+):
     report = tmp_path / "report.json"
     key = {"config": cfg.to_dict()}
     if drain_rows != DRAIN_BUFFER_ROWS:
         key["drain"] = drain_rows
     if host_read_latency != 1:
         key["host_read_latency"] = host_read_latency
+    if read_regs is not None:
+        key["read_regs"] = read_regs
     params = {"config": cfg.to_dict(), "cases": cases, "report": str(report), "seed": 1}
     run_cocotb(
         "gemm",
         key,
-        lambda: GemmEngine(cfg, drain_rows, host_read_latency=host_read_latency),
+        lambda: GemmEngine(cfg, drain_rows, host_read_latency=host_read_latency, read_regs=read_regs),
         "gemm_bench",
         simulator=simulator,
         bench_params={**params, "host_read_latency": host_read_latency},
@@ -121,6 +125,20 @@ def test_gemm_two_row_drain_buffer(tmp_path):
             gemm_cycles(NPUConfig(), *shape, drain_rows=1).cycles
             <= gemm_cycles(NPUConfig(), *shape, drain_rows=2).cycles
         )
+
+
+@pytest.mark.parametrize("rows,read_regs", [(4, False), (2, True)])
+def test_gemm_read_register_placement(tmp_path, rows, read_regs):
+    """Registered read addresses (the iCE40's choice) give the same data in the same cycles as
+    registered read data (simulation's and the ECP5's); and on a 2x2 array, where passes may
+    follow two cycles apart, one-row blocks never read an accumulator row before its update."""
+    cfg = NPUConfig(
+        rows=rows, cols=rows, weight_bits=3, max_k=64, act_depth=1024, weight_depth=1024, chan_depth=64, m_block=8
+    )
+    cases = random_cases(cfg, 6, seed=30 + rows, max_m=20, max_k=24, max_n=10)
+    cases += [dict(m=1, k=9, n=5, seed=40), dict(m=9, k=7, n=3, seed=41, data="extreme")]
+    report = _run(cfg, cases, tmp_path, read_regs=read_regs)
+    assert _check_cycles(cfg, report) >= 5
 
 
 @pytest.mark.icarus

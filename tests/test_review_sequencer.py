@@ -4,6 +4,7 @@ Reuses tests/test_npu_core.py's CFG and design name, so the Verilator build is s
 """
 
 import numpy as np
+import pytest
 
 from hw.npu import NPUCore
 from quant.compile import plan_gemm
@@ -206,7 +207,7 @@ def test_review_npu_core_3x3_mblock5():
     )
 
 
-def _run_sequencer(cfg, feature, prog, used, max_cycles=50_000):
+def _run_sequencer(cfg, feature, prog, used, max_cycles=50_000, fetch_reg=None):
     """Sequencer(rnn=False) alone in amaranth.sim with behavioural feature and program memories.
 
     Returns (feature words, error flag, cycles reported)."""
@@ -214,7 +215,7 @@ def _run_sequencer(cfg, feature, prog, used, max_cycles=50_000):
 
     from hw.sequencer import Sequencer
 
-    dut = Sequencer(cfg, rnn=False)
+    dut = Sequencer(cfg, rnn=False, fetch_reg=fetch_reg)
     mem = list(feature) + [0] * (used - len(feature))
     result = {}
 
@@ -241,9 +242,11 @@ def _run_sequencer(cfg, feature, prog, used, max_cycles=50_000):
     return mem, result["error"], result["cycles"]
 
 
-def test_data_movement_cycles_and_results_8x8():
+@pytest.mark.parametrize("fetch_reg", [True, False], ids=["word-registered", "address-registered"])
+def test_data_movement_cycles_and_results_8x8(fetch_reg):
     """MAXPOOL2 / IM2COL3 / ARGMAX on the 8x8 sequencer: the device model's words, and the documented
-    body cycles (MAXPOOL2 7 per output pixel, IM2COL3 4 per destination word, ARGMAX quant.lstm_perf)."""
+    body cycles (MAXPOOL2 7 per output pixel, IM2COL3 4 per destination word, ARGMAX quant.lstm_perf),
+    with either place of the fetch register (the ECP5's and the iCE40's)."""
     from quant.lstm_perf import INSTR_OVERHEAD, argmax_cycles
 
     cfg = NPUConfig()
@@ -267,7 +270,7 @@ def test_data_movement_cycles_and_results_8x8():
     model.feature[: len(feature)] = feature
     model.program[: len(words)] = words
     model.run()
-    mem, error, cycles = _run_sequencer(cfg, feature, words, used)
+    mem, error, cycles = _run_sequencer(cfg, feature, words, used, fetch_reg=fetch_reg)
     assert error == 0
     assert mem[:used] == model.feature[:used]
     body = 7 * ct * (h // 2) * (w // 2) + 4 * 9 * ct * 3 * 2 + argmax_cycles(cfg, m, n)
