@@ -309,12 +309,11 @@ class GemmEngine(wiring.Component):
         i_kt0 = Signal()  # i_kt == 0 (kept beside i_kt, for the issuer's short paths)
         last_kt = Signal()
         last_nt = Signal()
-        i_last = Signal()  # i_row is the pass's last row
+        i_last = Signal()  # i_row is the pass's last row (registered, see below)
         # "last K / N tile" flags of the issuer, loader and drain: registered, one cycle behind the
         # counters (which move at the end of a pass, a tile or a block and are tested again at the
         # next such end, at least two cycles later).
         m.d.sync += [last_kt.eq(i_kt == KT1), last_nt.eq(i_nt == NT1)]
-        m.d.comb += i_last.eq(i_row == i_rows_m1)
 
         w_ready = Signal()  # the next pass's weight tile is far enough into the array to start it
         acc_busy = Signal(2)  # bank holds a block not yet fully read by the drain
@@ -603,6 +602,14 @@ class GemmEngine(wiring.Component):
                             m.d.sync += i_nt.eq(i_nt + 1)
                     with m.Else():
                         m.d.sync += [i_kt.eq(i_kt + 1), i_kt0.eq(0), i_kt_off.eq(i_kt_off + cmd.m)]
+        # i_last (i_row == i_rows_m1) as a register: its next value from the increment decision and
+        # compares of registered values only, so the issuer's pass-end test starts at a flip-flop.
+        # i_rows_m1 moves a cycle after a pass's last vector (a new block) and the flag follows a
+        # cycle later, before the next pass's first vector (it waits at least two cycles for its
+        # weights); the same after a command start.
+        m.d.sync += i_last.eq(
+            Mux(en & busy & issue_vec, Mux(i_last, i_rows_m1 == 0, i_row + 1 == i_rows_m1), i_row == i_rows_m1)
+        )
         with m.If(w_ready_set):  # after the issuer's clear: a new tile's readiness wins
             m.d.sync += w_ready.eq(1)
         # The activation vector of a slot issued in cycle t enters the array in cycle t + 2: from a
