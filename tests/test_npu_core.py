@@ -110,12 +110,17 @@ def test_device_model_argmax_and_pool_are_sane():
     assert all(0 <= i < 10 for i in idx)
 
 
-def test_npu_core_programs():
-    scenarios = [mlp_scenario(1), mlp_scenario(2, batch=70, dims=(64, 40, 10)), cnn_scenario(3), cnn_scenario(4)]
+def run_npu_core(cfg: NPUConfig, prog_depth: int, scenarios: list[dict]) -> None:
+    """Run ``scenarios`` on ``NPUCore(cfg, prog_depth)`` under Verilator (sim/benches/npu_bench.py)."""
     run_cocotb(
         "npucore",
-        {"config": CFG.to_dict(), "prog_depth": 256},
-        lambda: NPUCore(CFG, 256),
+        {"config": cfg.to_dict(), "prog_depth": prog_depth},
+        lambda: NPUCore(cfg, prog_depth),
         "npu_bench",
-        bench_params={"config": CFG.to_dict(), "prog_depth": 256, "scenarios": scenarios},
+        bench_params={"config": cfg.to_dict(), "prog_depth": prog_depth, "scenarios": scenarios},
     )
+
+
+def test_npu_core_programs():
+    scenarios = [mlp_scenario(1), mlp_scenario(2, batch=70, dims=(64, 40, 10)), cnn_scenario(3), cnn_scenario(4)]
+    run_npu_core(CFG, 256, scenarios)

@@ -6,7 +6,6 @@ import dataclasses
 import numpy as np
 import pytest
 
-from hw.npu import NPUCore
 from hw.rnn import GateUnit
 from quant import golden
 from quant.compile import CompileError
@@ -18,9 +17,8 @@ from quant.npu_compile import compile_model
 from quant.program import Instr, Op, decode_program, encode_program
 from quant.rnn import default_tables
 from quant.tiling import unpack_features
-from sim.runner import run_cocotb
 from tests.model_factory import random_lstm
-from tests.test_npu_core import CFG  # the same NPUCore build as tests/test_npu_core.py
+from tests.test_npu_core import CFG, run_npu_core  # the same NPUCore build as tests/test_npu_core.py
 
 #: the smallest array with the LSTM path (a unit's gates span two feature words); the memories of the
 #: iCEBreaker's 4x4 build for a hidden-32 LSTM (``shiftnpu build --board icebreaker --rows 4 --cols 4
@@ -219,13 +217,7 @@ def test_npu_core_runs_lstm_programs():
     gm["name"] = "gate-gemm"
     del gm["cycles"]  # a lone gate-mode GEMM: its figure is not the model's program
     scenarios.append(gm)
-    run_cocotb(
-        "npucore",
-        {"config": CFG.to_dict(), "prog_depth": 256},
-        lambda: NPUCore(CFG, 256),
-        "npu_bench",
-        bench_params={"config": CFG.to_dict(), "prog_depth": 256, "scenarios": scenarios},
-    )
+    run_npu_core(CFG, 256, scenarios)
 
 
 def test_npu_core_4x4_runs_lstm_programs():
@@ -238,10 +230,4 @@ def test_npu_core_4x4_runs_lstm_programs():
         ("lstm4-one", random_lstm(4, CFG4, inputs=3, hidden=1, steps=2), 1, 4),  # one unit, one-row GEMMs
     ]
     scenarios = [_scenario(name, CFG4, model, batch, seed) for name, model, batch, seed in cases]
-    run_cocotb(
-        "npucore",
-        {"config": CFG4.to_dict(), "prog_depth": 128},
-        lambda: NPUCore(CFG4, 128),
-        "npu_bench",
-        bench_params={"config": CFG4.to_dict(), "prog_depth": 128, "scenarios": scenarios},
-    )
+    run_npu_core(CFG4, 128, scenarios)
