@@ -37,7 +37,7 @@ from amaranth.lib import wiring
 from quant.config import NPUConfig
 
 from .boards import Board, get_board
-from .estimate import Estimate, estimate
+from .estimate import Estimate, estimate, fit_hint
 from .pll import PLLDomain, PLLParams, pll_for
 from .synth import PinHarness, parse_nextpnr_log, yowasp_env
 
@@ -584,7 +584,7 @@ def build(
         raise BuildError(
             f"{'the whole NPU' if design_name == 'npu' else 'the ' + design_name} with a {config.rows}x{config.cols} "
             f"{config.pe_kind} array does not fit {b.name}: "
-            f"short of {short}\n{est.text()}"
+            f"short of {short}; {fit_hint(config, b, design_name if design_name in DESIGNS else 'array')}\n{est.text()}"
         )
     auto = isinstance(freq, str) and freq == "auto"
     if isinstance(freq, str) and not auto:

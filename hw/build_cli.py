@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import argparse
 
+from sw_driver.cli import CONFIG_OPTIONS as _CONFIG_FIELDS
+
 __all__ = ["HELP", "add_arguments", "run"]
 
 HELP = "build a bitstream for a board through YoWASP and report resources and timing"
-
-
-_CONFIG_FIELDS = ("rows", "cols", "weight_bits", "max_k")
 
 
 def add_board_argument(p: argparse.ArgumentParser) -> None:
@@ -23,7 +22,7 @@ def add_board_argument(p: argparse.ArgumentParser) -> None:
         "--board",
         required=True,
         help=f"{', '.join(BOARDS)}, or any amaranth-boards iCE40/ECP5 platform class name. "
-        f"Each board has a default config, used unless --rows/--cols/--bits/--max-k replace its fields: {defaults}",
+        f"Each board has a default config, used unless --rows/--cols/--bits/--max-k/--act-depth/... replace its fields: {defaults}",
     )
 
 
@@ -37,7 +36,7 @@ def add_board_config_arguments(p: argparse.ArgumentParser) -> None:
         if group.title and group.title.startswith("generator parameters"):
             group.title = "generator parameters (default: the board's default config, see --board)"
     for action in p._actions:
-        if action.dest in ("rows", "cols"):
+        if action.dest in _CONFIG_FIELDS and action.dest not in ("weight_bits", "max_k"):
             action.help = action.help.split(" (default")[0] + " (default: the board's)"
 
 

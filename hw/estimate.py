@@ -47,6 +47,8 @@ from .boards import Board, get_board
 __all__ = [
     "Estimate",
     "estimate",
+    "largest_fitting_array",
+    "fit_hint",
     "count_ffs",
     "pe_luts",
     "memory_blocks",
@@ -364,6 +366,37 @@ def estimate(config: NPUConfig, board: str | Board, design: str = "npu", *, lstm
         available_memory={"bram": dev.bram, "spram": dev.spram},
         design=design,
         blocks=blocks,
+    )
+
+
+def largest_fitting_array(
+    config: NPUConfig, board: str | Board, design: str = "npu", *, lstm: bool | None = None
+) -> NPUConfig | None:
+    """The largest square power-of-two array smaller than ``config``'s that fits ``board``, with
+    ``config``'s other fields (its memories, bit widths) unchanged; ``None`` when none does (the
+    memories alone do not fit, say). What ``shiftnpu build``/``estimate`` suggest for a config that
+    does not fit."""
+    n = 1 << (max(config.rows, config.cols) - 1).bit_length()
+    while n > 1:
+        if n * n < config.rows * config.cols:
+            try:
+                smaller = config.replace(rows=n, cols=n)
+            except ValueError:  # a size the generator does not build with these fields
+                smaller = None
+            if smaller is not None and estimate(smaller, board, design, lstm=lstm).fits:
+                return smaller
+        n //= 2
+    return None
+
+
+def fit_hint(config: NPUConfig, board: str | Board, design: str = "npu") -> str:
+    """One line naming the largest array that fits (:func:`largest_fitting_array`), or why none does."""
+    smaller = largest_fitting_array(config, board, design)
+    if smaller is None:
+        return "no smaller square array fits either with these memories (try smaller --act-depth/--weight-depth/...)"
+    return (
+        f"the largest square array that fits with these memories: {smaller.rows}x{smaller.cols} "
+        f"(--rows {smaller.rows} --cols {smaller.cols})"
     )
 
 

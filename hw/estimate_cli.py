@@ -25,14 +25,20 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from .build_cli import config_for_board
-    from .estimate import estimate
+    from .estimate import estimate, fit_hint, largest_fitting_array
 
-    est = estimate(config_for_board(args), args.board, design=args.design)
+    cfg = config_for_board(args)
+    est = estimate(cfg, args.board, design=args.design)
     if args.json:
         d = {"board": est.board, "device": est.device, "needs": est.as_resources(), "has": est.available}
         d.update(fmax_mhz=est.fmax_mhz, fits=est.fits, config=est.config.to_dict(), design=est.design)
         d.update(blocks=est.blocks, short=est.over)
+        if not est.fits:
+            smaller = largest_fitting_array(cfg, args.board, args.design)
+            d["largest_fitting_array"] = None if smaller is None else [smaller.rows, smaller.cols]
         print(json.dumps(d, indent=1, sort_keys=True))
     else:
         print(est.text())
+        if not est.fits:
+            print("  " + fit_hint(cfg, args.board, args.design))
     return 0 if est.fits else 1

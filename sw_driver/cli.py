@@ -51,6 +51,18 @@ def _load_subcommand_modules() -> None:
         COMMANDS[name] = (mod.HELP, mod.add_arguments, mod.run)
 
 
+#: The memory sizes of the config, as command-line options (``--act-depth`` ...), with their help.
+_MEMORY_OPTIONS = {
+    "act_depth": "feature memory depth, in words of `rows` int8 activations",
+    "weight_depth": "weight memory depth, in words of one array row (`cols` codes)",
+    "chan_depth": "output channels whose bias and scale the channel memory holds",
+    "m_block": "rows of A per accumulator bank (two banks, double-buffered)",
+    "prog_depth": "layer-program memory depth, in 32-bit words (six per instruction)",
+}
+#: The NPUConfig fields that :func:`add_config_arguments` makes options of.
+CONFIG_OPTIONS = ("rows", "cols", "weight_bits", "max_k", *_MEMORY_OPTIONS)
+
+
 def add_config_arguments(p: argparse.ArgumentParser) -> None:
     """Options that override fields of the default :class:`~quant.config.NPUConfig`."""
     from quant.config import NPUConfig
@@ -65,12 +77,16 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
         help=f"weight bits: 2, 3, 4 (DenseShift) or 8 (int8 MAC baseline) (default {NPUConfig.weight_bits})",
     )
     g.add_argument("--max-k", type=int, dest="max_k", help=f"longest reduction supported (default {NPUConfig.max_k})")
+    for name, what in _MEMORY_OPTIONS.items():
+        g.add_argument(
+            "--" + name.replace("_", "-"), type=int, dest=name, help=f"{what} (default {getattr(NPUConfig, name)})"
+        )
 
 
 def config_from_args(args: argparse.Namespace):
     from quant.config import NPUConfig
 
-    over = {k: getattr(args, k) for k in ("rows", "cols", "weight_bits", "max_k") if getattr(args, k, None) is not None}
+    over = {k: getattr(args, k) for k in CONFIG_OPTIONS if getattr(args, k, None) is not None}
     return NPUConfig(**over)
 
 

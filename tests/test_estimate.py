@@ -150,3 +150,32 @@ def test_model_matches_the_committed_measurements():
             assert fitted["pe_lut"][fam][wb] == pytest.approx(ab, abs=0.6)
         for kind, f in MODEL["fmax"][fam].items():
             assert fitted["fmax"][fam][kind] == pytest.approx(f, abs=1)
+
+
+def test_memory_options_and_the_hint_for_a_config_that_does_not_fit(capsys):
+    """--act-depth/--weight-depth/... replace the board default's memories; a config that does not fit
+    names the largest square array that does, and that one fits while the next size up does not."""
+    import json
+
+    from hw.boards import get_board
+    from hw.estimate import largest_fitting_array
+
+    args = ["estimate", "--board", "icebreaker", "--rows", "4", "--cols", "4", "--json"]
+    assert main([*args, "--chan-depth", "256", "--weight-depth", "2048"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert (d["config"]["chan_depth"], d["config"]["weight_depth"], d["config"]["rows"]) == (256, 2048, 4)
+    assert d["config"]["act_depth"] == get_board("icebreaker").default_config().act_depth  # untouched
+    assert main(["estimate", "--board", "icebreaker", "--act-depth", "0"]) == 1  # a clear error, no traceback
+    assert "act_depth must be positive" in capsys.readouterr().err
+
+    big = get_board("icebreaker").default_config(rows=16, cols=16)
+    small = largest_fitting_array(big, "icebreaker")
+    assert small is not None and small.rows == small.cols and small.rows < 16
+    assert estimate(small, "icebreaker").fits
+    assert not estimate(small.replace(rows=2 * small.rows, cols=2 * small.cols), "icebreaker").fits
+    assert small.replace(rows=16, cols=16) == big  # only the array changed
+    assert main(["estimate", "--board", "icebreaker", "--rows", "16", "--cols", "16"]) == 1
+    assert f"fits with these memories: {small.rows}x{small.rows}" in capsys.readouterr().out
+    # memories that fit no array: no suggestion
+    huge = get_board("icebreaker").default_config(act_depth=65536)
+    assert largest_fitting_array(huge, "icebreaker") is None
