@@ -119,7 +119,7 @@ def plan_gemm(
     def region(label: str, base: int, words: int, depth: int, mem: str) -> None:
         if base < 0 or base + words > depth:
             raise CompileError(
-                f"{what}: {label} needs words {base}..{base + words - 1} of the {mem}, which has {depth} "
+                f"{what}: {label} would take words {base}..{base + words - 1} of the {mem}, which has {depth} "
                 f"({words} words needed)"
             )
 

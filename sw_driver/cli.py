@@ -29,6 +29,7 @@ SUBCOMMAND_MODULES: dict[str, str] = {
     "infer": "sw_driver.infer_cli",
     "build": "hw.build_cli",
     "estimate": "hw.estimate_cli",
+    "retarget": "hw.retarget_cli",
     "program": "hw.program",
 }
 

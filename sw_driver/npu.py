@@ -18,12 +18,23 @@ from quant.compile import CompileError
 from quant.memmap import NPU_REGIONS
 from quant.model import NPUModel
 from quant.npu_compile import CompiledModel, compile_model
+from quant.retarget import NETWORK_FIELDS
 
 from .device import ConfigMismatch, Device, LinkError, NoAnswer
 
 __all__ = ["NPURunner", "InferenceResult", "ModelLoadError"]
 
 STATUS_RUNNING, STATUS_DONE, STATUS_ERROR = 1, 2, 4
+
+
+def _retarget_hint(model_config, device_config) -> str:
+    """How to move the model to the device's config, when only the array or memories differ."""
+    if any(getattr(model_config, f) != getattr(device_config, f) for f in NETWORK_FIELDS):
+        return ""
+    return (
+        " (only the array/memory layout differs: `shiftnpu retarget MODEL --config <the build's report.json> "
+        "-o NEW.npu` moves the model to the device's config)"
+    )
 
 
 class ModelLoadError(LinkError):
@@ -70,7 +81,7 @@ class NPURunner:
         try:
             model.config.check_matches(info.config, what="device", against="model")
         except ValueError as e:
-            raise ConfigMismatch(str(e)) from None
+            raise ConfigMismatch(str(e) + _retarget_hint(model.config, info.config)) from None
         names = [r.name for r in info.regions]
         if names[: len(NPU_REGIONS)] != list(NPU_REGIONS):
             raise ConfigMismatch(f"the device's memory map {names} is not an NPU's {list(NPU_REGIONS)}")
