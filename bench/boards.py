@@ -35,6 +35,13 @@ RUNS: dict[str, tuple[str, str, dict, float]] = {
     "ulx3s-85f-npu8": ("ulx3s-85f", "npu", {"rows": 8, "cols": 8}, 100.0),
     "ulx3s-85f-npu16": ("ulx3s-85f", "npu", {}, 100.0),
     "ulx3s-85f-npu4": ("ulx3s-85f", "npu", {"rows": 4, "cols": 4}, 100.0),
+    # the iCEBreaker's build for the hidden-32 seq-digits LSTM (issue #5): memories for its weights and cells
+    "icebreaker-npu4-lstm": (
+        "icebreaker",
+        "npu",
+        {"rows": 4, "cols": 4, "chan_depth": 256, "weight_depth": 2048},
+        40.0,
+    ),
 }
 
 
@@ -87,6 +94,22 @@ def digits_mlp_cycles(cfg: NPUConfig) -> int:
             k, n = layer.codes.shape
             total += gemm_cycles(cfg, 1, k, n).cycles
     return total
+
+
+def seq_lstm_cycles(cfg: NPUConfig) -> int | None:
+    """Device cycles of one sequence of the seq-digits LSTM (examples/seq_digits_lstm_3bit.npu: 8 steps,
+    hidden 32, dense 32 -> 10, argmax) at batch 1 on ``cfg`` by the exact cycle model
+    (quant/lstm_perf.py); ``None`` when the model does not fit ``cfg``'s memories or array."""
+    from quant.lstm_perf import program_cycles
+    from quant.model import NPUModel
+    from quant.npu_compile import compile_model
+    from quant.retarget import retarget
+
+    try:
+        moved, _ = retarget(NPUModel.load(ROOT / "examples" / "seq_digits_lstm_3bit.npu"), cfg)
+    except ValueError:
+        return None
+    return program_cycles(compile_model(moved, 1, cfg, prog_depth=cfg.prog_depth))
 
 
 def measure(name: str) -> dict:
@@ -187,17 +210,21 @@ def table(results: dict) -> str:
         "are the systolic array alone in a pin harness. *est.* is `shiftnpu estimate` for the same config. "
         "Peak MAC/s = rows x cols x clock (the clock that closes, capped at Fmax). Digits MLP: engine cycles of the 64-64-10 MLP of "
         "examples/digits_mlp_3bit.npu at batch 1 by the exact cycle model (quant/perf.py), and that "
-        "time at the clock.",
+        "time at the clock. Seq-digits LSTM: device cycles of one sequence (8 steps, hidden 32, then the "
+        "dense head) of examples/seq_digits_lstm_3bit.npu moved to the run's config (`shiftnpu retarget`), batch 1, "
+        "by quant/lstm_perf.py; '-' where the build has no LSTM path or its memories do not hold the model.",
         "",
         "| run | board | design | array | memories | logic used (est.) | BRAM (est.) | clock MHz | Fmax MHz | "
-        "timing | peak MMAC/s | digits MLP cycles (us) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "timing | peak MMAC/s | digits MLP cycles (us) | seq-digits LSTM cycles (us) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     from hw.estimate import estimate
 
     for name, r in results.items():
         cfg = NPUConfig.from_dict(r["config"])
-        mem = "default" if cfg.act_depth == NPUConfig.act_depth else f"act {cfg.act_depth}, wgt {cfg.weight_depth}"
+        mems = {"act_depth": "act", "weight_depth": "wgt", "chan_depth": "chan", "m_block": "m_block"}
+        mem = ", ".join(f"{v} {getattr(cfg, k)}" for k, v in mems.items() if getattr(cfg, k) != getattr(NPUConfig, k))
+        mem = mem or "default"
         res = r.get("resources", {})
         lg, br = res.get("logic", (0, 0)), res.get("bram", (0, 0))
         est = estimate(
@@ -209,10 +236,12 @@ def table(results: dict) -> str:
         clock = r["clock_mhz"] if r.get("timing_met") else min(fmax, r["clock_mhz"])
         cyc = digits_mlp_cycles(cfg) if r["design"] == "npu" else None
         lat = f"{cyc} ({cyc / clock:.1f})" if cyc and fits and clock else (str(cyc) if cyc else "-")
+        lcyc = seq_lstm_cycles(cfg) if r["design"] == "npu" and r.get("lstm") else None
+        llat = f"{lcyc} ({lcyc / clock:.0f})" if lcyc and fits and clock else (str(lcyc) if lcyc else "-")
         lines.append(
             f"| {name} | {r['board']} | {r['design']} | {cfg.rows}x{cfg.cols} | {mem} | "
             f"{lg[0]}/{lg[1]} ({est.logic}) | {br[0]} ({est.bram}) | {r['clock_mhz']:g} | "
-            f"{f'{fmax:.1f}' if fmax else '-'} | {timing} | {f'{cfg.pe_count * clock:.0f}' if fits else '-'} | {lat} |"
+            f"{f'{fmax:.1f}' if fmax else '-'} | {timing} | {f'{cfg.pe_count * clock:.0f}' if fits else '-'} | {lat} | {llat} |"
         )
     lines.append(NOTES)
     for k, r in results.items():
