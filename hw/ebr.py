@@ -22,7 +22,7 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["CollisionFreeRAM", "EBRModel", "is_ice40"]
+__all__ = ["CollisionFreeRAM", "EBRModel", "is_ice40", "read_port_no_rw_check"]
 
 #: SB_RAM40_4K in its 256 x 16 mode (READ_MODE = WRITE_MODE = 0).
 EBR_DEPTH, EBR_WIDTH = 256, 16
@@ -31,6 +31,36 @@ EBR_DEPTH, EBR_WIDTH = 256, 16
 def is_ice40(platform) -> bool:
     """The platform is an iCE40 device (SB_RAM40_4K blocks)."""
     return platform is not None and str(getattr(platform, "device", "")).upper().startswith("ICE40")
+
+
+class _RegisteredReadPort:
+    """``addr``, ``en`` and ``data`` of a synchronous read port (see :func:`read_port_no_rw_check`)."""
+
+    def __init__(self, m: Module, mem: Memory):
+        port = mem.read_port(domain="comb")
+        self.addr = Signal(len(port.addr))
+        self.en = Signal(init=1)
+        self.data = Signal(len(port.data), reset_less=True)  # (no reset, as a synchronous port's data)
+        m.d.comb += port.addr.eq(self.addr)
+        with m.If(self.en):
+            m.d.sync += self.data.eq(port.data)
+
+
+def read_port_no_rw_check(m: Module, mem: Memory, platform):
+    """A synchronous read port of ``mem`` for a user that never uses the word it reads in a cycle
+    that writes that word.
+
+    On an iCE40 platform it is ``mem.read_port()``. Elsewhere it is an asynchronous read port and
+    its register, with ``mem`` marked ``no_rw_check``: Yosys merges the two into the block RAM's
+    synchronous port with the read-during-write case left undefined, and builds no emulation of
+    it (a registered write port, an address comparator and a bypass multiplexer, which the ECP5's
+    DP16KD would need as much as the iCE40's EBR). The same words and cycles in simulation.
+    Returns an object with the ``addr``, ``en`` and ``data`` of a read port.
+    """
+    if is_ice40(platform):
+        return mem.read_port()
+    mem.attrs["no_rw_check"] = 1
+    return _RegisteredReadPort(m, mem)
 
 
 class EBRModel(wiring.Component):
@@ -102,8 +132,10 @@ class CollisionFreeRAM(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         if not (self.model or is_ice40(platform)):
+            # (no read-during-write emulation: on the 16x16 ECP5 NPU its address comparator was
+            # on the critical path)
             m.submodules.mem = mem = Memory(shape=unsigned(self.width), depth=self.depth, init=list(self.init))
-            rd, wr = mem.read_port(), mem.write_port()
+            rd, wr = read_port_no_rw_check(m, mem, platform), mem.write_port()
             m.d.comb += [
                 rd.addr.eq(self.raddr),
                 rd.en.eq(self.re),

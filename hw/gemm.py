@@ -47,7 +47,7 @@ from amaranth.lib.wiring import In, Out
 from quant.config import NPUConfig
 from quant.perf import DRAIN_BUFFER_ROWS, pipeline_latency, weight_lead
 
-from .ebr import CollisionFreeRAM, is_ice40
+from .ebr import CollisionFreeRAM, is_ice40, read_port_no_rw_check
 from .requant import Requantizer
 from .spram import SinglePortRAM, has_spram, spram_blocks
 from .systolic import SystolicArray
@@ -99,6 +99,10 @@ class GemmEngine(wiring.Component):
         cycles after it is presented (one by default; two with the memories' outputs registered
         after the region multiplexer, so that no path leaves the engine from a block RAM output).
     host_rdata : Out(port_width)
+    feat_rdata : Out(8 * rows)
+        Only with ``feature_tap``: the feature memory's read data itself (the word at ``host_addr``
+        one cycle after it is presented while idle), for a reader that only reads features (the
+        sequencer) and so needs neither the region multiplexer nor ``host_read_latency``.
     stall : In(1)
         Verification hook: freezes the whole compute pipeline for a cycle (the next one: the
         pipeline enable is a register). Tie to 0.
@@ -119,6 +123,8 @@ class GemmEngine(wiring.Component):
         Support the LSTM gate mode (``cmd.gate``); without it the bit is ignored.
     host_read_latency : int
         1 (the default) or 2: see ``host_rdata``.
+    feature_tap : bool
+        Add the ``feat_rdata`` output (False by default).
     read_regs : bool, optional
         Where the pipeline stage of each block-RAM read during a command goes (the activation
         and weight reads that feed the array, the accumulator read of the read-modify-write).
@@ -140,6 +146,7 @@ class GemmEngine(wiring.Component):
         gate: bool = False,
         host_read_latency: int = 1,
         read_regs: bool | None = None,
+        feature_tap: bool = False,
     ):
         if drain_rows < 1:
             raise ValueError(f"the drain row buffer needs at least one entry, got {drain_rows}")
@@ -161,6 +168,8 @@ class GemmEngine(wiring.Component):
         self.array = SystolicArray(config, direct=True)
         #: host port width: a feature word (8 * rows), a weight row (cols * bits) or a channel word
         self.port_width = max(64, 8 * config.rows, config.cols * config.weight_bits)
+        self.feature_tap = bool(feature_tap)
+        tap = {"feat_rdata": Out(8 * config.rows)} if self.feature_tap else {}
         super().__init__(
             {
                 "cmd": In(stream.Signature(GemmCommand)),
@@ -173,6 +182,7 @@ class GemmEngine(wiring.Component):
                 "host_rdata": Out(self.port_width),
                 "stall": In(1),
                 "out_stall": In(1),
+                **tap,
             }
         )
 
@@ -255,7 +265,9 @@ class GemmEngine(wiring.Component):
         en = Signal(init=1)
         m.d.sync += en.eq(~self.stall & ~self.out_stall)
 
-        f_rd, f_wr = fmem.read_port(), fmem.write_port()
+        # (no word read in a cycle that writes it is used: the compiler keeps a GEMM's result
+        # region off its input; the host and the sequencer use a read's word only from a read cycle)
+        f_rd, f_wr = read_port_no_rw_check(m, fmem, platform), fmem.write_port()
         c_we = Signal()
         cmem_rdata = Signal(ChannelScale)
         m.d.comb += cmem_rdata.eq(cmem.rdata)
@@ -284,6 +296,8 @@ class GemmEngine(wiring.Component):
             m.d.sync += self.host_rdata.eq(host_word)
         else:
             m.d.comb += self.host_rdata.eq(host_word)
+        if self.feature_tap:
+            m.d.comb += self.feat_rdata.eq(f_rd.data)
 
         # ---- issuer state -----------------------------------------------------------------------
         running = Signal()  # passes remain to issue

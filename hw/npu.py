@@ -7,7 +7,7 @@ it owns the engine's memory port; otherwise the host does.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out, connect
@@ -15,6 +15,7 @@ from amaranth.lib.wiring import In, Out, connect
 from quant.config import NPUConfig
 from quant.memmap import npu_memory_map
 
+from .ebr import is_ice40
 from .gemm import ADDR_BITS, REGION_FEATURE, GemmEngine
 from .hostif import HostInterface
 from .sequencer import Sequencer
@@ -34,7 +35,7 @@ class NPUCore(wiring.Component):
     host_region, host_addr, host_wdata, host_we : In
         Host memory port (regions 0 feature, 1 weight, 2 channel, 3 program); ignored while running.
     host_rdata : Out(port_width)
-        Word at the address presented one cycle before.
+        Word at the address presented ``host_read_latency`` cycles before.
 
     The host port is ``port_width = max(64, 8 * rows, cols * weight_bits)`` bits (a feature word
     holds one int8 per row; channel words are 64 bits).
@@ -44,9 +45,23 @@ class NPUCore(wiring.Component):
         running | done << 1 | error << 2.
     cycles : Out(32)
         Cycles of the last program run.
+
+    Parameters
+    ----------
+    host_read_latency : int
+        1 (the default) or 2: with 2 the block RAMs' read data (the engine's region multiplexer,
+        the program memory) pass a register before ``host_rdata``, so that no host read path
+        starts at a block-RAM output (ECP5: the DP16KD's 5.6 ns clock-to-output). The
+        sequencer's own reads take the feature memory's output directly (the engine's
+        ``feat_rdata``), with the same cycles either way.
     """
 
-    def __init__(self, config: NPUConfig, prog_depth: int | None = None, *, rnn: bool = True):
+    def __init__(
+        self, config: NPUConfig, prog_depth: int | None = None, *, rnn: bool = True, host_read_latency: int = 1
+    ):
+        if host_read_latency not in (1, 2):
+            raise ValueError(f"host_read_latency must be 1 or 2 cycles, got {host_read_latency}")
+        self.host_read_latency = host_read_latency
         self.config = config
         self.rnn = rnn
         self.prog_depth = config.prog_depth if prog_depth is None else prog_depth
@@ -66,7 +81,8 @@ class NPUCore(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.engine = eng = GemmEngine(self.config, gate=self.rnn)
+        lat = self.host_read_latency
+        m.submodules.engine = eng = GemmEngine(self.config, gate=self.rnn, host_read_latency=lat, feature_tap=True)
         m.submodules.seq = seq = Sequencer(self.config, rnn=self.rnn, prog_depth=self.prog_depth)
         pmem = m.submodules.pmem = Memory(shape=unsigned(32), depth=self.prog_depth, init=[])
         p_rd, p_wr = pmem.read_port(), pmem.write_port()
@@ -84,7 +100,7 @@ class NPUCore(wiring.Component):
             eng.host_addr.eq(Mux(run, seq.mem_addr, self.host_addr)),
             eng.host_wdata.eq(Mux(run, seq.mem_wdata, self.host_wdata)),
             eng.host_we.eq(Mux(run, seq.mem_we, self.host_we & (self.host_region != REGION_PROGRAM))),
-            seq.mem_rdata.eq(eng.host_rdata),
+            seq.mem_rdata.eq(eng.feat_rdata),
             # program memory: the sequencer's fetch while running, else the host
             p_rd.addr.eq(Mux(run, seq.prog_addr, self.host_addr)),
             seq.prog_data.eq(p_rd.data),
@@ -94,7 +110,12 @@ class NPUCore(wiring.Component):
         ]
         sel_prog = Signal()
         m.d.sync += sel_prog.eq(self.host_region == REGION_PROGRAM)
-        m.d.comb += self.host_rdata.eq(Mux(sel_prog, p_rd.data, eng.host_rdata))
+        if lat == 2:
+            prog_q, sel_prog_q = Signal(32), Signal()
+            m.d.sync += [prog_q.eq(p_rd.data), sel_prog_q.eq(sel_prog)]
+            m.d.comb += self.host_rdata.eq(Mux(sel_prog_q, prog_q, eng.host_rdata))
+        else:
+            m.d.comb += self.host_rdata.eq(Mux(sel_prog, p_rd.data, eng.host_rdata))
         return m
 
 
@@ -132,7 +153,10 @@ class NPU(wiring.Component):
         m = Module()
         cfg = self.config
         m.submodules.hostif = hostif = HostInterface(cfg, self.regions, idle_timeout=self.idle_timeout)
-        m.submodules.core = core = NPUCore(cfg, rnn=self.rnn)
+        # ECP5 (any platform but the iCE40, where a flip-flop costs a logic cell): the host's reads
+        # are registered in the core (see NPUCore.host_read_latency); the link waits for rvalid.
+        lat = 1 if is_ice40(platform) else 2
+        m.submodules.core = core = NPUCore(cfg, rnn=self.rnn, host_read_latency=lat)
         if self.uart:
             m.submodules.uart_rx = urx = UARTRx(clk_hz=cfg.clk_hz, baud=cfg.baud)
             m.submodules.uart_tx = utx = UARTTx(clk_hz=cfg.clk_hz, baud=cfg.baud)
@@ -153,7 +177,9 @@ class NPU(wiring.Component):
             bus.rdata.eq(core.host_rdata),
             core.start.eq(hostif.start),
         ]
-        m.d.sync += bus.rvalid.eq(bus.valid & ~bus.we)
+        rv = Signal(lat)  # rvalid: a read request's word is on core.host_rdata `lat` cycles later
+        m.d.sync += rv.eq(Cat(bus.valid & ~bus.we, rv[:-1]))
+        m.d.comb += bus.rvalid.eq(rv[-1])
         cycles = Signal(29)
         m.d.comb += cycles.eq(Mux(core.cycles >= (1 << 29) - 1, (1 << 29) - 1, core.cycles))
         m.d.comb += hostif.status.eq(core.status | (cycles << 3))

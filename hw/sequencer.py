@@ -170,9 +170,18 @@ class Sequencer(wiring.Component):
         wb_slot, wb_val = Signal(range(L + 1)), Signal(8)
         pool_en = Signal(L)
         for i in range(L):
-            wb_i = wb_en & ((wb_slot == i) | (wb_slot == 0))
-            with m.If(w_all | w_zero | pool_en[i] | wb_i):
-                m.d.sync += wd[i].eq(Mux(w_zero | (wb_en & (wb_slot != i)), 0, Mux(wb_en, wb_val, rq[i])))
+            if is_ice40(platform):  # SB_DFFESR: the clear acts only with the enable
+                wb_i = wb_en & ((wb_slot == i) | (wb_slot == 0))
+                with m.If(w_all | w_zero | pool_en[i] | wb_i):
+                    m.d.sync += wd[i].eq(Mux(w_zero | (wb_en & (wb_slot != i)), 0, Mux(wb_en, wb_val, rq[i])))
+            else:
+                # ECP5: the clear overrides the enable (LSR over CE), so it gets a condition of its
+                # own and MAXPOOL2's compare (pool_en) reaches only the enable, not the clear (the
+                # four conditions come from disjoint states, so this is the same register)
+                with m.If(w_zero | (wb_en & (wb_slot == 0)) if i else w_zero):
+                    m.d.sync += wd[i].eq(0)
+                with m.Elif(w_all | pool_en[i] | (wb_en & (wb_slot == i))):
+                    m.d.sync += wd[i].eq(Mux(wb_en, wb_val, rq[i]))
 
         # ---- instruction: op and flags, then the fields (zero-extended to 16 bits where used) ----
         pc = Signal(_bits(self.prog_depth - 1), **RL)

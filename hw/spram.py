@@ -21,6 +21,8 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from .ebr import read_port_no_rw_check
+
 __all__ = ["SinglePortRAM", "SPRAMModel", "SPRAM_DEPTH", "SPRAM_WIDTH", "spram_blocks", "has_spram"]
 
 SPRAM_DEPTH = 16384
@@ -122,7 +124,9 @@ class SinglePortRAM(wiring.Component):
         m = Module()
         if not self.uses_spram(platform):
             m.submodules.mem = mem = Memory(shape=unsigned(self.width), depth=self.depth, init=list(self.init))
-            rd, wr = mem.read_port(), mem.write_port()
+            # a write does not read: no read-during-write emulation needed (hw/ebr.py; off the
+            # iCE40, where the memories were left as they were measured)
+            rd, wr = read_port_no_rw_check(m, mem, platform), mem.write_port()
             m.d.comb += [
                 rd.addr.eq(self.addr),
                 rd.en.eq(self.re & ~self.we),

@@ -65,3 +65,13 @@ def test_device_switch():
     assert is_ice40(P()) and not is_ice40(Q()) and not is_ice40(None)
     with pytest.raises(ValueError, match="width"):
         CollisionFreeRAM(8, 0)
+
+
+def test_plain_path_leaves_read_during_write_undefined_for_yosys():
+    """Off the iCE40 the memory is marked no_rw_check and read through an asynchronous port and a
+    register (Yosys merges them into the block RAM's port without a read-during-write emulation)."""
+    from amaranth.back import rtlil
+
+    text = rtlil.convert(CollisionFreeRAM(22, 256), name="top")
+    assert "attribute \\no_rw_check 1" in text
+    assert "parameter \\CLK_ENABLE 0" in text  # the $memrd_v2 is asynchronous
