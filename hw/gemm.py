@@ -49,7 +49,7 @@ from amaranth.lib.wiring import In, Out
 from quant.config import NPUConfig
 from quant.perf import DRAIN_BUFFER_ROWS, pipeline_latency, weight_lead
 
-from .ebr import CollisionFreeRAM, is_ice40
+from .ebr import EBR_DEPTH, CollisionFreeRAM, is_ice40
 from .requant import Requantizer
 from .spram import SinglePortRAM, has_spram, spram_blocks
 from .systolic import SystolicArray
@@ -240,11 +240,12 @@ class GemmEngine(wiring.Component):
         use_w = spram_blocks(self.weight_width) <= spram_left
         spram_left -= spram_blocks(self.weight_width) if use_w else 0
         use_b = spram_blocks(ChannelParams.members["bias"].width) <= spram_left
-        if is_ice40(platform):
+        if is_ice40(platform) and cfg.act_depth <= EBR_DEPTH:
             # No read-during-write emulation (about 70 logic cells and the UP5K NPU's host-address
             # path): a read never meets a write of its word (a GEMM's input and result regions are
             # disjoint, quant.compile refuses others), except in a host or sequencer write's own
-            # cycle, whose read data nobody uses.
+            # cycle, whose read data nobody uses. (Deeper memories stay with Yosys, whose EBR
+            # modes need no read multiplexer across blocks.)
             fmem = m.submodules.fmem = CollisionFreeRAM(self.feature_width, cfg.act_depth)
         else:
             fmem = m.submodules.fmem = Memory(shape=unsigned(self.feature_width), depth=cfg.act_depth, init=[])

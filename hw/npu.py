@@ -17,7 +17,7 @@ from amaranth.lib.wiring import In, Out, connect
 from quant.config import NPUConfig
 from quant.memmap import npu_memory_map
 
-from .ebr import CollisionFreeRAM, is_ice40
+from .ebr import EBR_DEPTH, CollisionFreeRAM, is_ice40
 from .gemm import ADDR_BITS, REGION_FEATURE, GemmEngine
 from .hostif import HostInterface
 from .sequencer import Sequencer
@@ -71,9 +71,10 @@ class NPUCore(wiring.Component):
         m = Module()
         m.submodules.engine = eng = GemmEngine(self.config, gate=self.rnn)
         m.submodules.seq = seq = Sequencer(self.config, rnn=self.rnn, prog_depth=self.prog_depth)
-        if is_ice40(platform):
-            # SB_RAM40_4K blocks without Yosys' read-during-write emulation (about 75 logic cells on
+        if is_ice40(platform) and self.prog_depth <= EBR_DEPTH:
+            # SB_RAM40_4K blocks without Yosys' read-during-write emulation (about 100 logic cells on
             # the UP5K): the read is off in a host write's cycle, the only one that could collide
+            # (deeper: Yosys' mapping, which needs no read multiplexer across blocks)
             pmem = m.submodules.pmem = CollisionFreeRAM(32, self.prog_depth)
             p_rd = SimpleNamespace(addr=pmem.raddr, data=pmem.rdata)
             p_wr = SimpleNamespace(addr=pmem.waddr, data=pmem.wdata, en=pmem.we)
