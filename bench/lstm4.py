@@ -10,7 +10,7 @@ also builds the whole NPU (``hw.build.build``, 10-12 minutes a build), ``--build
 config without the LSTM path (``NPU(rnn=False)``). Writes ``bench/results/lstm4.md`` (and
 ``lstm4.json``, which keeps the builds, so a rerun without ``--build`` still reports them).
 
-    PYTHONPATH=. python bench/lstm4.py [--build lstm,plain] [--freq 36]
+    PYTHONPATH=. python bench/lstm4.py [--build lstm,plain] [--freq 40]
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def main(argv=None) -> int:
         default="",
         help="comma-separated: lstm (the whole NPU with the LSTM path), plain (without it); 10-12 min each",
     )
-    ap.add_argument("--freq", type=float, default=36.0, help="requested clock in MHz (default 36)")
+    ap.add_argument("--freq", type=float, default=40.0, help="requested clock in MHz (default 40)")
     ap.add_argument("--build-root", default="build", help="builds go to <root>/lstm4-lstm, -plain (default build)")
     ap.add_argument("-n", type=int, default=200, help="test sequences on the device model (default 200)")
     args = ap.parse_args(argv)

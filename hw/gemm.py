@@ -39,6 +39,8 @@ lanes each: ``C[m, nt*cols + c]`` at ``out_base + 2*(nt*M + m) + c // (cols/2)``
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
@@ -47,7 +49,7 @@ from amaranth.lib.wiring import In, Out
 from quant.config import NPUConfig
 from quant.perf import DRAIN_BUFFER_ROWS, pipeline_latency, weight_lead
 
-from .ebr import CollisionFreeRAM, is_ice40, read_port_no_rw_check
+from .ebr import EBR_DEPTH, CollisionFreeRAM, is_ice40, read_port_no_rw_check
 from .requant import Requantizer
 from .spram import SinglePortRAM, has_spram, spram_blocks
 from .systolic import SystolicArray
@@ -248,7 +250,15 @@ class GemmEngine(wiring.Component):
         use_w = spram_blocks(self.weight_width) <= spram_left
         spram_left -= spram_blocks(self.weight_width) if use_w else 0
         use_b = spram_blocks(ChannelParams.members["bias"].width) <= spram_left
-        fmem = m.submodules.fmem = Memory(shape=unsigned(self.feature_width), depth=cfg.act_depth, init=[])
+        if is_ice40(platform) and cfg.act_depth <= EBR_DEPTH:
+            # No read-during-write emulation (about 70 logic cells and the UP5K NPU's host-address
+            # path): a read never meets a write of its word (a GEMM's input and result regions are
+            # disjoint, quant.compile refuses others), except in a host or sequencer write's own
+            # cycle, whose read data nobody uses. (Deeper memories stay with Yosys, whose EBR
+            # modes need no read multiplexer across blocks.)
+            fmem = m.submodules.fmem = CollisionFreeRAM(self.feature_width, cfg.act_depth)
+        else:
+            fmem = m.submodules.fmem = Memory(shape=unsigned(self.feature_width), depth=cfg.act_depth, init=[])
         wmem = m.submodules.wmem = SinglePortRAM(self.weight_width, cfg.weight_depth, spram=use_w)
         bmem = m.submodules.bmem = SinglePortRAM(ChannelParams.members["bias"].width, cfg.chan_depth, spram=use_b)
         # (a host write does not read, as in the SinglePortRAMs, so it never collides with a read)
@@ -265,9 +275,13 @@ class GemmEngine(wiring.Component):
         en = Signal(init=1)
         m.d.sync += en.eq(~self.stall & ~self.out_stall)
 
-        # (no word read in a cycle that writes it is used: the compiler keeps a GEMM's result
-        # region off its input; the host and the sequencer use a read's word only from a read cycle)
-        f_rd, f_wr = read_port_no_rw_check(m, fmem, platform), fmem.write_port()
+        if isinstance(fmem, CollisionFreeRAM):
+            f_rd = SimpleNamespace(addr=fmem.raddr, en=fmem.re, data=fmem.rdata)
+            f_wr = SimpleNamespace(addr=fmem.waddr, data=fmem.wdata, en=fmem.we)
+        else:
+            # (no word read in a cycle that writes it is used: the compiler keeps a GEMM's result
+            # region off its input; the host and the sequencer use a read's word only from a read cycle)
+            f_rd, f_wr = read_port_no_rw_check(m, fmem, platform), fmem.write_port()
         c_we = Signal()
         cmem_rdata = Signal(ChannelScale)
         m.d.comb += cmem_rdata.eq(cmem.rdata)

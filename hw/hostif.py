@@ -276,6 +276,21 @@ class HostInterface(wiring.Component):
         left = Signal(16)
         left_up = Signal()
         left_step = (left + Cat(Const(1, 1), Mux(left_up, 0, 0x7FFF)))[:16]
+        # `left == 0` and `left == 1` as flip-flops (the FSM's decisions then start at a register):
+        # a copy of the compares one cycle late, valid because `left` stays unchanged for at least a
+        # cycle before every test, except where it is stepped on a received byte (the next byte may
+        # follow at once): there the flags are set for the new value (see PAYLOAD). CMD, right after
+        # the length's last byte, tests the byte compares themselves.
+        left_z, left_1 = Signal(), Signal()
+        # byte compares as nets of their own (keep), so that the flags are two LUT levels from them
+        lo_0, lo_1, lo_2, hi_0 = (Signal(name=n, attrs={"keep": 1}) for n in ("lo_0", "lo_1", "lo_2", "hi_0"))
+        m.d.comb += [
+            lo_0.eq(left[0:8] == 0),
+            lo_1.eq(left[0:8] == 1),
+            lo_2.eq(left[0:8] == 2),
+            hi_0.eq(left[8:16] == 0),
+        ]
+        m.d.sync += [left_z.eq(lo_0 & hi_0), left_1.eq(lo_1 & hi_0)]
         cmd = Signal(8)  # also echoed in the reply
         pidx = Signal(range(maxp + 1))  # staging address: payload bytes received / committed
         m.d.comb += [staging.addr.eq(pidx), staging.wdata.eq(i.payload)]
@@ -296,11 +311,26 @@ class HostInterface(wiring.Component):
         crc_ok = Signal()
         is_info, is_start, is_status, is_errors = Signal(), Signal(), Signal(), Signal()
         is_wmem, is_rmem, is_wreg, is_rreg = Signal(), Signal(), Signal(), Signal()
+        is_other = Signal()  # none of the commands
+        # decoded from the command byte's register, a cycle after it (the flags are first used
+        # two bytes after the command: at payload byte 5, or in CHECK after the CRC bytes)
+        m.d.sync += [
+            is_info.eq(cmd == Command.INFO),
+            is_start.eq(cmd == Command.START),
+            is_status.eq(cmd == Command.STATUS),
+            is_errors.eq(cmd == Command.ERRORS),
+            is_wmem.eq(cmd == Command.WRITE_MEM),
+            is_rmem.eq(cmd == Command.READ_MEM),
+            is_wreg.eq(cmd == Command.WRITE_REG),
+            is_rreg.eq(cmd == Command.READ_REG),
+            is_other.eq(~Cat(cmd == x for x in Command.ALL).any()),
+        ]
         # one adder: a WRITE_MEM payload counts its words up; the READ_MEM length count and the
         # WRITE_MEM commit count them down
         words_up = Signal()
         words_step = (words + Mux(words_up, 1, (1 << len(words)) - 1))[: len(words)]
         region_ok, aligned, count_bad, depth_ok = Signal(), Signal(), Signal(), Signal()
+        last = Signal(max(aw, len(words)) + 1)  # addr + words, registered in CHECK
         reg_user, reg_ctl, reg_exists = Signal(), Signal(), Signal()
         over, no_words = Signal(), Signal()  # READ_MEM length count: past max_payload / all words counted
 
@@ -410,18 +440,17 @@ class HostInterface(wiring.Component):
                     with m.Else():
                         m.d.sync += pend_sync.eq(1)
 
+            # (the length bytes are loaded while waiting too: the last load is the byte's)
             with m.State("LEN0"):
                 rx_state("LEN0", "LEN1")
-                with m.If(i.valid):
-                    m.d.sync += left[0:8].eq(i.payload)
+                m.d.sync += left[0:8].eq(i.payload)
             with m.State("LEN1"):
                 rx_state("LEN1", "CMD")
-                with m.If(i.valid):
-                    m.d.sync += left[8:16].eq(i.payload)
+                m.d.sync += left[8:16].eq(i.payload)
 
             with m.State("CMD"):
                 rx_state("CMD")
-                hi0, lo = left[8:16] == 0, left[0:8]
+                hi0, lo = hi_0, left[0:8]
                 m.d.sync += [
                     pidx.eq(0),
                     bpos.eq(0),
@@ -437,20 +466,8 @@ class HostInterface(wiring.Component):
                     len_ge5.eq(~hi0 | (lo >= 5)),
                 ]
                 with m.If(i.valid):
-                    c = i.payload
-                    m.d.sync += [
-                        cmd.eq(c),
-                        oversize.eq(left > maxp),
-                        is_info.eq(c == Command.INFO),
-                        is_start.eq(c == Command.START),
-                        is_status.eq(c == Command.STATUS),
-                        is_errors.eq(c == Command.ERRORS),
-                        is_wmem.eq(c == Command.WRITE_MEM),
-                        is_rmem.eq(c == Command.READ_MEM),
-                        is_wreg.eq(c == Command.WRITE_REG),
-                        is_rreg.eq(c == Command.READ_REG),
-                    ]
-                    with m.If(left == 0):
+                    m.d.sync += [cmd.eq(i.payload), oversize.eq(left > maxp)]
+                    with m.If(lo_0 & hi_0):
                         m.next = "CRC0"
                     with m.Else():
                         m.next = "PAYLOAD"
@@ -462,6 +479,7 @@ class HostInterface(wiring.Component):
                 m.d.comb += words_up.eq(1)
                 m.d.comb += staging.we.eq(i.valid & ~oversize)
                 with m.If(i.valid):
+                    m.d.sync += [left_z.eq(lo_1 & hi_0), left_1.eq(lo_2 & hi_0)]  # the flags of left - 1
                     m.d.sync += [
                         pidx.eq(pidx + 1),
                         left.eq(left_step),
@@ -488,7 +506,7 @@ class HostInterface(wiring.Component):
                             m.d.sync += [bpos.eq(0), words.eq(words_step)]
                         with m.Else():
                             m.d.sync += bpos.eq(bpos + 1)
-                    with m.If(left == 1):
+                    with m.If(left_1):
                         m.next = "CRC0"
 
             with m.State("CRC0"):
@@ -528,19 +546,21 @@ class HostInterface(wiring.Component):
                         | Mux(is_rreg, 4, 0)
                     ),
                 ]
-                # one past the last word accessed, against the region's depth
-                last = addr + words
-                m.d.sync += depth_ok.eq(0)
-                with m.Switch(rbyte[:rb]):
-                    for r_id, r in enumerate(regions):
-                        with m.Case(r_id):
-                            m.d.sync += depth_ok.eq(~addr_hi & (last <= r.depth))
+                # one past the last word accessed (compared against the region's depth in LENGTH)
+                m.d.sync += last.eq(addr + words)
                 m.next = "LENGTH"
 
             # READ_MEM: count the reply bytes, a word at a time, until `count` words are done; running
             # past max_payload is the "count > max_payload / word_bytes" check, without a divider.
             # Both stop conditions are registered a step ahead (they are off the FSM's path).
             with m.State("LENGTH"):
+                # the depth check from the sum registered in CHECK (LENGTH lasts a cycle at least,
+                # and moves neither addr nor last)
+                m.d.sync += depth_ok.eq(0)
+                with m.Switch(rbyte[:rb]):
+                    for r_id, r in enumerate(regions):
+                        with m.Case(r_id):
+                            m.d.sync += depth_ok.eq(~addr_hi & (last <= r.depth))
                 with m.If(~is_rmem | count_bad | over | no_words):
                     m.d.sync += count_bad.eq(count_bad | over)
                     m.next = "DECIDE"
@@ -552,54 +572,38 @@ class HostInterface(wiring.Component):
                     with m.Else():
                         m.d.sync += bpos.eq(bpos + 1)
 
-            # The decision is a priority chain over the registered checks (docs/protocol.md order).
+            # The decision is a priority chain over the registered checks (docs/protocol.md order),
+            # written as one short chain per command class (a few flags each) OR-ed under the
+            # one-hot command flags, so that no chain runs through all the classes.
+            def chain(*steps):
+                v = Const(Status.OK, 4)
+                for cond, c in reversed(steps):
+                    v = Mux(cond, c, v)
+                return v
+
+            BL, BR, BA, BG = Status.BAD_LENGTH, Status.BAD_REGION, Status.BAD_ADDRESS, Status.BAD_REGISTER
+            per_class = [
+                (is_info | is_start | is_status | is_errors, chain((~len0, BL))),
+                (is_wmem, chain((~len_ge5, BL), (~region_ok, BR), (~aligned, BL), (~depth_ok, BA))),
+                (is_rmem, chain((~len7, BL), (~region_ok, BR), (count_bad, BL), (~depth_ok, BA))),
+                (is_wreg, chain((~len5, BL), (~reg_ctl & ~reg_user, BG))),
+                (is_rreg, chain((~len1, BL), (~reg_exists, BG))),
+                (is_other, Const(Status.UNKNOWN_CMD, 4)),
+            ]
+            any_code = Const(0, 4)
+            for sel_c, c in per_class:
+                any_code = any_code | Mux(sel_c, c, 0)
             code = Signal(4)
             go_commit, go_regwr, do_start = Signal(), Signal(), Signal()
             act_commit, act_regwr, act_start = Signal(), Signal(), Signal()
             with m.State("DECIDE"):
-                with m.If(~crc_ok):
-                    m.d.comb += code.eq(Status.BAD_CRC)
-                with m.Elif(is_info | is_start | is_status | is_errors):
-                    with m.If(~len0):
-                        m.d.comb += code.eq(Status.BAD_LENGTH)
-                    with m.Else():
-                        m.d.comb += do_start.eq(is_start)
-                with m.Elif(is_wmem):
-                    with m.If(~len_ge5):
-                        m.d.comb += code.eq(Status.BAD_LENGTH)
-                    with m.Elif(~region_ok):
-                        m.d.comb += code.eq(Status.BAD_REGION)
-                    with m.Elif(~aligned):
-                        m.d.comb += code.eq(Status.BAD_LENGTH)
-                    with m.Elif(~depth_ok):
-                        m.d.comb += code.eq(Status.BAD_ADDRESS)
-                    with m.Else():
-                        m.d.comb += go_commit.eq(1)
-                with m.Elif(is_rmem):
-                    with m.If(~len7):
-                        m.d.comb += code.eq(Status.BAD_LENGTH)
-                    with m.Elif(~region_ok):
-                        m.d.comb += code.eq(Status.BAD_REGION)
-                    with m.Elif(count_bad):
-                        m.d.comb += code.eq(Status.BAD_LENGTH)
-                    with m.Elif(~depth_ok):
-                        m.d.comb += code.eq(Status.BAD_ADDRESS)
-                with m.Elif(is_wreg):
-                    with m.If(~len5):
-                        m.d.comb += code.eq(Status.BAD_LENGTH)
-                    with m.Elif(~reg_ctl & ~reg_user):
-                        m.d.comb += code.eq(Status.BAD_REGISTER)
-                    with m.Elif(~reg_user):  # CONTROL: bit 0 pulses start
-                        m.d.comb += do_start.eq(val0)
-                    with m.Else():
-                        m.d.comb += go_regwr.eq(1)
-                with m.Elif(is_rreg):
-                    with m.If(~len1):
-                        m.d.comb += code.eq(Status.BAD_LENGTH)
-                    with m.Elif(~reg_exists):
-                        m.d.comb += code.eq(Status.BAD_REGISTER)
-                with m.Else():
-                    m.d.comb += code.eq(Status.UNKNOWN_CMD)
+                m.d.comb += [
+                    code.eq(Mux(crc_ok, any_code, Status.BAD_CRC)),
+                    go_commit.eq(crc_ok & is_wmem & len_ge5 & region_ok & aligned & depth_ok),
+                    # CONTROL (reg_ctl, never with reg_user): bit 0 pulses start
+                    do_start.eq(crc_ok & ((is_start & len0) | (is_wreg & len5 & reg_ctl & val0))),
+                    go_regwr.eq(crc_ok & is_wreg & len5 & reg_user),
+                ]
 
                 m.d.sync += [
                     bpos.eq(0),
@@ -701,7 +705,7 @@ class HostInterface(wiring.Component):
                         m.next = "SYNC"
                     with m.Elif(~hsel[4]):
                         m.next = "TX_HDR"
-                    with m.Elif(left != 0):
+                    with m.Elif(~left_z):
                         m.next = "TX_FETCH"
                     with m.Else():
                         m.next = "TX_HDR"
@@ -738,7 +742,7 @@ class HostInterface(wiring.Component):
                     m.next = "TX_NEXT"
             with m.State("TX_NEXT"):  # (the counters step a cycle after `ready`: off the UART's path)
                 m.d.sync += [ptr.eq(ptr + 1), left.eq(left_step)]
-                with m.If(left == 1):
+                with m.If(left_1):
                     m.next = "TX_HDR"  # hsel is at the CRC's high byte
                 with m.Else():
                     m.next = "TX_FETCH"

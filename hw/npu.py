@@ -7,6 +7,8 @@ it owns the engine's memory port; otherwise the host does.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
@@ -15,7 +17,7 @@ from amaranth.lib.wiring import In, Out, connect
 from quant.config import NPUConfig
 from quant.memmap import npu_memory_map
 
-from .ebr import is_ice40
+from .ebr import EBR_DEPTH, CollisionFreeRAM, is_ice40
 from .gemm import ADDR_BITS, REGION_FEATURE, GemmEngine
 from .hostif import HostInterface
 from .sequencer import Sequencer
@@ -84,8 +86,17 @@ class NPUCore(wiring.Component):
         lat = self.host_read_latency
         m.submodules.engine = eng = GemmEngine(self.config, gate=self.rnn, host_read_latency=lat, feature_tap=True)
         m.submodules.seq = seq = Sequencer(self.config, rnn=self.rnn, prog_depth=self.prog_depth)
-        pmem = m.submodules.pmem = Memory(shape=unsigned(32), depth=self.prog_depth, init=[])
-        p_rd, p_wr = pmem.read_port(), pmem.write_port()
+        if is_ice40(platform) and self.prog_depth <= EBR_DEPTH:
+            # SB_RAM40_4K blocks without Yosys' read-during-write emulation (about 100 logic cells on
+            # the UP5K): the read is off in a host write's cycle, the only one that could collide
+            # (deeper: Yosys' mapping, which needs no read multiplexer across blocks)
+            pmem = m.submodules.pmem = CollisionFreeRAM(32, self.prog_depth)
+            p_rd = SimpleNamespace(addr=pmem.raddr, data=pmem.rdata)
+            p_wr = SimpleNamespace(addr=pmem.waddr, data=pmem.wdata, en=pmem.we)
+            m.d.comb += pmem.re.eq(~pmem.we)
+        else:
+            pmem = m.submodules.pmem = Memory(shape=unsigned(32), depth=self.prog_depth, init=[])
+            p_rd, p_wr = pmem.read_port(), pmem.write_port()
 
         run = Signal()
         m.d.comb += run.eq(seq.running)

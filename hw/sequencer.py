@@ -164,24 +164,26 @@ class Sequencer(wiring.Component):
         rq = [rdq[8 * i : 8 * i + 8].as_signed() for i in range(L)]
 
         # mem_wdata, lane by lane, in one statement (so that the clear and the enable map onto the
-        # flip-flops): the word read (w_all), zeros (w_zero), the running maximum (pool_en), or
-        # byte `wb_val` into lane `wb_slot` with the other lanes cleared on a new word (wb_en)
+        # flip-flops): the word read (w_all), zeros (w_zero), MAXPOOL2's maximum (pool_cp), or
+        # byte `wb_val` into the lane of `wb_oh` with the other lanes cleared on a new word (wb_en)
         w_all, w_zero, wb_en = Signal(), Signal(), Signal()
-        wb_slot, wb_val = Signal(range(L + 1)), Signal(8)
-        pool_en = Signal(L)
+        wb_val = Signal(8)
+        # the slot as a one-hot lane mask, from registered decodes of the two slot counters (ARGMAX's
+        # sl, LSTM's ln: each moves at least a few cycles before a byte goes in), so that no counter
+        # compare sits in front of the lanes' enables
+        wb_oh = Signal(L)
+        # MAXPOOL2 builds a window's maximum in pm (beside its compare, see the end of elaborate) and
+        # copies it into mem_wdata in the cycle after POOL_WRITE (pool_cp): the write goes out a
+        # window later, so that no compare reaches mem_wdata, which sits by the memory's write port
+        pm = [Signal(8, name=f"pool_max{i}", reset_less=True) for i in range(L)]
+        pool_cp = Signal()
         for i in range(L):
-            if is_ice40(platform):  # SB_DFFESR: the clear acts only with the enable
-                wb_i = wb_en & ((wb_slot == i) | (wb_slot == 0))
-                with m.If(w_all | w_zero | pool_en[i] | wb_i):
-                    m.d.sync += wd[i].eq(Mux(w_zero | (wb_en & (wb_slot != i)), 0, Mux(wb_en, wb_val, rq[i])))
-            else:
-                # ECP5: the clear overrides the enable (LSR over CE), so it gets a condition of its
-                # own and MAXPOOL2's compare (pool_en) reaches only the enable, not the clear (the
-                # four conditions come from disjoint states, so this is the same register)
-                with m.If(w_zero | (wb_en & (wb_slot == 0)) if i else w_zero):
-                    m.d.sync += wd[i].eq(0)
-                with m.Elif(w_all | pool_en[i] | (wb_en & (wb_slot == i))):
-                    m.d.sync += wd[i].eq(Mux(wb_en, wb_val, rq[i]))
+            ld_i = Signal(name=f"ld{i}")
+            m.d.comb += ld_i.eq(w_all | w_zero | pool_cp | (wb_en & (wb_oh[i] | wb_oh[0])))
+            with m.If(ld_i):
+                m.d.sync += wd[i].eq(
+                    Mux(w_zero | (wb_en & ~wb_oh[i]), 0, Mux(wb_en, wb_val, Mux(pool_cp, pm[i], rq[i])))
+                )
 
         # ---- instruction: op and flags, then the fields (zero-extended to 16 bits where used) ----
         pc = Signal(_bits(self.prog_depth - 1), **RL)
@@ -234,6 +236,9 @@ class Sequencer(wiring.Component):
         dy = Signal(2, **RL)
         ln = Signal(range(max(L, entries_per_word(self.config) if self.rnn else 1) + 1), **RL)  # lane / entry
         sl = Signal(lane_bits, **RL)  # ARGMAX: packing slot (row % lanes)
+        ln_oh, sl_oh = Signal(L, **RL), Signal(L, **RL)  # ln == i, sl == i, a cycle late (see wb_oh)
+        pool_prev = Signal(**RL)  # MAXPOOL2: a window's maximum waits in mem_wdata for its write
+        m.d.sync += [ln_oh.eq(Cat(ln == i for i in range(L))), sl_oh.eq(Cat(sl == i for i in range(L)))]
         rp, bp, wp = Signal(FA, name="rp", **RL), Signal(FA, name="bp", **RL), Signal(FA, name="wp", **RL)
         # Two shared adders: bsum = bp + (w, ~w, dx or 0) + (1 unless w), rsum = rp + (w, m or 0) + (1 unless
         # a field); by default they step bp and rp by one. Their operand selects are registered: set in
@@ -250,17 +255,24 @@ class Sequencer(wiring.Component):
         # Loop ends, registered: lx = (cx == ex - 1) etc. for the running op's extents, computed
         # from the counters of the cycle before. Every state that tests a flag comes at least one
         # cycle after its counter last moved (the counters are cleared while fetching), so the
-        # flags are exact there, and no carry chain reaches the state machine.
+        # flags are exact there, and no carry chain reaches the state machine. The extents are
+        # registered too (exq, eyq, ecq: the selection below, a cycle late), so that no field
+        # multiplexer is in front of the compares either: they settle long before a test, except
+        # when the LSTM op enters its zeroing phase, where eyq is loaded with that phase's extent.
         ex, ey, ec = Signal(CXW), Signal(CYW), Signal(len(cc))
+        exq, eyq, ecq = Signal(CXW, **RL), Signal(CYW, **RL), Signal(len(cc), **RL)
+        m.d.sync += [exq.eq(ex), eyq.eq(ey), ecq.eq(ec)]
         last_x, last_y, last_c = Signal(**RL), Signal(**RL), Signal(**RL)
-        m.d.sync += [last_x.eq(_is_last(cx, ex)), last_y.eq(_is_last(cy, ey)), last_c.eq(_is_last(cc, ec))]
+        m.d.sync += [last_x.eq(_is_last(cx, exq)), last_y.eq(_is_last(cy, eyq)), last_c.eq(_is_last(cc, ecq))]
         ph_zero, ph_gate = Signal(**RL), Signal(**RL)  # LSTM phases (set on entering them)
         # the data-movement ops all loop over w (f3, x), h or m (f2, y) and ct or nt (f4, c);
         # MAXPOOL2 counts x and y in steps of two from 1, up to w and h rounded down to even (so that
         # an odd size, which quant.program refuses, still ends)
         pool = is_op[Op.MAXPOOL2]
         m.d.comb += [ex.eq(Cat(w[0] & ~pool, w[1:])), ey.eq(Cat(h[0] & ~pool, h[1:])), ec.eq(ct)]
+        ht = Signal(fw[1], **RL)  # LSTM: h tiles, (hidden + rows - 1) // rows, registered (see _lstm_setup)
         if self.rnn:
+            m.d.sync += ht.eq((f[1] + (L - 1)) >> lane_bits)
             with m.If(is_op[Op.PWL_LOAD]):
                 m.d.comb += ex.eq(f[1])
             with m.If(is_op[Op.LSTM]):
@@ -268,7 +280,7 @@ class Sequencer(wiring.Component):
                 # and sequences (m); steps
                 m.d.comb += [ex.eq(Mux(ph_gate, f[1], f[0])), ey.eq(f[8]), ec.eq(f[2])]
                 with m.If(ph_zero):
-                    m.d.comb += ey.eq((f[1] + (L - 1)) >> lane_bits)
+                    m.d.comb += ey.eq(ht)
                 with m.If(ph_gate):
                     m.d.comb += ey.eq(f[0])
 
@@ -276,9 +288,11 @@ class Sequencer(wiring.Component):
         a_best = Signal(8, **RL)
         a_idx = Signal(8, **RL)
         a_ok, a_first = Signal(**RL), Signal(**RL)
-        # a_last: cx is lane n - 1, from the cycle before (where the scan moved cx on by one)
-        a_last = Signal(**RL)
-        m.d.sync += a_last.eq((cx + 1 + rq_shift)[:CXW] == f[3])
+        # a_rem: lanes of the row still to count (n - cx), counted down beside cx; a_last: cx is
+        # lane n - 1 (a compare of a flip-flop word with a constant: no adder in front of it)
+        a_rem = Signal(CXW, **RL)
+        a_last = Signal()
+        m.d.comb += a_last.eq(a_rem == 1)
         lane_v = rq[0]  # the scan shifts rdq down one lane a cycle (no lane multiplexer)
 
         if self.rnn:
@@ -289,7 +303,8 @@ class Sequencer(wiring.Component):
                 w_all=w_all,
                 w_zero=w_zero,
                 wb_en=wb_en,
-                wb_slot=wb_slot,
+                wb_oh=wb_oh,
+                ln_oh=ln_oh,
                 wb_val=wb_val,
                 rsum=rsum,
                 last_y=last_y,
@@ -309,27 +324,28 @@ class Sequencer(wiring.Component):
                 rp=rp,
                 bp=bp,
                 wp=wp,
+                ht=ht,
+                eyq=eyq,
             )
             self._lstm_setup(m, lstm)
 
         # An op with a zero extent does nothing (as in quant.device_model); the loops count to
         # `extent - 1` and would never end on a zero. Registered: the fields are all in by the
         # last fetch cycle (LSTM's xt, in the last word, is tested by L_INIT).
-        empty_c, empty = Signal(), Signal(**RL)
-        with m.Switch(op):
-            with m.Case(Op.GEMM):
-                m.d.comb += empty_c.eq((f[0] == 0) | (f[1] == 0) | (f[2] == 0) | (f[3] == 0))
-            with m.Case(Op.MAXPOOL2):
-                m.d.comb += empty_c.eq((h[1:] == 0) | (w[1:] == 0) | (ct == 0))
-            with m.Case(Op.IM2COL3):
-                m.d.comb += empty_c.eq((h == 0) | (w == 0) | (ct == 0))
-            with m.Case(Op.ARGMAX):
-                m.d.comb += empty_c.eq((f[2] == 0) | (f[3] == 0) | (f[4] == 0))
-            if self.rnn:
-                with m.Case(Op.PWL_LOAD):
-                    m.d.comb += empty_c.eq(f[1] == 0)
-                with m.Case(Op.LSTM):
-                    m.d.comb += empty_c.eq((f[0] == 0) | (f[1] == 0) | (f[2] == 0))
+        # Two register stages: the fields' zero flags (f0..f4 are in two cycles before DECODE), then
+        # their AND-OR with the decoded opcode flags, so no compare sits in front of an op decode.
+        z = [Signal(name=f"z{i}", **RL) for i in range(5)]  # f[i] == 0
+        zh, zw = Signal(**RL), Signal(**RL)  # h < 2, w < 2 (MAXPOOL2's rounded-down extents)
+        m.d.sync += [z[i].eq(f[i] == 0) for i in range(5)]
+        m.d.sync += [zh.eq(h[1:] == 0), zw.eq(w[1:] == 0)]
+        empty = Signal(**RL)
+        empty_c = (
+            (is_op[Op.GEMM] & (z[0] | z[1] | z[2] | z[3]))
+            | (is_op[Op.MAXPOOL2] & (zh | zw | z[4]))
+            | ((is_op[Op.IM2COL3] | is_op[Op.ARGMAX]) & (z[2] | z[3] | z[4]))
+        )
+        if self.rnn:
+            empty_c = empty_c | (is_op[Op.PWL_LOAD] & z[1]) | (is_op[Op.LSTM] & (z[0] | z[1] | z[2]))
         m.d.sync += empty.eq(empty_c)
 
         with m.FSM() as fsm:
@@ -363,8 +379,9 @@ class Sequencer(wiring.Component):
                     m.d.comb += [nb_w.eq(1), nb_inv.eq(is_op[Op.IM2COL3])]  # for DECODE
                     m.next = "DECODE"
             with m.State("DECODE"):
-                m.d.sync += [a_ok.eq(1), a_first.eq(1)]
+                m.d.sync += [a_ok.eq(1), a_first.eq(1), a_rem.eq(f[3])]
                 m.d.comb += [nb_w.eq(k == 2), nb_k.eq(1)]  # for IM2COL3's first read state
+                m.d.sync += pool_prev.eq(0)
                 with m.If(is_op[Op.MAXPOOL2]):
                     m.d.sync += [bp.eq(bsum), cx.eq(1), cy.eq(1)]  # the lower row of the first window: src + w
                 with m.If(is_op[Op.IM2COL3]):
@@ -405,9 +422,11 @@ class Sequencer(wiring.Component):
                     m.next = "FETCH"
 
             # ---- MAXPOOL2: reads p, p + 1 (rp) and p + w, p + w + 1 (bp) back to back; the
-            # lane-wise maximum builds up in mem_wdata as the words arrive (three cycles after
-            # each read); one write per output pixel, 7 cycles a pixel. h and w are even
-            # (quant.program refuses others), so the next row of windows starts where bp ends.
+            # lane-wise maximum builds up in pm as the words arrive (three cycles after each
+            # read) and is copied into mem_wdata after POOL_WRITE; it is written in the next
+            # window's POOL_W1 (a free cycle of the memory port), the last one's in POOL_FLUSH:
+            # 7 cycles a pixel, plus 1 for the op. h and w are even (quant.program refuses
+            # others), so the next row of windows starts where bp ends.
             with m.State("POOL_READ"):
                 m.d.comb += [addr.eq(Mux(k[1], bp, rp)), rd.eq(1)]
                 m.d.sync += k.eq(k + 1)
@@ -418,20 +437,26 @@ class Sequencer(wiring.Component):
                 with m.If(k == 3):
                     m.next = "POOL_W1"
             with m.State("POOL_W1"):
+                with m.If(pool_prev):  # the previous window's maximum
+                    m.d.comb += [addr.eq(wp), we.eq(1)]
+                    m.d.sync += wp.eq(wp + 1)
                 m.next = "POOL_W2"
             with m.State("POOL_W2"):
                 m.d.comb += [nb_w.eq(1), nr_op.eq(1)]  # POOL_WRITE steps rp and bp by w
                 m.next = "POOL_WRITE"
             with m.State("POOL_WRITE"):
-                m.d.comb += [addr.eq(wp), we.eq(1)]
-                m.d.sync += [wp.eq(wp + 1), cx.eq(cx + 2)]
+                m.d.sync += [pool_prev.eq(1), cx.eq(cx + 2)]
                 m.next = "POOL_READ"
                 with m.If(last_x):  # rp = row + w, bp = row + 2w: both step by w
                     m.d.sync += [cx.eq(1), cy.eq(cy + 2), rp.eq(rsum), bp.eq(bsum)]
                     with m.If(last_y):
                         m.d.sync += [cy.eq(1), cc.eq(cc + 1)]
                         with m.If(last_c):
-                            m.next = "FETCH"
+                            m.next = "POOL_FLUSH"
+            with m.State("POOL_FLUSH"):  # the last window's maximum (copied into mem_wdata in this cycle)
+                m.d.comb += [addr.eq(wp), we.eq(1)]
+                m.d.sync += wp.eq(wp + 1)
+                m.next = "FETCH"
             # ---- IM2COL3: one read (or a zero) and one write per destination word, 4 cycles ----
             # Source words are consecutive within a tap (channel tiles and rows are contiguous), so
             # rp counts; bp = src + (dy - 1) * w - 1 is the tap row, a tap starts at bp + dx.
@@ -488,7 +513,7 @@ class Sequencer(wiring.Component):
                 m.d.sync += a_first.eq(0)
                 with m.If(a_last):
                     m.d.sync += a_ok.eq(0)
-                m.d.sync += [ln.eq(ln + 1), cx.eq(cx + 1)]
+                m.d.sync += [ln.eq(ln + 1), cx.eq(cx + 1), a_rem.eq(a_rem - 1)]
                 with m.If(ln == L - 1):
                     m.d.sync += [ln.eq(0), cc.eq(cc + 1), rp.eq(rsum)]
                     m.next = "ARG_READ"
@@ -497,8 +522,8 @@ class Sequencer(wiring.Component):
                         m.next = "ARG_EMIT"
             with m.State("ARG_EMIT"):
                 # the index goes into byte `sl` of mem_wdata (the others clear on a new word)
-                m.d.comb += [wb_en.eq(1), wb_slot.eq(sl), wb_val.eq(a_idx)]
-                m.d.sync += [cy.eq(cy + 1), sl.eq(sl + 1), cx.eq(0), a_ok.eq(1), a_first.eq(1)]
+                m.d.comb += [wb_en.eq(1), wb_oh.eq(sl_oh), wb_val.eq(a_idx)]
+                m.d.sync += [cy.eq(cy + 1), sl.eq(sl + 1), cx.eq(0), a_ok.eq(1), a_first.eq(1), a_rem.eq(f[3])]
                 with m.If(sl == L - 1):
                     m.d.sync += sl.eq(0)
                 with m.If((sl == L - 1) | last_y):
@@ -511,15 +536,26 @@ class Sequencer(wiring.Component):
             if self.rnn:  # opens its states inside this FSM
                 self._lstm_states(m, lstm)
 
-        # MAXPOOL2's lane-wise maximum: the four words of a window are in rdq during the last
-        # read state and the three after it
-        pool_first = Signal()
-        pool_cmp = Signal()
-        m.d.comb += [
-            pool_first.eq(fsm.ongoing("POOL_READ") & (k == 3)),
-            pool_cmp.eq(pool_first | fsm.ongoing("POOL_W1") | fsm.ongoing("POOL_W2") | fsm.ongoing("POOL_WRITE")),
+        # MAXPOOL2's lane-wise maximum, in pm: the four words of a window are in rdq during the
+        # last read state and the three after it (POOL_READ with k == 3, then POOL_W1, POOL_W2,
+        # POOL_WRITE: the states follow each other unconditionally, so the phase flags are
+        # registered, set in the state before). Each lane's signed compare is a carry chain and one
+        # LUT to pm's enable; pm is copied into mem_wdata in the cycle after POOL_WRITE (pool_cp).
+        pool_first, pool_cmp = Signal(), Signal()
+        pool_r2 = fsm.ongoing("POOL_READ") & (k == 2)
+        m.d.sync += [
+            pool_first.eq(pool_r2),
+            pool_cmp.eq(pool_r2 | pool_first | fsm.ongoing("POOL_W1") | fsm.ongoing("POOL_W2")),
+            pool_cp.eq(fsm.ongoing("POOL_WRITE")),
         ]
-        m.d.comb += pool_en.eq(Cat(pool_cmp & (pool_first | (rq[i] > wd[i].as_signed())) for i in range(L)))
+        gt = [Signal(name=f"pool_gt{i}") for i in range(L)]
+        # signed a > b as unsigned with the sign bits flipped
+        m.d.comb += [
+            gt[i].eq(Cat(rdq[8 * i : 8 * i + 7], ~rdq[8 * i + 7]) > Cat(pm[i][:7], ~pm[i][7])) for i in range(L)
+        ]
+        for i in range(L):
+            with m.If(pool_cmp & (pool_first | gt[i])):
+                m.d.sync += pm[i].eq(rdq[8 * i : 8 * i + 8])
         fsm.state.attrs["fsm_encoding"] = "one-hot"
         return m
 
@@ -528,8 +564,8 @@ class Sequencer(wiring.Component):
         cfg, gu = self.config, self.gate_unit
         m.submodules.gate = gu
         f, rdq = v["f"], v["rdq"]
-        R, C = cfg.rows, cfg.cols
-        lr, lc = (R - 1).bit_length(), (C - 1).bit_length()
+        C = cfg.cols
+        lc = (C - 1).bit_length()
         per = entries_per_word(cfg)
         upw = C // 8  # units per z word (0 at 4x4: a unit's gates are the two words of its row)
         FA = len(v["rp"])
@@ -544,10 +580,12 @@ class Sequencer(wiring.Component):
         # the copy's tile), cx the unit (or the copy's word), ln the h lane; rp the x word (the
         # steps' x blocks are consecutive), bp the z word, wp the h (or activation) word.
         H_ = f[1]
-        ht = Signal(16)
-        nt = Signal(16)
-        m.d.comb += [ht.eq((H_ + (R - 1)) >> lr), nt.eq(((H_ << 2) + (C - 1)) >> lc)]
         RL = dict(reset_less=True)
+        # the h tiles (v["ht"]) and the gate GEMM's N-tiles are registered (hidden is in from the
+        # first fetch cycles, long before either is used): no adder in front of the loop flags
+        ht = v["ht"]
+        nt = Signal(len(H_) + 2, **RL)
+        m.d.sync += nt.eq(((H_ << 2) + (C - 1)) >> lc)
         cidx = Signal(gu.unit_width, **RL)  # row * H + j: the cell of this (sequence, unit)
         half = Signal(**RL)
         sub = Signal(range(max(upw, 2)), **RL)
@@ -626,7 +664,7 @@ class Sequencer(wiring.Component):
                     m.d.sync += cy.eq(0)
                     m.next = "L_GEMM_CMD"
                     with m.If(cc == 0):
-                        m.d.sync += ph_zero.eq(1)
+                        m.d.sync += [ph_zero.eq(1), v["eyq"].eq(ht)]  # (the extent of ph_zero, at once)
                         m.next = "L_ZERO_GAP"
         # two cycles a word, so that the loop flags (and the ht extent) settle after each step
         with m.State("L_ZERO_GAP"):
@@ -684,7 +722,7 @@ class Sequencer(wiring.Component):
             m.d.comb += gu.o_stream.ready.eq(1)
             with m.If(gu.o_stream.valid):
                 last_j = last_x
-                m.d.comb += [v["wb_en"].eq(1), v["wb_slot"].eq(ln), v["wb_val"].eq(gu.o_stream.payload.h)]
+                m.d.comb += [v["wb_en"].eq(1), v["wb_oh"].eq(v["ln_oh"]), v["wb_val"].eq(gu.o_stream.payload.h)]
                 m.d.sync += [ln.eq(ln + 1), cx.eq(cx + 1), cidx.eq(cidx + 1)]
                 with m.If((ln == R - 1) | last_j):
                     m.d.comb += [addr.eq(wp), we.eq(1)]

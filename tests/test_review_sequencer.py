@@ -245,7 +245,7 @@ def _run_sequencer(cfg, feature, prog, used, max_cycles=50_000, fetch_reg=None):
 @pytest.mark.parametrize("fetch_reg", [True, False], ids=["word-registered", "address-registered"])
 def test_data_movement_cycles_and_results_8x8(fetch_reg):
     """MAXPOOL2 / IM2COL3 / ARGMAX on the 8x8 sequencer: the device model's words, and the documented
-    body cycles (MAXPOOL2 7 per output pixel, IM2COL3 4 per destination word, ARGMAX quant.lstm_perf),
+    body cycles (MAXPOOL2 7 per output pixel + 1, IM2COL3 4 per destination word, ARGMAX quant.lstm_perf),
     with either place of the fetch register (the ECP5's and the iCE40's)."""
     from quant.lstm_perf import INSTR_OVERHEAD, argmax_cycles
 
@@ -273,7 +273,7 @@ def test_data_movement_cycles_and_results_8x8(fetch_reg):
     mem, error, cycles = _run_sequencer(cfg, feature, words, used, fetch_reg=fetch_reg)
     assert error == 0
     assert mem[:used] == model.feature[:used]
-    body = 7 * ct * (h // 2) * (w // 2) + 4 * 9 * ct * 3 * 2 + argmax_cycles(cfg, m, n)
+    body = 7 * ct * (h // 2) * (w // 2) + 1 + 4 * 9 * ct * 3 * 2 + argmax_cycles(cfg, m, n)
     assert cycles == 4 * INSTR_OVERHEAD + body  # three ops and END
 
 
