@@ -30,8 +30,8 @@ from quant.config import NPUConfig  # noqa: E402
 #: default config has small memories (its 30 EBRs do not hold NPUConfig's: the feature memory
 #: alone would take 16); the ULX3S' default is 16x16.
 RUNS: dict[str, tuple[str, str, dict, float]] = {
-    "icebreaker-npu8": ("icebreaker", "npu", {}, 40.0),
-    "icebreaker-npu4": ("icebreaker", "npu", {"rows": 4, "cols": 4}, 40.0),
+    "icebreaker-npu8": ("icebreaker", "npu", {"rows": 8, "cols": 8, "chan_depth": 64, "weight_depth": 1024}, 40.0),
+    "icebreaker-npu4": ("icebreaker", "npu", {"rows": 4, "cols": 4, "chan_depth": 64, "weight_depth": 1024}, 40.0),
     "ulx3s-85f-npu8": ("ulx3s-85f", "npu", {"rows": 8, "cols": 8}, 100.0),
     "ulx3s-85f-npu16": ("ulx3s-85f", "npu", {}, 100.0),
     "ulx3s-85f-npu4": ("ulx3s-85f", "npu", {"rows": 4, "cols": 4}, 100.0),

@@ -106,14 +106,17 @@ class Board:
         return f"{cfg.rows}x{cfg.cols}" + (f" ({rest})" if rest else "")
 
 
-#: Default configs (issue #9's targets): the UP5K holds an 8x8 array with the gate unit and the UART
-#: once the memories are small enough for its 30 EBRs (the weights and biases go to its SPRAMs);
-#: an ECP5 of 45k LUTs or more a 16x16 array with NPUConfig's default memories.
+#: Default configs (issue #9's targets). The UP5K: the largest array whose whole NPU (gate unit and
+#: UART included) fits its 5280 logic cells is 4x4 (an 8x8 one needs about 7700), with memories for
+#: a hidden-32 LSTM (256 channels, 2048 weight rows: its SPRAMs hold the weights and biases) and small
+#: feature and program memories for its 30 EBRs. An ECP5 of 45k LUTs or more: a 16x16 array with
+#: NPUConfig's default memories.
 _UP5K_DEFAULTS = (
-    ("rows", 8),
-    ("cols", 8),
+    ("rows", 4),
+    ("cols", 4),
     ("act_depth", 256),
-    ("chan_depth", 64),
+    ("weight_depth", 2048),
+    ("chan_depth", 256),
     ("m_block", 32),
     ("prog_depth", 128),
 )
@@ -127,7 +130,7 @@ BOARDS: dict[str, Board] = {
         "iCE40UP5K",
         "clk12",
         12.0,
-        48.0,
+        40.0,
         ("led_g", "led_r"),
         "iceprog",
         defaults=_UP5K_DEFAULTS,
@@ -244,7 +247,7 @@ def _board_from_platform_class(name: str) -> Board:
             device,
             clk,
             clock.frequency / 1e6,
-            48.0 if fam == "ice40" else 100.0,
+            40.0 if fam == "ice40" else 100.0,
             leds,
             "iceprog" if fam == "ice40" else "openFPGALoader",
             defaults=defaults,

@@ -7,8 +7,8 @@
    protocol a board speaks over its USB serial port.
 3. The digits test set (360 images) through the host driver: load (config check, upload, read-back
    verify), then batched inference. Every output is compared with the integer golden model.
-4. Accuracy, device cycles per inference, and the projected latency and throughput on the
-   iCEBreaker at the measured Fmax and the UART's speed.
+4. Accuracy, device cycles per inference, and the projected latency and throughput at
+   the design clock and the UART's speed, and the committed board builds.
 
 Exits non-zero on any mismatch.
 """
@@ -28,22 +28,32 @@ EXAMPLES = _REPO / "examples"
 
 
 def _npu_build_figures() -> str | None:
-    """The committed iCEBreaker builds of the whole NPU (bench/results/boards.md), as one line."""
-    p = _REPO / "bench" / "results" / "boards.md"
+    """The committed whole-NPU builds of each board's default config (bench/results/boards.json), as
+    one line."""
+    import json
+
+    p = _REPO / "bench" / "results" / "boards.json"
     if not p.exists():
         return None
+    from hw.boards import get_board
+    from quant.config import NPUConfig
+
     runs = []
-    for line in p.read_text().splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        # | run | board | design | array | memories | logic used (est.) | BRAM (est.) | clock MHz | Fmax MHz |
-        # | timing | peak MMAC/s | digits MLP cycles (us) |
-        if len(cells) == 12 and cells[1] == "icebreaker" and cells[2] == "npu":
-            logic = cells[5].split(" ")[0]
-            fmax = f", Fmax {cells[8]} MHz" if cells[8] not in ("", "-") else ""
-            runs.append(f"{cells[3]}: {logic} LC, {cells[6].split(' ')[0]} EBR{fmax}, {cells[9]}")
+    for r in json.loads(p.read_text()).values():
+        if r.get("design") != "npu" or not r.get("fits") or "resources" not in r:
+            continue
+        cfg, board = NPUConfig.from_dict(r["config"]), get_board(r["board"])
+        if cfg.replace(clk_hz=board.default_config().clk_hz) != board.default_config():
+            continue
+        logic, bram = r["resources"]["logic"], r["resources"].get("bram", (0, 0))
+        met = "met" if r.get("timing_met") else "NOT met"
+        runs.append(
+            f"{board.name} {cfg.rows}x{cfg.cols}: {logic[0]}/{logic[1]} logic, {bram[0]} block RAM, "
+            f"Fmax {r['fmax_mhz']:.1f} MHz ({r['clock_mhz']:g} {met})"
+        )
     if not runs:
         return None
-    return "the whole NPU on the iCEBreaker, " + "; ".join(runs) + f" ({p.relative_to(_REPO)})"
+    return "board defaults, whole NPU: " + "; ".join(runs) + f" ({p.relative_to(_REPO)})"
 
 
 def main(args: argparse.Namespace) -> int:
@@ -123,12 +133,13 @@ def main(args: argparse.Namespace) -> int:
         f"{'YES' if logits_ok and classes_ok else 'NO'}"
     )
 
-    # The whole NPU does not fit the UP5K yet, so there is no board Fmax: project at the design clock.
-    fmax, src = cfg.clk_hz / 1e6, "the config's design clock; the whole NPU does not fit the UP5K yet"
+    # Projected at the config's design clock (the 8x8 whole NPU fits the ECP5 boards; the UP5K's logic
+    # holds it only at 4x4, its board default)
+    fmax, src = cfg.clk_hz / 1e6, "the config's design clock"
     baud = cfg.baud
     compute_s = cyc_run / (fmax * 1e6)
     link_s = infer_bytes / runs * 10 / baud
-    print(f"[4/4] projected on the iCEBreaker at {fmax:.1f} MHz ({src}) and {baud} baud:")
+    print(f"[4/4] projected at {fmax:.1f} MHz ({src}) and {baud} baud over the UART:")
     print(
         f"      compute {compute_s * 1e6:.0f} us per run of {batch} ({compute_s / batch * 1e6:.1f} us per digit, "
         f"{batch / compute_s:,.0f} digits/s on the array)"

@@ -87,7 +87,7 @@ def test_the_npu_that_does_not_fit_is_refused_before_yosys(tmp_path, capsys):
     with pytest.raises(BuildError, match=r"short of .*bram \(needs \d+, has 30\)"):
         build(CFG, "icebreaker", build_dir=tmp_path, progress=False)
     assert time.monotonic() - t0 < 5 and not any(tmp_path.iterdir())
-    assert main(["build", "--board", "icebreaker", "--build-dir", str(tmp_path)]) == 1
+    assert main(["build", "--board", "icebreaker", "--rows", "8", "--cols", "8", "--build-dir", str(tmp_path)]) == 1
     assert "does not fit" in capsys.readouterr().err
 
 

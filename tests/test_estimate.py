@@ -58,7 +58,8 @@ def test_estimate_is_fast():
 def test_estimate_cli(capsys):
     assert main(["estimate", "--board", "icebreaker", "--design", "array"]) == 0
     assert "fits" in capsys.readouterr().out
-    assert main(["estimate", "--board", "icebreaker", "--design", "array", "--bits", "8"]) == 1
+    args = ["estimate", "--board", "icebreaker", "--design", "array", "--bits", "8", "--rows", "8", "--cols", "8"]
+    assert main(args) == 1
     assert "DOES NOT FIT" in capsys.readouterr().out
     assert main(["estimate", "--board", "ulx3s-85f", "--rows", "16", "--cols", "16"]) == 0
     assert "whole NPU" in capsys.readouterr().out
@@ -111,16 +112,21 @@ def test_board_default_configs(capsys):
 
     assert (NPUConfig().rows, NPUConfig().cols) == (8, 8)
     ice, ulx = get_board("icebreaker").default_config(), get_board("ulx3s-85f").default_config()
-    assert (ice.rows, ice.cols, ice.weight_bits) == (8, 8, 3)
+    # the UP5K's: the largest array whose whole NPU fits (4x4), with memories for a hidden-32 LSTM
+    assert (ice.rows, ice.cols, ice.weight_bits, ice.chan_depth, ice.weight_depth) == (4, 4, 3, 256, 2048)
     assert (ulx.rows, ulx.cols) == (16, 16) and ulx.act_depth == NPUConfig.act_depth
     assert get_board("orangecrab-85f").default_config().rows == 16
     assert get_board("ULX3S_85F_Platform").default_config() == ulx  # by platform class name too
     assert get_board("ULX3S_12F_Platform").default_config().rows == 8  # a small ECP5: 8x8
     assert get_board("ulx3s-85f").default_config(rows=4, cols=None) == ulx.replace(rows=4)
-    # the UP5K's default memories fit its 30 EBRs beside the rest of the NPU (the SPRAMs hold
-    # the weights and biases)
+    # the UP5K's default fits, LSTM gate unit included: the memories its 30 EBRs beside the rest of
+    # the NPU (the SPRAMs hold the weights and biases), the logic its 5280 cells; 8x8 does not
     e = estimate(ice, "icebreaker")
-    assert e.bram <= 30 + 2 and e.spram == 4, e.text()  # the gate unit's EBRs: see issue #5
+    assert e.fits and "gate unit" in e.blocks and e.bram <= 30 and e.spram <= 4, e.text()
+    assert not estimate(ice.replace(rows=8, cols=8), "icebreaker").fits
+    from hw.estimate import largest_fitting_array
+
+    assert largest_fitting_array(ice.replace(rows=8, cols=8), "icebreaker") == ice
     # the CLI: no --rows/--cols -> the board's default; given ones replace its fields
     assert main(["estimate", "--board", "ulx3s-85f", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["config"]["rows"] == 16
@@ -129,12 +135,12 @@ def test_board_default_configs(capsys):
     assert (d["rows"], d["cols"]) == (8, 8)
     main(["estimate", "--board", "icebreaker", "--json"])
     d = json.loads(capsys.readouterr().out)["config"]
-    assert (d["rows"], d["cols"], d["act_depth"]) == (8, 8, ice.act_depth)
+    assert (d["rows"], d["cols"], d["act_depth"]) == (4, 4, ice.act_depth)
     # --help says so
     with pytest.raises(SystemExit):
         main(["build", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    assert "ulx3s-85f 16x16" in out and "icebreaker 8x8" in out and "default config" in out
+    assert "ulx3s-85f 16x16" in out and "icebreaker 4x4" in out and "default config" in out
 
 
 def test_model_matches_the_committed_measurements():

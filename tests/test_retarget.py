@@ -64,7 +64,7 @@ def test_cli(tmp_path, capsys):
     assert main([*args, "--chan-depth", "256", "--weight-depth", "2048"]) == 0
     assert "rows 8 -> 4" in capsys.readouterr().out and NPUModel.load(out).config == ICE4
     # too small memories: the compiler's message, and the options that help
-    assert main(args) == 1
+    assert main([*args, "--chan-depth", "64", "--weight-depth", "1024"]) == 1
     err = capsys.readouterr().err
     assert "weight memory" in err and "--weight-depth" in err
     # --config: a build report's config, another model's, plus options
