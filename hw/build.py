@@ -390,26 +390,40 @@ _ABC9_CRASH = "ABC_OPS_REINTEGRATE pass"
 #: nextpnr refuses (seen on the 8x8 whole NPU). The build then runs synth_ecp5 again with the older
 #: ``abc`` mapper in place of its map_luts step (what ``-noabc9`` used to do).
 _ABC9_BROKEN_NETLIST = "is multiply driven by cell ports"
-#: What the report's ``synth_opts`` says after that fallback.
+#: The first retry: abc9 again, on the netlist purged of its unused wires and aliases first
+#: (``opt_clean -purge``): the doubly driven net of the merged 16x16 NPU came from two flip-flops
+#: whose outputs abc9 joined through such an alias; purged, abc9 maps it cleanly (Yosys ``check``
+#: finds no conflicting driver) with its usual quality. What the report's ``synth_opts`` says then.
+ABC9_PURGED = "(map_luts: opt_clean -purge before abc9, abc9 failed once)"
+#: The last resort, when that fails too: the older ``abc`` mapper (more LUTs, a slower clock).
 ABC_FALLBACK = "(map_luts: abc -lut 4:7, abc9 failed)"
 
 
-def _without_abc9(script: str) -> str:
-    """The Amaranth Yosys script with synth_ecp5's abc9 LUT mapping replaced by abc."""
+def _remap_luts(script: str, mapper: list[str]) -> str:
+    """The Amaranth Yosys script with synth_ecp5's map_luts step (abc9) replaced by ``mapper``."""
     out = []
     for line in script.splitlines():
         if line.strip().startswith("synth_ecp5 "):
             cmd = line.strip()
             out += [
                 f"{cmd} -run begin:map_luts",
-                "techmap -map +/lattice/latches_map.v",
-                "abc -lut 4:7 -dress",
+                *mapper,
                 "clean",
                 f"{cmd} -run map_cells:",
             ]
         else:
             out.append(line)
     return "\n".join(out) + "\n"
+
+
+def _purged_abc9(script: str) -> str:
+    """The script with abc9 run on a purged netlist (see :data:`ABC9_PURGED`)."""
+    return _remap_luts(script, ["opt_clean -purge", "techmap -map +/lattice/latches_map.v", "abc9 -W 300"])
+
+
+def _without_abc9(script: str) -> str:
+    """The Amaranth Yosys script with synth_ecp5's abc9 LUT mapping replaced by abc."""
+    return _remap_luts(script, ["techmap -map +/lattice/latches_map.v", "abc -lut 4:7 -dress"])
 
 
 def synth_options(board: Board) -> str:
@@ -433,6 +447,38 @@ def _abc9_failed(build_dir: Path, name: str) -> bool:
     if "ERROR: Assert" in rpt and _ABC9_CRASH in rpt:
         return True
     return _ABC9_BROKEN_NETLIST in _tail(build_dir / f"{name}.tim", 20000)
+
+
+def _run_with_abc9_retries(
+    run: Callable[[], None],
+    rerun: Callable[[], None],
+    board: Board,
+    build_dir: Path,
+    name: str,
+    label: str,
+    progress: bool,
+) -> str:
+    """``run`` the tools; on an ECP5 whose abc9 failed, rewrite the Yosys script (abc9 on the purged
+    netlist, then abc) and ``rerun`` it. Returns the note for the report's ``synth_opts`` ("" when
+    abc9 went through the first time); raises the tools' error when the last retry fails too."""
+    ys = build_dir / f"{name}.ys"
+    retries = [
+        ("abc9 on the purged netlist", _purged_abc9, ABC9_PURGED),
+        ("the abc LUT mapper", _without_abc9, ABC_FALLBACK),
+    ]
+    original, step, note = None, run, ""
+    while True:
+        try:
+            _run_with_progress(step, build_dir, name, label, progress)
+            return note
+        except subprocess.CalledProcessError:
+            if board.family != "ecp5" or not retries or not _abc9_failed(build_dir, name):
+                raise
+            what, rewrite, note = retries.pop(0)
+            print(f"{label}: Yosys' abc9 failed (see {name}.rpt / {name}.tim); retrying with {what}", flush=True)
+            original = original or ys.read_text()
+            ys.write_text(rewrite(original))
+            step = rerun
 
 
 def _build_once(
@@ -470,24 +516,13 @@ def _build_once(
         )
 
     label = f"{board.name} @ {pll.f_out_mhz:.2f} MHz"
+
+    def rerun():  # the platform prepares a design once: run its script again
+        subprocess.check_call(["sh", f"build_{name}.sh"], cwd=build_dir, stdout=subprocess.DEVNULL)
+
     try:
-        try:
-            _run_with_progress(run, build_dir, name, label, progress)
-        except subprocess.CalledProcessError:
-            if board.family != "ecp5" or not _abc9_failed(build_dir, name):
-                raise
-            print(
-                f"{label}: Yosys' abc9 failed (see {name}.rpt / {name}.tim); retrying with the abc LUT mapper",
-                flush=True,
-            )
-            ys = build_dir / f"{name}.ys"
-            ys.write_text(_without_abc9(ys.read_text()))
-            opts[0] = (opts[0] + " " + ABC_FALLBACK).strip()
-
-            def rerun():  # the platform prepares a design once: run its script again
-                subprocess.check_call(["sh", f"build_{name}.sh"], cwd=build_dir, stdout=subprocess.DEVNULL)
-
-            _run_with_progress(rerun, build_dir, name, label, progress)
+        note = _run_with_abc9_retries(run, rerun, board, build_dir, name, label, progress)
+        opts[0] = (opts[0] + " " + note).strip()
     except subprocess.CalledProcessError as e:
         log = build_dir / f"{name}.tim"
         text = log.read_text() if log.exists() else ""

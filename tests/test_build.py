@@ -170,3 +170,49 @@ def test_abc9_failure_is_detected_and_the_script_rewritten(tmp_path):
     )
     assert hb._abc9_failed(tmp_path, "top")
     assert hb.synth_options(get_board("icebreaker")) == "-dsp" and hb.synth_options(get_board("ulx3s-85f")) == ""
+
+
+def test_abc9_retries_purged_then_abc(tmp_path, monkeypatch):
+    """On an ECP5 whose abc9 failed, the build reruns Yosys with abc9 on the purged netlist, then with
+    abc; the report's note names the mapper that went through; other failures are not retried."""
+    import subprocess
+
+    script = "read_rtlil top.il\nsynth_ecp5  -top top\nwrite_json top.json\n"
+    purged = hb._purged_abc9(script).splitlines()
+    i = purged.index("synth_ecp5  -top top -run begin:map_luts")
+    assert purged[i + 1 : i + 6] == [
+        "opt_clean -purge",
+        "techmap -map +/lattice/latches_map.v",
+        "abc9 -W 300",
+        "clean",
+        "synth_ecp5  -top top -run map_cells:",
+    ]
+
+    def attempt(fail_times: int, board: str = "ulx3s-85f", broken: bool = True):
+        d = tmp_path / f"{board}-{fail_times}-{broken}"
+        d.mkdir()
+        (d / "top.ys").write_text(script)
+        scripts = []
+
+        def step():
+            scripts.append((d / "top.ys").read_text())
+            if len(scripts) <= fail_times:
+                why = "is multiply driven by cell ports a.Q and b.Q" if broken else "something else"
+                (d / "top.tim").write_text(f"ERROR: Net 'x' {why}\n")
+                raise subprocess.CalledProcessError(1, "nextpnr")
+
+        monkeypatch.setattr(hb, "_run_with_progress", lambda fn, *a: fn())
+        note = hb._run_with_abc9_retries(step, step, get_board(board), d, "top", "t", False)
+        return note, scripts
+
+    assert attempt(0) == ("", [script])
+    note, scripts = attempt(1)
+    assert note == hb.ABC9_PURGED and scripts[1] == hb._purged_abc9(script)
+    note, scripts = attempt(2)
+    assert note == hb.ABC_FALLBACK and scripts[2] == hb._without_abc9(script)  # from the original script
+    with pytest.raises(subprocess.CalledProcessError):
+        attempt(3)  # abc failed too
+    with pytest.raises(subprocess.CalledProcessError):
+        attempt(1, broken=False)  # not abc9's failure: no retry
+    with pytest.raises(subprocess.CalledProcessError):
+        attempt(1, board="icebreaker")  # iCE40: no abc9 retries
