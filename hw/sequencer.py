@@ -294,18 +294,22 @@ class Sequencer(wiring.Component):
         a_last = Signal()
         m.d.comb += a_last.eq(a_rem == 1)
         lane_v = rq[0]  # the scan shifts rdq down one lane a cycle (no lane multiplexer)
-        # The running maximum is a stage behind the scan: the scan registers each lane (a_v), its index
-        # and whether it counts, and the compare with a_best runs on those local registers the next
-        # cycle (a_upd), so the compare-to-enable loop does not start at the wide rdq shifter (the
-        # 16x16 ECP5 NPU's critical path). ARG_EMIT, right after a row's last lane, takes that lane's
-        # index directly when it wins (no cycle added).
+        # Off the iCE40 the running maximum is a stage behind the scan: the scan registers each lane
+        # (a_v), its index and whether it counts, and the compare with a_best runs on those local
+        # registers the next cycle (a_upd), so the compare-to-enable loop does not start at the wide
+        # rdq shifter (the 16x16 ECP5 NPU's critical path: 93.6 -> 109.1 MHz). ARG_EMIT, right after a
+        # row's last lane, takes that lane's index directly when it wins (no cycle added). On the
+        # iCE40 (96-98 % full) the 18 flip-flops and the forwarding cost more than they give (the
+        # 4x4 LSTM NPU: 40.9 -> 37.3 MHz), so there the scan compares lane_v itself.
+        staged = not is_ice40(platform)
         a_v, a_vi = Signal(8, **RL), Signal(8, **RL)
         a_vok, a_vfirst = Signal(), Signal(**RL)
         a_upd = Signal()
-        m.d.sync += a_vok.eq(0)  # (the scan state sets it)
-        m.d.comb += a_upd.eq(a_vok & (a_vfirst | (a_v.as_signed() > a_best.as_signed())))
-        with m.If(a_upd):
-            m.d.sync += [a_best.eq(a_v), a_idx.eq(a_vi)]
+        if staged:
+            m.d.sync += a_vok.eq(0)  # (the scan state sets it)
+            m.d.comb += a_upd.eq(a_vok & (a_vfirst | (a_v.as_signed() > a_best.as_signed())))
+            with m.If(a_upd):
+                m.d.sync += [a_best.eq(a_v), a_idx.eq(a_vi)]
 
         if self.rnn:
             lstm = dict(
@@ -519,7 +523,11 @@ class Sequencer(wiring.Component):
                 m.next = "ARG_SCAN"
             with m.State("ARG_SCAN"):
                 # lanes cx < n count (a_ok drops after lane n - 1); the first one always wins
-                m.d.sync += [a_v.eq(lane_v), a_vi.eq(cx), a_vok.eq(a_ok), a_vfirst.eq(a_first)]
+                if staged:
+                    m.d.sync += [a_v.eq(lane_v), a_vi.eq(cx), a_vok.eq(a_ok), a_vfirst.eq(a_first)]
+                else:
+                    with m.If(a_ok & (a_first | (lane_v > a_best.as_signed()))):
+                        m.d.sync += [a_best.eq(lane_v), a_idx.eq(cx)]
                 m.d.comb += rq_shift.eq(1)
                 m.d.sync += a_first.eq(0)
                 with m.If(a_last):
@@ -533,7 +541,7 @@ class Sequencer(wiring.Component):
                         m.next = "ARG_EMIT"
             with m.State("ARG_EMIT"):
                 # the index goes into byte `sl` of mem_wdata (the others clear on a new word)
-                m.d.comb += [wb_en.eq(1), wb_oh.eq(sl_oh), wb_val.eq(Mux(a_upd, a_vi, a_idx))]
+                m.d.comb += [wb_en.eq(1), wb_oh.eq(sl_oh), wb_val.eq(Mux(a_upd, a_vi, a_idx) if staged else a_idx)]
                 m.d.sync += [cy.eq(cy + 1), sl.eq(sl + 1), cx.eq(0), a_ok.eq(1), a_first.eq(1), a_rem.eq(f[3])]
                 with m.If(sl == L - 1):
                     m.d.sync += sl.eq(0)
