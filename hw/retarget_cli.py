@@ -76,8 +76,11 @@ def run(args: argparse.Namespace) -> int:
     except CompileError as e:
         raise ValueError(f"{e}; a larger memory option (--act-depth, --weight-depth, ...) may make it fit") from None
     old = model.config
-    changes = [f"{f.name} {getattr(old, f.name)} -> {getattr(target, f.name)}" for f in fields(old)]
-    changes = [c for f, c in zip(fields(old), changes, strict=True) if getattr(old, f.name) != getattr(target, f.name)]
+    changes = [
+        f"{f.name} {getattr(old, f.name)} -> {getattr(target, f.name)}"
+        for f in fields(old)
+        if getattr(old, f.name) != getattr(target, f.name)
+    ]
     moved.save(args.output)
     print(f"wrote {args.output}: {', '.join(changes) if changes else 'config unchanged'}")
     print(f"it compiles for this config at batch 1 to {batch}")

@@ -302,10 +302,10 @@ class Sequencer(wiring.Component):
         # iCE40 (96-98 % full) the 18 flip-flops and the forwarding cost more than they give (the
         # 4x4 LSTM NPU: 40.9 -> 37.3 MHz), so there the scan compares lane_v itself.
         staged = not is_ice40(platform)
-        a_v, a_vi = Signal(8, **RL), Signal(8, **RL)
-        a_vok, a_vfirst = Signal(), Signal(**RL)
-        a_upd = Signal()
         if staged:
+            a_v, a_vi = Signal(8, **RL), Signal(8, **RL)
+            a_vok, a_vfirst = Signal(), Signal(**RL)
+            a_upd = Signal()
             m.d.sync += a_vok.eq(0)  # (the scan state sets it)
             m.d.comb += a_upd.eq(a_vok & (a_vfirst | (a_v.as_signed() > a_best.as_signed())))
             with m.If(a_upd):
