@@ -111,12 +111,12 @@ NPU_LSTM = {"ice40": {"logic": 750, "ffs": 320, "dsp": 2}, "ecp5": {"logic": 110
 # BEGIN NPU CALIBRATION (written by `python bench/boards.py --calibrate` from bench/results/boards.json)
 NPU_MODEL: dict = {
     "ice40": {
-        "fixed": 3025.4,
-        "per_acc_bit": 5.73,
-        "ffs_fixed": 1529.2,
-        "ffs_per_acc_bit": 0.93,
+        "fixed": 3212.9,
+        "per_acc_bit": 4.49,
+        "ffs_fixed": 1649.6,
+        "ffs_per_acc_bit": 0.37,
         "dsp": 2,
-        "fmax": 37.0,
+        "fmax": 38.0,
         "runs": ["icebreaker-npu4", "icebreaker-npu4-lstm", "icebreaker-npu8"],
         "fmax_measured": True,
     },
