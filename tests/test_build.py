@@ -1,6 +1,6 @@
 """Board builds: the default config's array for iCEBreaker and ULX3S-85F (real YoWASP builds, `slow`;
-a whole-NPU build takes 5-25 minutes, too long for the suite: bench/boards.py makes those, and
-tests/test_build_npu.py has an opt-in one), the report, the estimator against them and against the
+the whole NPUs: tests/test_build_npu.py builds the iCEBreaker's default one, bench/boards.py the
+others), the report, the estimator against them and against the
 committed whole-NPU builds (within 15%, and NPU_MODEL being their fit), the abc9 fallback, and the
 timing checks and `--freq auto` search (with a stand-in for the tools)."""
 
