@@ -1,0 +1,224 @@
+"""The NPU in the form the iCEBreaker build ships, end to end through the driver, bit-exact.
+
+Everything else simulates the generic form (``platform=None``). Here the NPU of the iCEBreaker's
+default config (4x4, LSTM memories) is elaborated for the board's own platform object, so every
+iCE40 form is the one simulated: the single-stage ARGMAX, the host read latency of 1, the engine
+without its read registers, the requantizer's early add, the sequencer's unregistered fetch, the
+feature/program/accumulator/PWL/cell memories as SB_RAM40_4K, the weight and bias memories as
+SB_SPRAM256KA, the link's byte RAMs as 512 x 8 blocks with their INIT contents -- the primitives
+replaced by their simulation models (sim/board_form.py). Outputs are compared with quant.golden,
+cycles with the exact cycle model.
+"""
+
+import numpy as np
+import pytest
+from amaranth.hdl import ClockSignal, Const, Fragment, Instance, Module, Signal
+
+from quant import golden
+from quant.lstm_perf import program_cycles
+from quant.model import ArgmaxLayer, Conv2dLayer, DenseLayer, FlattenLayer, InputSpec, MaxPool2dLayer, NPUModel
+from quant.npu_compile import largest_batch
+from quant.retarget import retarget
+from sim.board_form import BoardForm, substitute_primitives
+from sim.npu_device import board_config, simulated_npu
+from sw_driver.device import Device
+from sw_driver.npu import NPURunner
+from tests.model_factory import _requant, random_mlp
+
+BOARD = "icebreaker"
+CFG = board_config(BOARD)  # the board's default config at its default build's clock (39.75 MHz)
+
+
+@pytest.fixture(scope="module")
+def npu_url():
+    with simulated_npu(CFG, board=BOARD) as url:
+        yield url
+
+
+def _run(url, model, x, batch):
+    with Device(url, timeout=30.0) as dev:
+        runner = NPURunner(dev, batch=batch)
+        compiled = runner.load(model)
+        r = runner.infer(x)
+    trace = golden.forward(model, x, intermediates=True)
+    logits = trace[-2][1].reshape(len(x), -1)
+    assert np.array_equal(r.logits, logits)
+    assert np.array_equal(r.classes, trace[-1][1])
+    return r, compiled, logits
+
+
+# -- the board form itself (no simulator) ------------------------------------------------------
+
+
+def test_the_board_form_is_the_ice40_one():
+    """The default iCEBreaker NPU elaborates to the primitives its build reports (23 EBR, 3 SPRAM)."""
+    from hw.boards import get_board
+    from hw.npu import NPU
+
+    assert CFG.replace(clk_hz=get_board(BOARD).default_config().clk_hz) == get_board(BOARD).default_config()
+    form = BoardForm(NPU(CFG), BOARD)
+    Fragment.get(form, None)
+    assert dict(form.primitives) == {"SB_RAM40_4K": 23, "SB_SPRAM256KA": 3}
+    # off the iCE40 nothing is replaced: the ULX3S form is the generic one
+    form = BoardForm(NPU(board_config("ulx3s-85f")), "ulx3s-85f")
+    Fragment.get(form, None)
+    assert not form.primitives
+
+
+def _fragment_with(inst):
+    m = Module()
+    m.submodules.prim = inst
+    return Fragment.get(m, None)
+
+
+def test_a_primitive_the_model_does_not_cover_is_refused():
+    ok = dict(
+        i_ADDRESS=Signal(14),
+        i_DATAIN=Signal(16),
+        i_MASKWREN=Const(0xF, 4),
+        i_WREN=Signal(),
+        i_CHIPSELECT=Signal(),
+        i_CLOCK=ClockSignal("sync"),
+        i_STANDBY=Const(0, 1),
+        i_SLEEP=Const(0, 1),
+        o_DATAOUT=Signal(16),
+    )
+    assert substitute_primitives(_fragment_with(Instance("SB_SPRAM256KA", **ok, i_POWEROFF=Const(1, 1)))) == {
+        "SB_SPRAM256KA": 1
+    }
+    with pytest.raises(ValueError, match="POWEROFF tied to 1"):  # powered off: the model would not do that
+        substitute_primitives(_fragment_with(Instance("SB_SPRAM256KA", **ok, i_POWEROFF=Signal())))
+    with pytest.raises(ValueError, match="no simulation model of the primitive SB_MAC16"):
+        substitute_primitives(_fragment_with(Instance("SB_MAC16", i_A=Signal(16))))
+    with pytest.raises(ValueError, match="READ_MODE/WRITE_MODE"):
+        substitute_primitives(_fragment_with(Instance("SB_RAM40_4K", p_READ_MODE=2, p_WRITE_MODE=2)))
+
+
+def test_512x8_init_contents_round_trip():
+    from hw.byteram import ebr512x8_init
+    from sim.board_form import _init_bytes_512x8
+
+    data = list(np.random.default_rng(3).integers(0, 256, 512))
+    inst = Instance("SB_RAM40_4K", **{f"p_INIT_{k:X}": Const(v, 256) for k, v in enumerate(ebr512x8_init(data))})
+    assert _init_bytes_512x8(inst) == data
+
+
+# -- through the driver -------------------------------------------------------------------------
+
+
+def test_device_reports_the_board_config(npu_url):
+    with Device(npu_url, timeout=30.0) as dev:
+        info = dev.info()  # (the INFO reply comes out of the 512 x 8 blocks' INIT contents)
+    assert info.config == CFG
+    assert [(r.name, r.depth) for r in info.regions] == [
+        ("feature", 256),
+        ("weight", 2048),
+        ("channel", 256),
+        ("program", 128),
+    ]
+
+
+def test_mlp_batches(npu_url):
+    model = random_mlp(1, CFG, sizes=(64, 32, 10))
+    x = np.random.default_rng(1).integers(-128, 128, size=(40, 64)).astype(np.int8)
+    x[0], x[1], x[2] = -128, 127, 0
+    batch = largest_batch(model, CFG)
+    assert batch == 9
+    r, compiled, _ = _run(npu_url, model, x, batch=batch)  # 5 runs, the last one padded
+    assert r.cycles == 5 * program_cycles(compiled)
+
+
+def _tie_mlp(seed: int, bias) -> NPUModel:
+    """64 -> 32 -> 10 with output columns copied (0=1, 2=3, 4=7 across N-tiles, 8=9) and scaled
+    so that many rows are all negative; ``bias`` per output (-2**30: always -128, 2**30: 127)."""
+    base = random_mlp(seed, CFG, sizes=(64, 32, 10))
+    fc1, fc2 = base.layers[0], base.layers[1]
+    src = [0, 0, 1, 1, 2, 3, 4, 2, 5, 5]
+    last = DenseLayer(
+        "fc2",
+        fc2.codes[:, src].copy(),
+        np.full(10, 1 << 15, np.uint16),
+        np.full(10, 20, np.uint8),
+        np.asarray(bias, np.int32),
+        relu=False,
+    )
+    return NPUModel(CFG, base.input, [fc1, last, ArgmaxLayer("argmax")], {"task": "ties"})
+
+
+def test_argmax_ties_all_negative_rows_and_saturation(npu_url):
+    x = np.random.default_rng(5).integers(-128, 128, size=(24, 64)).astype(np.int8)
+    x[0], x[1], x[2] = -128, 127, 0
+    ties = [-1500, -1500, 1500, 1500, 1200, -(2**30), -800, 1200, 2500, 2500]
+    r, compiled, logits = _run(npu_url, _tie_mlp(1, ties), x, batch=7)
+    top = logits.max(1)
+    tied = (logits == top[:, None]).sum(1) > 1
+    # the cases are there: ties (all but column 6 come in pairs), one across N-tiles,
+    # all-negative rows, -128 everywhere in column 5
+    assert tied.sum() >= len(x) // 2 and (top < 0).sum() >= 5 and (logits[:, 5] == -128).all()
+    assert {4, 8} <= set(r.classes.tolist())  # 4 ties 7 (next N-tile), 8 ties 9 (last, partial tile)
+    assert r.cycles == 4 * program_cycles(compiled)
+    # every output saturated: all -128 (class 0), and 127 from column 5 on (class 5)
+    for bias, cls in (([-(2**30)] * 10, 0), ([-(2**30)] * 5 + [2**30] * 5, 5)):
+        r, _, logits = _run(npu_url, _tie_mlp(1, bias), x[:7], batch=7)
+        assert (r.classes == cls).all()
+
+
+def _small_cnn(seed: int, c1: int = 4, c2: int = 8) -> NPUModel:
+    """conv 3x3 (1 -> c1) relu, maxpool, conv 3x3 (c1 -> c2, on-chip im2col) relu, maxpool,
+    flatten, dense -> 10, argmax on 4x4 images (an 8x8 one does not fit the 256-word feature memory)."""
+    rng = np.random.default_rng(seed)
+    top = 1 << CFG.weight_bits
+    layers = [
+        Conv2dLayer(
+            "conv1", rng.integers(0, top, (3, 3, 1, c1)).astype(np.uint8), *_requant(rng, c1), relu=True, padding=1
+        ),
+        MaxPool2dLayer("pool1", size=2),
+        Conv2dLayer(
+            "conv2", rng.integers(0, top, (3, 3, c1, c2)).astype(np.uint8), *_requant(rng, c2), relu=True, padding=1
+        ),
+        MaxPool2dLayer("pool2", size=2),
+        FlattenLayer("flatten"),
+        DenseLayer("fc", rng.integers(0, top, (c2, 10)).astype(np.uint8), *_requant(rng, 10), relu=False),
+        ArgmaxLayer("argmax"),
+    ]
+    return NPUModel(CFG, InputSpec(shape=(4, 4, 1)), layers, {})
+
+
+def test_small_cnn(npu_url):
+    """MAXPOOL2, IM2COL3 and ARGMAX in their iCE40 forms."""
+    model = _small_cnn(2)
+    x = np.random.default_rng(2).integers(-128, 128, size=(6, 4, 4, 1)).astype(np.int8)
+    x[0] = -128
+    assert largest_batch(model, CFG) == 2
+    _run(npu_url, model, x, batch=2)
+
+
+def test_seq_digits_lstm(npu_url):
+    from quant.digits import load_split
+
+    model, batch = retarget(NPUModel.load("examples/seq_digits_lstm_3bit.npu"), CFG)
+    assert batch == 1  # (the 256-word feature memory holds one sequence's state)
+    split = load_split()
+    n = 12
+    x = model.input.quantize(split.x_test[:n])
+    r, compiled, _ = _run(npu_url, model, x, batch=1)
+    assert r.cycles == n * program_cycles(compiled)
+    assert float(np.mean(r.classes == split.y_test[:n])) > 0.8
+
+
+def test_every_region_reads_back_through_the_link(npu_url):
+    """Host writes and reads of all four regions (SPRAM weight and bias, EBR feature, scale and program)."""
+    rng = np.random.default_rng(7)
+    with Device(npu_url, timeout=30.0) as dev:
+        for reg in dev.info().regions:
+            for base, n in ((0, 40), (reg.depth // 2 - 3, 6), (reg.depth - 37, 37)):
+                if reg.name == "channel":  # bias | M << 32 | shift << 48: the memory keeps 6 shift bits
+                    words = [
+                        int(b) | int(mu) << 32 | int(sh) << 48
+                        for b, mu, sh in rng.integers(0, [1 << 32, 1 << 16, 64], (n, 3))
+                    ]
+                else:
+                    words = [int.from_bytes(rng.bytes(reg.word_bytes), "little") % (1 << reg.width) for _ in range(n)]
+                dev.write_mem(reg.name, base, words)
+                assert dev.read_mem(reg.name, base, n) == words, (reg.name, base)
+                assert dev.read_mem(reg.name, base + n - 1, 1) == words[-1:], reg.name
