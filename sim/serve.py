@@ -230,8 +230,10 @@ def run(args: argparse.Namespace) -> int:
         f"socket://127.0.0.1:{args.port}; Ctrl-C stops",
         flush=True,
     )
+    # (the NPU under the name sim.npu_device.simulated_npu builds it with: the tests' build is reused)
+    name = "npu" if factory == NPU_FACTORY else "linktop"
     try:
-        serve(factory, params, port=args.port)
+        serve(factory, params, name=name, port=args.port)
     except KeyboardInterrupt:
         return 0
     return 0

@@ -222,3 +222,63 @@ def test_every_region_reads_back_through_the_link(npu_url):
                 dev.write_mem(reg.name, base, words)
                 assert dev.read_mem(reg.name, base, n) == words, (reg.name, base)
                 assert dev.read_mem(reg.name, base + n - 1, 1) == words[-1:], reg.name
+
+
+def test_shipped_digits_mlp_moved_to_the_board(npu_url):
+    from quant.digits import load_split
+
+    model, batch = retarget(NPUModel.load("examples/digits_mlp_3bit.npu"), CFG)
+    split = load_split()
+    x = model.input.quantize(split.x_test[:21])
+    r, compiled, _ = _run(npu_url, model, x, batch=batch)
+    assert batch == 7 and r.cycles == 3 * program_cycles(compiled)
+    assert float(np.mean(r.classes == split.y_test[:21])) > 0.9
+
+
+# -- shiftnpu sim-serve --board ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv,board,factory,name,rows",
+    [
+        (["--board", "icebreaker"], "icebreaker", "sim.npu_device:npu_top", "npu", 4),
+        (
+            ["--board", "ICEBreakerPlatform", "--rows", "8", "--cols", "8"],
+            "icebreaker",
+            "sim.npu_device:npu_top",
+            "npu",
+            8,
+        ),
+        (
+            ["--board", "ulx3s-85f", "--factory", "sim.serve:link_test_top"],
+            "ulx3s-85f",
+            "sim.serve:link_test_top",
+            "linktop",
+            16,
+        ),
+        ([], None, "sim.serve:link_test_top", "linktop", 8),
+    ],
+)
+def test_sim_serve_board_option(monkeypatch, argv, board, factory, name, rows):
+    import sim.serve
+    from quant.config import NPUConfig
+    from sw_driver.cli import main
+
+    seen = {}
+    monkeypatch.setattr(sim.serve, "serve", lambda f, p, **kw: seen.update(factory=f, params=p, **kw))
+    assert main(["sim-serve", "--port", "0", *argv]) == 0
+    p = seen["params"]
+    assert (seen["factory"], seen["name"], p.get("board")) == (factory, name, board)
+    cfg = NPUConfig.from_dict(p["config"])
+    assert cfg.rows == cfg.cols == rows
+    if board is None:
+        assert cfg == NPUConfig() and set(p) == {"config", "uart"}  # (the cache key of before)
+    else:
+        assert cfg == board_config(board, rows=rows, cols=rows)
+
+
+def test_sim_serve_refuses_an_unknown_board(capsys):
+    from sw_driver.cli import main
+
+    assert main(["sim-serve", "--board", "nosuchboard"]) == 1
+    assert "unknown board 'nosuchboard'" in capsys.readouterr().err
