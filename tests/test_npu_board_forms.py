@@ -23,7 +23,7 @@ from sim.board_form import BoardForm, substitute_primitives
 from sim.npu_device import board_config, simulated_npu
 from sw_driver.device import Device
 from sw_driver.npu import NPURunner
-from tests.model_factory import _requant, random_mlp
+from tests.model_factory import _requant, random_lstm, random_mlp
 
 BOARD = "icebreaker"
 CFG = board_config(BOARD)  # the board's default config at its default build's clock (39.75 MHz)
@@ -204,6 +204,16 @@ def test_seq_digits_lstm(npu_url):
     r, compiled, _ = _run(npu_url, model, x, batch=1)
     assert r.cycles == n * program_cycles(compiled)
     assert float(np.mean(r.classes == split.y_test[:n])) > 0.8
+
+
+@pytest.mark.parametrize("inputs,hidden,steps,batch", [(6, 12, 4, 2), (4, 8, 5, 4)])
+def test_random_lstm_batches(npu_url, inputs, hidden, steps, batch):
+    """Several sequences per run (the gate unit's cell memory holds one cell block per sample); partial tiles."""
+    model = random_lstm(3, CFG, inputs=inputs, hidden=hidden, steps=steps)
+    assert largest_batch(model, CFG) == batch
+    x = np.random.default_rng(inputs).integers(-128, 128, size=(2 * batch + 1, steps, inputs)).astype(np.int8)
+    r, compiled, _ = _run(npu_url, model, x, batch=batch)  # 3 runs, the last one padded
+    assert r.cycles == 3 * program_cycles(compiled)
 
 
 def test_every_region_reads_back_through_the_link(npu_url):
