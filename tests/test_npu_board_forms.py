@@ -311,3 +311,56 @@ def test_the_shipped_top_behind_its_uart():
         words = [int(w) for w in rng.integers(0, 1 << 12, 8)]
         dev.write_mem("weight", 2040, words)
         assert dev.read_mem("weight", 2040, 8) == words
+
+
+def _sim(dut, bench):
+    from amaranth.sim import Simulator
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+def test_spram_read_data_are_undefined_after_a_write():
+    """SinglePortRAM on SB_SPRAM256KA: rdata holds across idle cycles, but a write leaves it undefined
+    (cells_sim.v: DATAOUT <= 'x), which the board form's model shows as the complement."""
+    from hw.spram import SinglePortRAM
+
+    for board, after_write in (("icebreaker", 0xFFFF ^ 0x1234), (None, 0x1234)):
+        ram = SinglePortRAM(16, 64)
+        dut = BoardForm(ram, board) if board else ram
+
+        async def bench(ctx, ram=ram, after_write=after_write):
+            for addr, we, re in ((5, 1, 0), (5, 0, 1), (0, 0, 0), (9, 1, 0)):
+                ctx.set(ram.addr, addr)
+                ctx.set(ram.wdata, 0x1234 if addr == 5 else 0x5678)
+                ctx.set(ram.we, we)
+                ctx.set(ram.re, re)
+                await ctx.tick()
+                if (addr, re) == (5, 1) or addr == 0:
+                    assert ctx.get(ram.rdata) == 0x1234
+            assert ctx.get(ram.rdata) == after_write
+
+        _sim(dut, bench)
+        assert board is None or dict(dut.primitives) == {"SB_SPRAM256KA": 1}
+
+
+def test_ebr_read_of_the_word_being_written_is_undefined():
+    from hw.ebr import CollisionFreeRAM
+
+    ram = CollisionFreeRAM(16, 256)
+    dut = BoardForm(ram, "icebreaker")
+
+    async def bench(ctx):
+        for raddr, re, waddr, we, want in ((0, 0, 7, 1, None), (7, 1, 8, 1, 0x0007), (8, 1, 8, 1, 0xFFF7)):
+            ctx.set(ram.raddr, raddr)
+            ctx.set(ram.re, re)
+            ctx.set(ram.waddr, waddr)
+            ctx.set(ram.wdata, waddr)
+            ctx.set(ram.we, we)
+            await ctx.tick()
+            if want is not None:
+                assert ctx.get(ram.rdata) == want, hex(ctx.get(ram.rdata))
+
+    _sim(dut, bench)
