@@ -18,7 +18,9 @@ from quant import golden
 from quant.lstm_perf import program_cycles
 from quant.model import ArgmaxLayer, Conv2dLayer, DenseLayer, FlattenLayer, InputSpec, MaxPool2dLayer, NPUModel
 from quant.npu_compile import largest_batch
+from quant.program import Op, decode_program
 from quant.retarget import retarget
+from quant.tiling import tiles
 from sim.board_form import BoardForm, substitute_primitives
 from sim.npu_device import board_config, simulated_npu
 from sw_driver.device import Device
@@ -214,6 +216,75 @@ def test_random_lstm_batches(npu_url, inputs, hidden, steps, batch):
     x = np.random.default_rng(inputs).integers(-128, 128, size=(2 * batch + 1, steps, inputs)).astype(np.int8)
     r, compiled, _ = _run(npu_url, model, x, batch=batch)  # 3 runs, the last one padded
     assert r.cycles == 3 * program_cycles(compiled)
+
+
+def _review_scenarios():
+    """tests/test_review_sequencer.py's adversarial programs, sized for the board's 256-word feature memory."""
+    from tests.test_review_sequencer import (
+        argmax_scenario,
+        bad_opcode_scenario,
+        gemm_chain_scenario,
+        pool_im2col_scenario,
+        zero_size_scenario,
+    )
+
+    mb = CFG.m_block
+    return [
+        argmax_scenario(1, 13, 20, "ties", CFG),
+        argmax_scenario(2, 9, 17, "negative", CFG),
+        argmax_scenario(3, 17, 8, "random", CFG),
+        argmax_scenario(4, 1, 1, "random", CFG),
+        pool_im2col_scenario(5, 4, 2, 2, CFG),
+        pool_im2col_scenario(6, 2, 4, 1, CFG),
+        bad_opcode_scenario(),
+        # after an error, a good program must run cleanly again
+        gemm_chain_scenario(7, 1, (5, 13, 3), CFG),
+        gemm_chain_scenario(8, mb, (8, 7, 5), CFG),
+        gemm_chain_scenario(9, mb + 1, (5, 6, 3), CFG),
+        gemm_chain_scenario(10, 2 * mb, (4, 3, 2), CFG),
+        gemm_chain_scenario(11, mb - 1, (1, 1, 1), CFG),
+        zero_size_scenario(Op.ARGMAX, {"src": 0, "dst": 20, "m": 0, "n": 4, "nt": 1}),
+        zero_size_scenario(Op.MAXPOOL2, {"src": 0, "dst": 20, "h": 0, "w": 2, "ct": 1}),
+        zero_size_scenario(Op.IM2COL3, {"src": 0, "dst": 20, "h": 2, "w": 2, "ct": 0}),
+        zero_size_scenario(
+            Op.GEMM, {"m": 0, "n": 4, "kt": 1, "nt": 1, "act_base": 0, "out_base": 20, "wgt_base": 0, "chan_base": 0}
+        ),
+    ]
+
+
+def test_adversarial_programs(npu_url):
+    """ARGMAX (ties, all-negative and -128 rows, junk in padding lanes), MAXPOOL2/IM2COL3, GEMM chains around
+    m_block, zero extents and an unknown opcode, as raw programs, against quant.device_model; cycles against
+    the cycle model where it covers the ops."""
+    from types import SimpleNamespace
+
+    from quant.device_model import DeviceModel
+
+    with Device(npu_url, timeout=30.0) as dev:
+        for sc in _review_scenarios():
+            model = DeviceModel(CFG, CFG.prog_depth)
+            dev.write_mem("feature", 0, [0] * CFG.act_depth)  # (the model starts from zeros)
+            for name, words in sc["images"].items():
+                if name == "feature":  # (zero_size_scenario's words are 62-bit, for 8 lanes)
+                    words = [int(w) % (1 << 8 * CFG.rows) for w in words]
+                getattr(model, name)[: len(words)] = words
+                if words:
+                    dev.write_mem(name, 0, words)
+            dev.start()
+            status, _ = dev.wait_done(2, timeout=30.0)
+            assert bool(status & 4) == bool(sc.get("expect_error")), sc["name"]
+            if sc.get("expect_error"):
+                continue
+            model.run()
+            n = sc["check_words"]
+            assert dev.read_mem("feature", 0, n) == [int(w) for w in model.feature[:n]], sc["name"]
+            prog = sc["images"]["program"]
+            ops = decode_program(prog)
+            if any(i.op in (Op.MAXPOOL2, Op.IM2COL3) for i in ops):
+                continue  # (no cycle model)
+            if any(i.op == Op.ARGMAX and i.args["nt"] != tiles(i.args["n"], CFG.cols) for i in ops):
+                continue  # (a second ARGMAX with nt = 1 for n = 5, as on 8 lanes: the model counts tiles(n))
+            assert status >> 3 == program_cycles(SimpleNamespace(program=prog, config=CFG)), sc["name"]
 
 
 def test_every_region_reads_back_through_the_link(npu_url):
