@@ -6,8 +6,12 @@ iCE40 form is the one simulated: the single-stage ARGMAX, the host read latency 
 without its read registers, the requantizer's early add, the sequencer's unregistered fetch, the
 feature/program/accumulator/PWL/cell memories as SB_RAM40_4K, the weight and bias memories as
 SB_SPRAM256KA, the link's byte RAMs as 512 x 8 blocks with their INIT contents -- the primitives
-replaced by their simulation models (sim/board_form.py). Outputs are compared with quant.golden,
-cycles with the exact cycle model.
+replaced by their simulation models (sim/board_form.py), whose undefined read data come out
+complemented. Models (MLP, ARGMAX corner cases, a two-convolution CNN, the seq-digits LSTM, random
+LSTMs, the shipped MLP) go through the driver and compare with quant.golden, cycles with the exact
+cycle model; the review's adversarial raw programs compare with quant.device_model; every region
+reads back; the UART top (what the board build wraps) answers over the serial line. One simulated
+device serves the module (a Verilator build of 15-50 s, cached); the UART top is a second build.
 """
 
 import numpy as np
