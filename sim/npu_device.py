@@ -8,7 +8,7 @@ from typing import Any
 
 from quant.config import NPUConfig
 
-__all__ = ["npu_top", "simulated_npu", "FACTORY"]
+__all__ = ["npu_top", "simulated_npu", "board_config", "FACTORY"]
 
 FACTORY = "sim.npu_device:npu_top"
 
@@ -26,11 +26,37 @@ def npu_top(params: dict[str, Any]):
     )
 
 
+def board_config(board: str, **over: int | None) -> NPUConfig:
+    """The config a default ``shiftnpu build --board board`` builds: the board's default config with
+    ``over`` replacing fields, at the clock its PLL makes of the board's default frequency (the
+    clock the device reports; e.g. 39.75 MHz on the iCEBreaker)."""
+    from hw.boards import get_board
+    from hw.pll import pll_for
+
+    b = get_board(board)
+    pll = pll_for(b.family, b.clk_mhz, b.default_mhz)
+    return b.default_config(**over).replace(clk_hz=int(round(pll.f_out_mhz * 1e6)))
+
+
 @contextlib.contextmanager
-def simulated_npu(config: NPUConfig, *, uart: bool = False, start_timeout: float = 600.0) -> Iterator[str]:
-    """Serve the NPU built for ``config``; yields the ``socket://`` URL for :class:`sw_driver.device.Device`."""
+def simulated_npu(
+    config: NPUConfig | None = None, *, uart: bool = False, start_timeout: float = 600.0, board: str | None = None
+) -> Iterator[str]:
+    """Serve the NPU built for ``config``; yields the ``socket://`` URL for :class:`sw_driver.device.Device`.
+
+    ``board`` (a :mod:`hw.boards` name) serves the RTL in the form that board's build ships (see
+    :mod:`sim.board_form`: on the iCEBreaker the iCE40 forms of the memories, the ARGMAX, the host
+    read latency ...); ``config`` then defaults to :func:`board_config` (the board's default config
+    at its default build's clock).
+    """
     from sim.serve import simulated_device
 
+    if config is None:
+        if board is None:
+            raise ValueError("simulated_npu needs a config or a board")
+        config = board_config(board)
     params = {"config": config.to_dict(), "uart": uart}
+    if board is not None:
+        params["board"] = board
     with simulated_device(FACTORY, params, name="npu", start_timeout=start_timeout, chunk=4000) as url:
         yield url

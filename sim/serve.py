@@ -8,7 +8,9 @@ design's byte-stream ports ``rx``/``tx`` (mode ``bytes``), or bit-bangs its seri
 
 The design comes from a factory named ``"module:function"``; ``function(params)`` returns the top
 component and ``params`` (JSON) also key the build cache. The default is :func:`link_test_top`;
-the NPU's top level plugs in the same way.
+the NPU's top level plugs in the same way. ``params["board"]`` (a :mod:`hw.boards` name) serves the
+design in the form that board's build ships (:mod:`sim.board_form`); ``shiftnpu sim-serve --board
+icebreaker`` serves the NPU so, with the board's default config.
 
 In Python::
 
@@ -36,6 +38,8 @@ __all__ = ["HELP", "add_arguments", "run", "serve", "simulated_device", "link_te
 
 HELP = "run the design under Verilator as a device on a TCP socket (socket://127.0.0.1:PORT)"
 DEFAULT_FACTORY = "sim.serve:link_test_top"
+#: the factory ``--board`` serves (sim.npu_device.FACTORY; not imported here, to keep the CLI light)
+NPU_FACTORY = "sim.npu_device:npu_top"
 _REPO = Path(__file__).resolve().parent.parent
 
 
@@ -72,7 +76,10 @@ def serve(
     stop_file: str | None = None,
     chunk: int = 2000,
 ) -> None:
-    """Build the design and serve it until ``stop_file`` appears (blocks; Ctrl-C ends it too)."""
+    """Build the design and serve it until ``stop_file`` appears (blocks; Ctrl-C ends it too).
+
+    ``params["board"]``, when given, builds the design in that board's form (see :mod:`sim.board_form`).
+    """
     from sim.runner import run_cocotb
 
     params = dict(params or {})
@@ -92,6 +99,7 @@ def serve(
         "link_serve_bench",
         bench_params=bench,
         fast=True,
+        board=params.get("board"),
     )
 
 
@@ -168,32 +176,64 @@ def simulated_device(
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from sw_driver.cli import add_config_arguments
+    from hw.boards import BOARDS
+    from sw_driver.cli import CONFIG_OPTIONS, add_config_arguments
 
     p.add_argument("--port", type=int, default=5555, help="TCP port on 127.0.0.1 (0 = any free port; default 5555)")
     p.add_argument("--uart", action="store_true", help="go through the real UARTs (bit timing; slow) instead of bytes")
     p.add_argument(
-        "--factory", default=DEFAULT_FACTORY, help=f"top-level factory 'module:function' ({DEFAULT_FACTORY})"
+        "--board",
+        help=f"serve the NPU exactly as this board's build ships it ({', '.join(BOARDS)}, or an amaranth-boards "
+        "class name): elaborated for the board's FPGA (on the iCEBreaker the iCE40 forms of the memories, ARGMAX, "
+        "host read path ...; its EBR/SPRAM primitives simulated by models), with the board's default config at "
+        "its default clock; --rows/--cols/... replace fields of that config. Without --board: the generic form "
+        "(what the tests simulate) of NPUConfig's defaults",
+    )
+    p.add_argument(
+        "--factory",
+        default=None,
+        help=f"top-level factory 'module:function' (default {DEFAULT_FACTORY}, the link test design; "
+        f"with --board {NPU_FACTORY}, the NPU)",
     )
     p.add_argument("--clk-hz", type=int, dest="clk_hz", help="design clock (with --uart: sets the UART divisor)")
     p.add_argument("--baud", type=int, help="UART baud rate")
     add_config_arguments(p)
+    for group in p._action_groups:
+        if group.title and group.title.startswith("generator parameters"):
+            group.title = "generator parameters (default: the standard config, or the board's default with --board)"
+    for action in p._actions:
+        if action.dest in CONFIG_OPTIONS and action.dest not in ("weight_bits", "max_k") and action.help:
+            action.help = action.help[:-1] + "; with --board the board's)"
 
 
 def run(args: argparse.Namespace) -> int:
-    from sw_driver.cli import config_from_args
+    from sw_driver.cli import CONFIG_OPTIONS, config_from_args
 
-    cfg = config_from_args(args)
+    board = getattr(args, "board", None)
+    if board:
+        from hw.boards import get_board
+        from sim.npu_device import board_config
+
+        board = get_board(board).name
+        cfg = board_config(board, **{k: getattr(args, k, None) for k in CONFIG_OPTIONS})
+    else:
+        cfg = config_from_args(args)
     over = {k: getattr(args, k) for k in ("clk_hz", "baud") if getattr(args, k, None) is not None}
     cfg = cfg.replace(**over)
+    factory = args.factory or (NPU_FACTORY if board else DEFAULT_FACTORY)
     params = {"config": cfg.to_dict(), "uart": bool(args.uart)}
+    if board:
+        params["board"] = board
+    what = f"the {board} form of {factory}" if board else factory
     print(
-        f"shiftnpu sim-serve: building the design (first run compiles it), then serving on "
+        f"shiftnpu sim-serve: building {what} ({cfg.rows}x{cfg.cols}; the first run compiles it), then serving on "
         f"socket://127.0.0.1:{args.port}; Ctrl-C stops",
         flush=True,
     )
+    # (the NPU under the name sim.npu_device.simulated_npu builds it with: the tests' build is reused)
+    name = "npu" if factory == NPU_FACTORY else "linktop"
     try:
-        serve(args.factory, params, port=args.port)
+        serve(factory, params, name=name, port=args.port)
     except KeyboardInterrupt:
         return 0
     return 0
