@@ -5,8 +5,10 @@ that is only ever read *or* written in a cycle (the engine's weight memory: writ
 while idle, read by the weight loader while busy) can live in them and leave the dual-port EBRs
 to memories that need two ports.
 
-:class:`SinglePortRAM` has one behaviour on every path: ``rdata`` shows the word at the ``addr``
-of the last cycle with ``re`` high and ``we`` low, and holds otherwise (a write does not read).
+:class:`SinglePortRAM` behaves alike on every path: ``rdata`` shows the word at the ``addr``
+of the last cycle with ``re`` high and ``we`` low, and holds while neither happens. After a write
+it is undefined on the SB_SPRAM256KA (Yosys' ``cells_sim.v`` and the board-form simulation,
+sim/board_form.py, make it garbage), so a user reads again after writing.
 On an iCE40UP platform with ``spram=True`` it instantiates ``ceil(width / 16)`` SB_SPRAM256KA
 side by side; otherwise (simulation, other devices) it is an Amaranth ``Memory`` with a read
 port enabled by ``re & ~we``. :class:`SPRAMModel` is a simulation model of the primitive (as
