@@ -31,7 +31,7 @@ import numpy as np
 
 from . import codes as weight_codes
 from .config import ConfigError, NPUConfig
-from .fixed import M_BITS, N_MAX, sat, signed_width
+from .fixed import N_MAX, sat, signed_width
 
 __all__ = [
     "MAGIC",
@@ -207,8 +207,8 @@ class _GemmLayer:
         bits = config.weight_bits
         if self.codes.size and int(self.codes.max()) >= 1 << bits:
             _fail(f"{w}: weight code {int(self.codes.max())} does not fit the config's {bits}-bit weights")
-        if np.any(self.M == 0) or np.any(self.M >= 1 << M_BITS):
-            _fail(f"{w}: requantization multiplier M must be in [1, {(1 << M_BITS) - 1}]")
+        # M is any unsigned 16-bit value (SPEC §3), 0 included (the channel's output is then 0): the
+        # uint16 dtype above is the whole check
         if np.any(self.n > N_MAX):
             _fail(f"{w}: requantization shift n must be in [0, {N_MAX}], got {int(self.n.max())}")
         if not isinstance(self.relu, bool):
