@@ -298,7 +298,9 @@ class PWLUnit(wiring.Component):
         prod = Signal(signed(32), reset_less=True)
         with m.If(adv):
             m.d.sync += prod.eq(m_r * d)
-        total = Signal(signed(32 - S + 2))
+        # y_i + rshift_round(p, S) with |p| <= 2**30: 33 - S bits for small S, but y_i alone needs 16
+        # and the sum 17 (a narrower total wrapped for S >= 18 instead of saturating)
+        total = Signal(signed(max(32 - S + 2, 18)))
         bias = Signal(signed(16 + S))
         m.d.comb += bias.eq(Cat(Const(1 << (S - 1), S), ry.data) if S else ry.data)
         m.d.comb += total.eq((prod + bias) >> S)

@@ -45,21 +45,26 @@ def rshift_round(x: np.ndarray, n: int | np.ndarray) -> np.ndarray: ...
 def rshift_round(x, n):
     """Arithmetic right shift by ``n`` rounding half up: ``(x + 2**(n-1)) >> n``; ``n = 0`` is identity.
 
-    ``n`` may be a scalar or (for arrays) an array broadcastable against ``x``.
+    ``n`` may be a scalar or (for arrays) an array broadcastable against ``x``. Python (and numpy
+    scalar) integers are exact at any size. Arrays are int64 and computed as ``floor(x / 2**n)`` plus
+    bit ``n - 1`` of ``x``, the same value without the sum ``x + 2**(n-1)``, which could leave int64
+    near its limits; a shift of 64 or more rounds every int64 to 0.
     """
-    x = _as_int64(x)
-    if isinstance(n, np.ndarray):
-        n = n.astype(np.int64)
-        if np.any(n < 0):
-            raise ValueError("rshift_round: shift amounts must be >= 0")
-        half = np.where(n > 0, np.left_shift(np.int64(1), np.maximum(n - 1, 0)), 0)
-        return (np.asarray(x, dtype=np.int64) + half) >> n
-    n = int(n)
-    if n < 0:
-        raise ValueError(f"rshift_round: shift amount must be >= 0, got {n}")
-    if n == 0:
-        return x
-    return (x + (1 << (n - 1))) >> n
+    if isinstance(x, np.integer):
+        x = int(x)
+    if isinstance(n, np.integer):
+        n = int(n)
+    if not isinstance(x, np.ndarray) and not isinstance(n, np.ndarray):
+        if n < 0:
+            raise ValueError(f"rshift_round: shift amount must be >= 0, got {n}")
+        return x if n == 0 else (x + (1 << (n - 1))) >> n
+    x = np.asarray(_as_int64(np.asarray(x)), dtype=np.int64)
+    n = np.asarray(n, dtype=np.int64)
+    if np.any(n < 0):
+        raise ValueError("rshift_round: shift amounts must be >= 0")
+    s = np.minimum(n, 63)
+    rounded = (x >> s) + ((x >> np.maximum(s - 1, 0)) & 1)
+    return np.where(n == 0, x, np.where(n >= 64, 0, rounded))
 
 
 def sat_bounds(bits: int) -> tuple[int, int]:
@@ -96,6 +101,7 @@ def requant(acc, bias, M, n, *, relu: bool = False, bits: int = 8):
             raise ValueError(f"requant: n must be in [0, {N_MAX}]")
         y = sat(rshift_round((acc + bias) * M, np.broadcast_to(n, acc.shape)), bits)
         return np.maximum(y, 0) if relu else y
+    acc, bias, M, n = int(acc), int(bias), int(M), int(n)  # exact Python integers for scalars
     if not 0 <= M < 1 << M_BITS:
         raise ValueError(f"requant: M must be unsigned {M_BITS}-bit, got {M}")
     if not 0 <= n <= N_MAX:

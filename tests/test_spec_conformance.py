@@ -53,6 +53,19 @@ def test_rshift_round_worked_examples(x, n, y):
         assert rshift_round(np.array([x], np.int64), np.array([n])).tolist() == [y]
 
 
+def test_rshift_round_exact_at_the_int64_limits():
+    """The formula holds for every integer, so the int64 array path may not wrap inside it."""
+    big = np.array([2**63 - 1, -(2**63), 2**62, -(2**62) - 1], np.int64)
+    # (2**63 - 1 + 2**62) >> 63 = 1 (0.99.. -> 1); (-2**63 + 2**62) >> 63 = -1 (exactly -1.0);
+    # (2**62 + 2**62) >> 63 = 1 (0.5 -> 1); (-2**62 - 1 + 2**62) >> 63 = -1 (-0.50..01 -> -1)
+    assert rshift_round(big, 63).tolist() == [1, -1, 1, -1]
+    assert rshift_round(big, np.full(4, 63)).tolist() == [1, -1, 1, -1]
+    assert rshift_round(np.int64(2**62), 63) == 1  # a numpy scalar is exact too
+    # n = 64: (x + 2**63) >> 64 = 0 for every int64 x (the sum lies in [0, 2**64))
+    assert rshift_round(big, 64).tolist() == [0, 0, 0, 0]
+    assert rshift_round(5, 64) == 0 and rshift_round(-(2**70), 64) == -64  # Python ints: any size
+
+
 def test_sat_bounds():
     # sat(x, bits) clamps to [-(2**(bits-1)), 2**(bits-1) - 1]
     assert [sat(v, 8) for v in (-129, -128, 127, 128, 0)] == [-128, -128, 127, 127, 0]
@@ -207,13 +220,9 @@ def test_pwl_any_int16_knots_are_valid():
         table_entries(cfg, {"sigmoid": last_long, "tanh": two, "tanh_cell": two})
 
 
-def test_pwl_unit_long_segment_amaranth_sim():
-    """The RTL PWL unit on a 2-piece table whose first segment spans 2**15 (the most its int16
-    offset allows), bit-exact with the golden model around every knot and across the range."""
-    cfg = NPUConfig(pwl_pieces=2, pwl_shift=11)
-    t = PWLTable(np.array([-32768, 0, 32767]), np.array([-30000, 1234]), np.array([-32768, 32767]), 11)
+def _run_pwl_unit(cfg: NPUConfig, t: PWLTable, zs: list[int]) -> list[int]:
+    """The RTL PWL unit (table built in) on ``zs``, one input per cycle, results in order."""
     dut = PWLUnit(cfg, tables=1, init=[t])
-    zs = sorted({*range(-32768, 32768, 997), -32768, -32767, -1, 0, 1, 32766, 32767, -16384, 16384})
     got = []
 
     async def tb(ctx):
@@ -222,9 +231,7 @@ def test_pwl_unit_long_segment_amaranth_sim():
         while len(got) < len(zs):
             if pending:
                 ctx.set(dut.i_stream.payload.z, pending[0])
-                ctx.set(dut.i_stream.valid, 1)
-            else:
-                ctx.set(dut.i_stream.valid, 0)
+            ctx.set(dut.i_stream.valid, bool(pending))
             _, _, iv, ir, ov, out = await ctx.tick().sample(
                 dut.i_stream.valid, dut.i_stream.ready, dut.o_stream.valid, dut.o_stream.payload
             )
@@ -237,8 +244,29 @@ def test_pwl_unit_long_segment_amaranth_sim():
     sim.add_clock(1e-6)
     sim.add_testbench(tb)
     sim.run()
-    assert got == [t(z) for z in zs]
+    return got
+
+
+def test_pwl_unit_long_segment_amaranth_sim():
+    """The RTL PWL unit on a 2-piece table whose first segment spans 2**15 (the most its int16
+    offset allows), bit-exact with the golden model around every knot and across the range."""
+    t = PWLTable(np.array([-32768, 0, 32767]), np.array([-30000, 1234]), np.array([-32768, 32767]), 11)
+    zs = sorted({*range(-32768, 32768, 997), -32768, -32767, -1, 0, 1, 32766, 32767, -16384, 16384})
+    assert _run_pwl_unit(NPUConfig(pwl_pieces=2, pwl_shift=11), t, zs) == [t(z) for z in zs]
     assert t(-1) == sat(-30000 + rshift_round(-32768 * 32767, 11), 16)  # d = 32767, the largest offset
+
+
+@pytest.mark.parametrize("S", [0, 17, 18, 30])
+def test_pwl_unit_every_slope_shift_amaranth_sim(S):
+    """Every ``pwl_shift`` the config accepts (0..30): extreme y and m saturate instead of wrapping
+    (the unit's sum was too narrow for S >= 18)."""
+    zs = [-32768, -32767, -16384, -1, 0, 1, 100, 16384, 32766, 32767]
+    for y, m in ((32767, 32767), (-32768, -32768), (32767, -32768), (100, -5)):
+        t = PWLTable(np.array([-32768, 0, 32767]), np.array([y, -1 - y]), np.array([m, -1 - m]), S)
+        assert _run_pwl_unit(NPUConfig(pwl_pieces=2, pwl_shift=S), t, zs) == [t(z) for z in zs], (y, m)
+    if S == 30:  # by hand: z = -1, d = 32767: (32767 * 32767 + 2**29) >> 30 = 1, so 32767 + 1 -> 32767
+        t = PWLTable(np.array([-32768, 0, 32767]), np.array([32767, 100]), np.array([32767, -5]), 30)
+        assert t(-1) == 32767 and t(32767) == 100  # (-5 * 32767 + 2**29) >> 30 = 0
 
 
 # -- SPEC §4: integer LSTM, with tables simple enough to evaluate by hand ------------------------------
