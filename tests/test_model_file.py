@@ -187,7 +187,9 @@ def test_accumulator_overflow_is_refused():
         "big", codes, np.full(4, 1 << 15, np.uint16), np.full(4, 20, np.uint8), np.zeros(4, np.int32), False
     )
     m = NPUModel(cfg, InputSpec(shape=(64,)), [la])
-    with pytest.raises(ModelFormatError, match=r"worst-case accumulator .* needs 18 bits.* 15 bits"):
+    with pytest.raises(
+        ModelFormatError, match=r"worst-case accumulator range \[-65536, 65024\] needs 17 bits.* 15 bits"
+    ):
         m.validate()
     m.config = NPUConfig(weight_bits=3)
     m.validate()

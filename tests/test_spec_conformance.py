@@ -17,7 +17,7 @@ from quant.config import NPUConfig
 from quant.fixed import quantize_multiplier, requant, rshift_round, sat
 from quant.gate_map import table_entries
 from quant.golden import forward
-from quant.model import DenseLayer, InputSpec, NPUModel, load_model
+from quant.model import DenseLayer, InputSpec, ModelFormatError, NPUModel, load_model
 from quant.pwl import PWLTable, hardware_span_limits
 from quant.rnn import RNNParams, gru_pointwise, lstm_pointwise, requant_gates, worst_case_accumulators
 
@@ -154,14 +154,26 @@ def test_acc_width_from_max_k():
     assert NPUConfig(weight_bits=2, rows=8, max_k=8).acc_width == 13  # 8 * 256 = 2**11
 
 
-def test_compiler_refuses_a_reduction_that_could_overflow():
-    cfg = NPUConfig(weight_bits=3, rows=8, max_k=8)  # 8 * 1024 = 2**13: 15-bit accumulator
+def test_compiler_refuses_exactly_the_reductions_that_could_overflow():
+    """SPEC §3: refuse a layer whose worst case could overflow, and only such a layer."""
+    cfg = NPUConfig(weight_bits=3, rows=8, max_k=8)  # 8 * 1024 = 2**13: 15-bit accumulator [-16384, 16383]
     assert cfg.acc_width == 15
-    ok = np.full((15, 1), 3)  # 15 taps of +8: |acc| <= 15 * 1024 = 15360 <= 16383
-    plan_gemm(cfg, 1, 15, 1, w_codes=ok)
-    big = np.full((17, 1), 7)  # 17 taps of -8: a = -128 everywhere gives +17408 > 16383
-    with pytest.raises(CompileError, match="overflow"):
-        plan_gemm(cfg, 1, 17, 1, w_codes=big)
+    # 16 taps of +8: a = 127 gives 16256, a = -128 gives -16384: both fit, so the layer is accepted
+    plan_gemm(cfg, 1, 16, 1, w_codes=np.full((16, 1), 3))
+    # 16 taps of -8: a = -128 everywhere gives +16384 > 16383: refused
+    with pytest.raises(CompileError, match="overflow.* 16384"):
+        plan_gemm(cfg, 1, 16, 1, w_codes=np.full((16, 1), 7))
+    # 17 taps of +8: a = -128 gives -17408 < -16384: refused
+    with pytest.raises(CompileError, match="overflow.* -17408"):
+        plan_gemm(cfg, 1, 17, 1, w_codes=np.full((17, 1), 3))
+    # the same rule in the model file's validation
+    layer = DenseLayer(
+        "fc", np.full((16, 1), 3, np.uint8), np.ones(1, np.uint16), np.zeros(1, np.uint8), np.zeros(1, np.int32), False
+    )
+    NPUModel(cfg, InputSpec(shape=(16,)), [layer]).validate()
+    layer.codes[:] = 7
+    with pytest.raises(ModelFormatError, match=r"range \[-16256, 16384\] needs 16 bits"):
+        NPUModel(cfg, InputSpec(shape=(16,)), [layer]).validate()
 
 
 # -- SPEC §5: y = sat(y_i + rshift_round(m_i * (z - k_i), S), 16) on k_i <= z < k_{i+1}, last closed --
