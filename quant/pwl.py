@@ -344,6 +344,13 @@ def fit(
             break
         if score <= 0 and not too_long:
             break
+        if i in too_long and len(knots) == pieces:
+            # the last knot splits a segment too long for the hardware: place it so that both halves
+            # fit (a half-open segment may span 2**15, the last, closed one 2**15 - 1) when they can
+            a, b = knots[i], knots[i + 1]
+            left_max, right_max = a + INT16_MAX + 1, b - (INT16_MAX if i == len(knots) - 2 else INT16_MAX + 1)
+            if right_max <= left_max:
+                p = min(max(p, right_max), left_max)
         knots.insert(i + 1, p)
 
     ys, ms = [], []

@@ -19,7 +19,7 @@ from quant.gate_map import table_entries
 from quant.golden import forward
 from quant.model import DenseLayer, InputSpec, ModelFormatError, NPUModel, load_model
 from quant.pwl import PWLTable, hardware_span_limits
-from quant.rnn import RNNParams, gru_pointwise, lstm_pointwise, requant_gates, worst_case_accumulators
+from quant.rnn import RNNParams, default_tables, gru_pointwise, lstm_pointwise, requant_gates, worst_case_accumulators
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*created but never used")
 
@@ -230,6 +230,18 @@ def test_pwl_any_int16_knots_are_valid():
         PWLUnit(cfg, init=[last_long])
     with pytest.raises(ValueError, match="'sigmoid'.*segment 1 spans 32768"):
         table_entries(cfg, {"sigmoid": last_long, "tanh": two, "tanh_cell": two})
+
+
+def test_two_piece_fits_load_into_the_hardware():
+    """pwl_pieces = 2 is a valid config: its fitted tables split the int16 range at 0, the only knot
+    that leaves both segments within the unit's int16 offset."""
+    cfg = NPUConfig(pwl_pieces=2)
+    tables = default_tables(cfg)
+    for t in tables.values():
+        assert t.knots.tolist() == [-32768, 0, 32767]
+        t.check_hardware()
+    PWLUnit(cfg, tables=3, init=list(tables.values()))
+    table_entries(cfg, tables)
 
 
 def _run_pwl_unit(cfg: NPUConfig, t: PWLTable, zs: list[int]) -> list[int]:
