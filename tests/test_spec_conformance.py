@@ -66,6 +66,18 @@ def test_rshift_round_exact_at_the_int64_limits():
     assert rshift_round(5, 64) == 0 and rshift_round(-(2**70), 64) == -64  # Python ints: any size
 
 
+def test_integer_sequences_and_refused_floats():
+    """Lists work like arrays; a float is refused rather than silently truncated (SPEC §1: no float)."""
+    assert rshift_round([5, -5, -3], 1).tolist() == [3, -2, -1]
+    assert sat([300, -300], 8).tolist() == [127, -128]
+    assert requant(5, 0, np.array([1, 2]), [0, 1]).tolist() == [5, 5]  # 5; (10 + 1) >> 1 = 5
+    for bad in ((2.5, 1), (5, 1.0)):
+        with pytest.raises(TypeError):
+            rshift_round(*bad)
+    with pytest.raises(TypeError):
+        requant(2.5, 0, 1, 0)
+
+
 def test_sat_bounds():
     # sat(x, bits) clamps to [-(2**(bits-1)), 2**(bits-1) - 1]
     assert [sat(v, 8) for v in (-129, -128, 127, 128, 0)] == [-128, -128, 127, 127, 0]
