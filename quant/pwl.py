@@ -8,10 +8,10 @@ A :class:`PWLTable` holds ``N`` pieces over an int16 input grid:
   ``sat(y_i + rshift_round(m_i * (z - k_i), S), 16)`` with ``y_i``, ``m_i`` int16 and ``S`` the
   table-wide slope shift.
 
-The output is Q0.15. The hardware PWL unit computes ``z - k_i`` as int16 (one 16 x 16 multiply), so
-it takes only tables whose offsets fit: :meth:`PWLTable.check_hardware` (every table :func:`fit`
-makes does; loading any other into the hardware is refused with a clear error). The input format is Q(15-F).F: Q3.12 for the gates, the cell format (Q4.11 by
-default) for ``tanh(c)``.
+The output is Q0.15. The input format is Q(15-F).F: Q3.12 for the gates, the cell format (Q4.11 by
+default) for ``tanh(c)``. The hardware PWL unit computes ``z - k_i`` as int16 (one 16 x 16 multiply),
+so it takes only tables whose offsets fit (:meth:`PWLTable.check_hardware`; every table :func:`fit`
+makes with two or more pieces does, and loading any other into the hardware is refused).
 
 Fitting (:func:`fit`, :func:`fit_sigmoid`, :func:`fit_tanh`) is greedy recursive knot insertion on the
 integer grid: start with the two end points, then repeatedly take the segment whose (optionally
