@@ -142,7 +142,7 @@ class RNNParams:
             setattr(self, name, a)
         if np.any(self.M < 0) or np.any(self.M >= 1 << 16) or np.any(self.n < 0) or np.any(self.n > 63):
             raise ValueError("M must be unsigned 16-bit and n in [0, 63]")
-        if np.any(np.abs(self.b) >= 1 << 31):
+        if np.any(self.b < -(1 << 31)) or np.any(self.b >= 1 << 31):
             raise ValueError("biases must be int32")
         codes.decode(self.W, self.weight_bits)  # range check
         codes.decode(self.U, self.weight_bits)

@@ -348,6 +348,15 @@ def test_gru_worked_example():
     assert gru_pointwise(z, np.array([[64]]), {"sigmoid": HALF, "tanh": IDENT}).tolist() == [[48]]
 
 
+def test_rnn_bias_takes_every_int32():
+    """SPEC §3: the bias is int32, so -2**31 is a valid bias (and 2**31 is not)."""
+    tables = {"sigmoid": HALF, "tanh": IDENT, "tanh_cell": IDENT}
+    b = np.array([[-(2**31)], [2**31 - 1], [0], [0]])
+    RNNParams("lstm", np.zeros((4, 1)), np.zeros((4, 1)), b, np.ones((4, 1)), np.zeros((4, 1)), 3, tables)
+    with pytest.raises(ValueError, match="int32"):
+        RNNParams("lstm", np.zeros((4, 1)), np.zeros((4, 1)), -b, np.ones((4, 1)), np.zeros((4, 1)), 3, tables)
+
+
 def test_rnn_worst_case_accumulator():
     """SPEC §3 (no silent wrap) for the recurrent layers: |b| + 128 * sum |w| over the summed rows."""
     H, wb = 1, 3
