@@ -12,8 +12,9 @@ Datapath (one result per cycle, fully pipelined, stalls as a whole when the outp
    read and one compare (below ``k_1`` the search ends in segment 0, from ``k_{N-1}`` on in N-1);
 2. read ``(k_i, k_{i+1}, m_i)`` of the segment found;
 3. ``d = clamp(z, k_i, k_{i+1}) - k_i`` (equal to the golden model's clamp of ``z`` to
-   ``[k_0, k_N]``, which can only bind in the end segments; at most :data:`~quant.pwl.MAX_SPAN`,
-   a rule of the table format);
+   ``[k_0, k_N]``, which can only bind in the end segments); ``d`` is int16, so the unit takes only
+   tables whose spans keep it there (:meth:`~quant.pwl.PWLTable.check_hardware`: at most 2**15 on a
+   half-open segment, 2**15 - 1 on the last, closed one; SPEC §5 itself sets no limit);
 4. ``p = m_i * d``, one 16 x 16 signed multiply (one SB_MAC16 on iCE40);
 5. ``y = sat(y_i + rshift_round(p, S), 16)`` in one addition, with ``y_i`` read from memory just
    in time.
@@ -119,6 +120,7 @@ class PWLUnit(wiring.Component):
                     f"initial table has {t.pieces} pieces and shift {t.shift}; the unit needs "
                     f"{N} pieces and shift {config.pwl_shift}"
                 )
+            t.check_hardware()
         self.config, self.tables, self.init = config, tables, init
         self.ebr_model = ebr_model  # the iCE40 memory path (hw/ebr.py's EBR model) on any platform, for tests
         self.pieces, self.shift = N, config.pwl_shift
@@ -156,6 +158,7 @@ class PWLUnit(wiring.Component):
         """``(address, value)`` writes that load PWL table ``t`` into slot ``table``."""
         if t.pieces != self.pieces or t.shift != self.shift:
             raise ValueError(f"table has {t.pieces} pieces / shift {t.shift}; unit has {self.pieces} / {self.shift}")
+        t.check_hardware()
         w = [(self.write_address(table, FIELD_KNOT, i), int(k)) for i, k in enumerate(t.knots)]
         w += [(self.write_address(table, FIELD_Y, i), int(v)) for i, v in enumerate(t.y)]
         w += [(self.write_address(table, FIELD_M, i), int(v)) for i, v in enumerate(t.m)]
@@ -273,8 +276,8 @@ class PWLUnit(wiring.Component):
             m.d.sync += [zc[L + 1].eq(zc[L]), seg_addr[0].eq(tt[L] * N + cur_idx), seg_addr[1].eq(seg_addr[0])]
         k_r, kn_r = rk.data.as_signed(), rkn.data.as_signed()
 
-        # R(L+2): the clamped offset d = clamp(z, k_i, k_(i+1)) - k_i in [0, MAX_SPAN] (the table
-        # format guarantees it fits int16), as three parallel carry chains and a mux
+        # R(L+2): the clamped offset d = clamp(z, k_i, k_(i+1)) - k_i in [0, 2**15 - 1] (check_hardware
+        # holds every loaded table to spans that keep it there), as three parallel carry chains and a mux
         above = Signal(reset_less=True)
         d_in = Signal(signed(17), reset_less=True)  # z - k_i; negative (z below k_i) only in segment 0
         d_span = Signal(signed(16), reset_less=True)
@@ -295,7 +298,9 @@ class PWLUnit(wiring.Component):
         prod = Signal(signed(32), reset_less=True)
         with m.If(adv):
             m.d.sync += prod.eq(m_r * d)
-        total = Signal(signed(32 - S + 2))
+        # y_i + rshift_round(p, S) with |p| <= 2**30: 33 - S bits for small S, but y_i alone needs 16
+        # and the sum 17 (a narrower total wrapped for S >= 18 instead of saturating)
+        total = Signal(signed(max(32 - S + 2, 18)))
         bias = Signal(signed(16 + S))
         m.d.comb += bias.eq(Cat(Const(1 << (S - 1), S), ry.data) if S else ry.data)
         m.d.comb += total.eq((prod + bias) >> S)

@@ -19,9 +19,10 @@ import numpy as np
 
 from . import codes as wcodes
 from .config import NPUConfig
+from .model import accumulator_range as _codes_range
 from .tiling import tiles
 
-__all__ = ["CompileError", "GemmPlan", "plan_gemm", "worst_case_accumulator"]
+__all__ = ["CompileError", "GemmPlan", "plan_gemm", "worst_case_accumulator", "accumulator_range"]
 
 _FIELD_MAX = (1 << 16) - 1
 
@@ -71,14 +72,22 @@ class GemmPlan:
         }
 
 
-def worst_case_accumulator(config: NPUConfig, k: int, w_codes=None) -> int:
-    """Largest |sum| one output can reach: ``sum_k 128 * |w|`` over its column (or ``k * 128 * max|w|``)."""
+def accumulator_range(config: NPUConfig, k: int, w_codes=None) -> tuple[int, int]:
+    """Exact lowest and highest sum an output can reach over int8 inputs (:func:`quant.model.accumulator_range`);
+    without weights, any ``k``-long reduction of the configured code width: ``±k * 128 * max|w|``."""
     if w_codes is None:
-        return k * config.max_abs_product
-    w = np.abs(wcodes.decode(np.asarray(w_codes), config.weight_bits))
+        return -k * config.max_abs_product, k * config.max_abs_product
+    w = np.asarray(w_codes)
     if w.ndim != 2 or w.shape[0] != k:
         raise CompileError(f"weights must be K x N = {k} x N, got shape {w.shape}")
-    return int(128 * w.sum(axis=0).max()) if w.size else 0
+    wcodes.decode(w, config.weight_bits)  # range check
+    return _codes_range(w, config.weight_bits)
+
+
+def worst_case_accumulator(config: NPUConfig, k: int, w_codes=None) -> int:
+    """Largest |sum| one output can reach (the larger end of :func:`accumulator_range`)."""
+    lo, hi = accumulator_range(config, k, w_codes)
+    return max(-lo, hi)
 
 
 def plan_gemm(
@@ -105,12 +114,13 @@ def plan_gemm(
         out_base = act_base + kt * m
     plan = GemmPlan(int(m), int(k), int(n), kt, nt, act_base, out_base, wgt_base, chan_base, bool(relu))
 
-    worst = worst_case_accumulator(config, k, w_codes)
-    limit = (1 << (config.acc_width - 1)) - 1
-    if worst > limit:
+    lo, hi = accumulator_range(config, k, w_codes)
+    a_lo, a_hi = -(1 << (config.acc_width - 1)), (1 << (config.acc_width - 1)) - 1
+    if lo < a_lo or hi > a_hi:
+        worst = lo if lo < a_lo else hi
         raise CompileError(
             f"{what}: accumulator overflow: a {k}-term reduction can reach {worst}, but the "
-            f"{config.acc_width}-bit accumulator holds at most {limit} (raise max_k, now {config.max_k})"
+            f"{config.acc_width}-bit accumulator holds [{a_lo}, {a_hi}] (raise max_k, now {config.max_k})"
         )
     for name, v in (("M", m), ("N", n), ("K tiles", kt), ("N tiles", nt)):
         if v > _FIELD_MAX:

@@ -9,6 +9,7 @@ cannot wrap: |acc + bias| < 2**33 and M < 2**16 leave plenty of headroom).
 from __future__ import annotations
 
 import math
+import operator
 from typing import overload
 
 import numpy as np
@@ -38,6 +39,20 @@ def _as_int64(x):
     return x
 
 
+def _is_array(x) -> bool:
+    """An array or a sequence (list, tuple) of integers rather than one integer."""
+    return isinstance(x, np.ndarray) or np.ndim(x) > 0
+
+
+def _array(x) -> np.ndarray:
+    return _as_int64(np.asarray(x)).astype(np.int64, copy=False)
+
+
+def _scalar(x) -> int:
+    """One integer as an exact Python int (a float is refused, not truncated)."""
+    return operator.index(x)
+
+
 @overload
 def rshift_round(x: int, n: int) -> int: ...
 @overload
@@ -45,21 +60,22 @@ def rshift_round(x: np.ndarray, n: int | np.ndarray) -> np.ndarray: ...
 def rshift_round(x, n):
     """Arithmetic right shift by ``n`` rounding half up: ``(x + 2**(n-1)) >> n``; ``n = 0`` is identity.
 
-    ``n`` may be a scalar or (for arrays) an array broadcastable against ``x``.
+    ``n`` may be a scalar or (for arrays) an array broadcastable against ``x``. Python (and numpy
+    scalar) integers are exact at any size. Arrays are int64 and computed as ``floor(x / 2**n)`` plus
+    bit ``n - 1`` of ``x``, the same value without the sum ``x + 2**(n-1)``, which could leave int64
+    near its limits; a shift of 64 or more rounds every int64 to 0.
     """
-    x = _as_int64(x)
-    if isinstance(n, np.ndarray):
-        n = n.astype(np.int64)
-        if np.any(n < 0):
-            raise ValueError("rshift_round: shift amounts must be >= 0")
-        half = np.where(n > 0, np.left_shift(np.int64(1), np.maximum(n - 1, 0)), 0)
-        return (np.asarray(x, dtype=np.int64) + half) >> n
-    n = int(n)
-    if n < 0:
-        raise ValueError(f"rshift_round: shift amount must be >= 0, got {n}")
-    if n == 0:
-        return x
-    return (x + (1 << (n - 1))) >> n
+    if not _is_array(x) and not _is_array(n):
+        x, n = _scalar(x), _scalar(n)
+        if n < 0:
+            raise ValueError(f"rshift_round: shift amount must be >= 0, got {n}")
+        return x if n == 0 else (x + (1 << (n - 1))) >> n
+    x, n = _array(x), _array(n)
+    if np.any(n < 0):
+        raise ValueError("rshift_round: shift amounts must be >= 0")
+    s = np.minimum(n, 63)
+    rounded = (x >> s) + ((x >> np.maximum(s - 1, 0)) & 1)
+    return np.where(n == 0, x, np.where(n >= 64, 0, rounded))
 
 
 def sat_bounds(bits: int) -> tuple[int, int]:
@@ -72,10 +88,11 @@ def sat_bounds(bits: int) -> tuple[int, int]:
 def sat(x, bits: int):
     """Clamp ``x`` to the signed ``bits``-wide range."""
     lo, hi = sat_bounds(bits)
-    x = _as_int64(x)
-    if isinstance(x, np.ndarray):
-        return np.clip(x, lo, hi)
-    return min(max(x, lo), hi)
+    if _is_array(x):
+        return np.clip(_array(x), lo, hi)
+    if isinstance(x, np.integer):  # keeps its numpy type, as before
+        return min(max(x, lo), hi)
+    return min(max(_scalar(x), lo), hi)
 
 
 def requant(acc, bias, M, n, *, relu: bool = False, bits: int = 8):
@@ -84,18 +101,15 @@ def requant(acc, bias, M, n, *, relu: bool = False, bits: int = 8):
     With ``relu`` the low end is clamped to 0 (fused ReLU). ``bias``, ``M`` and ``n`` broadcast
     per output channel (the last axis of ``acc``).
     """
-    acc = _as_int64(acc)
-    if isinstance(acc, np.ndarray) or isinstance(M, np.ndarray) or isinstance(bias, np.ndarray):
-        acc = np.asarray(acc, dtype=np.int64)
-        M = np.asarray(M, dtype=np.int64)
-        bias = np.asarray(bias, dtype=np.int64)
-        n = np.asarray(n, dtype=np.int64)
+    if any(_is_array(v) for v in (acc, bias, M, n)):
+        acc, bias, M, n = np.broadcast_arrays(*(_array(v) for v in (acc, bias, M, n)))
         if np.any(M < 0) or np.any(M >= 1 << M_BITS):
             raise ValueError(f"requant: M must be unsigned {M_BITS}-bit")
         if np.any(n < 0) or np.any(n > N_MAX):
             raise ValueError(f"requant: n must be in [0, {N_MAX}]")
-        y = sat(rshift_round((acc + bias) * M, np.broadcast_to(n, acc.shape)), bits)
+        y = sat(rshift_round((acc + bias) * M, n), bits)
         return np.maximum(y, 0) if relu else y
+    acc, bias, M, n = (_scalar(v) for v in (acc, bias, M, n))  # exact Python integers for scalars
     if not 0 <= M < 1 << M_BITS:
         raise ValueError(f"requant: M must be unsigned {M_BITS}-bit, got {M}")
     if not 0 <= n <= N_MAX:

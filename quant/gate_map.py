@@ -87,7 +87,8 @@ def table_entries(config: NPUConfig, tables: dict[str, PWLTable]) -> list[tuple[
     """``(address, int16 value)`` of every entry of the LSTM tables σ, tanh and tanh of the cell.
 
     Raises ``ValueError`` unless each table has ``config.pwl_pieces`` pieces and the shift
-    ``config.pwl_shift`` (the unit's table-wide shift is fixed by the build).
+    ``config.pwl_shift`` (the unit's table-wide shift is fixed by the build), and segments the unit
+    evaluates exactly (:meth:`~quant.pwl.PWLTable.check_hardware`).
     """
     out = []
     for name, slot in TABLE_SLOTS.items():
@@ -99,6 +100,10 @@ def table_entries(config: NPUConfig, tables: dict[str, PWLTable]) -> list[tuple[
                 f"PWL table {name!r} has {t.pieces} pieces and shift {t.shift}; the device's gate unit "
                 f"takes {config.pwl_pieces} pieces and shift {config.pwl_shift}"
             )
+        try:
+            t.check_hardware()
+        except ValueError as e:
+            raise ValueError(f"PWL table {name!r}: {e}") from None
         for field, arr in ((FIELD_KNOT, t.knots), (FIELD_Y, t.y), (FIELD_M, t.m)):
             out += [(pwl_address(config, slot, field, i), int(v)) for i, v in enumerate(arr)]
     return out

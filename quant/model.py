@@ -31,7 +31,7 @@ import numpy as np
 
 from . import codes as weight_codes
 from .config import ConfigError, NPUConfig
-from .fixed import M_BITS, N_MAX, sat, signed_width
+from .fixed import N_MAX, sat, signed_width
 
 __all__ = [
     "MAGIC",
@@ -50,6 +50,7 @@ __all__ = [
     "register_layer_kind",
     "NPUModel",
     "accumulator_bound",
+    "accumulator_range",
     "save_model",
     "load_model",
 ]
@@ -166,6 +167,21 @@ def accumulator_bound(codes: np.ndarray, bits: int) -> int:
     return int(128 * w.sum(axis=0).max()) if w.size else 0
 
 
+def accumulator_range(codes: np.ndarray, bits: int) -> tuple[int, int]:
+    """Exact lowest and highest ``acc`` of a GEMM with these codes (``[..., N]``) over int8 inputs.
+
+    An input is in [-128, 127], so a column's largest sum takes 127 on its positive weights and
+    -128 on its negative ones: ``127 * P + 128 * Q`` with ``P``, ``Q`` the sums of its positive and
+    negative ``|w|``; its smallest is ``-(128 * P + 127 * Q)``. This is the worst case SPEC §3 asks
+    the compiler to check (``128 * sum |w|`` would also refuse some layers that cannot overflow).
+    """
+    w = weight_codes.decode(codes.reshape(-1, codes.shape[-1]), bits)
+    if not w.size:
+        return 0, 0
+    pos, neg = np.where(w > 0, w, 0).sum(axis=0), np.where(w < 0, -w, 0).sum(axis=0)
+    return int((-(128 * pos + 127 * neg)).min()), int((127 * pos + 128 * neg).max())
+
+
 @dataclass(eq=False)
 class _GemmLayer:
     """Shared part of dense and conv2d: codes, per-channel (M, n), int32 bias, fused ReLU."""
@@ -207,20 +223,21 @@ class _GemmLayer:
         bits = config.weight_bits
         if self.codes.size and int(self.codes.max()) >= 1 << bits:
             _fail(f"{w}: weight code {int(self.codes.max())} does not fit the config's {bits}-bit weights")
-        if np.any(self.M == 0) or np.any(self.M >= 1 << M_BITS):
-            _fail(f"{w}: requantization multiplier M must be in [1, {(1 << M_BITS) - 1}]")
+        # M is any unsigned 16-bit value (SPEC §3), 0 included (the channel's output is then 0): the
+        # uint16 dtype above is the whole check
         if np.any(self.n > N_MAX):
             _fail(f"{w}: requantization shift n must be in [0, {N_MAX}], got {int(self.n.max())}")
         if not isinstance(self.relu, bool):
             _fail(f"{w}: relu must be true or false")
         # The array has no overflow detection: refuse any layer whose worst case cannot fit.
-        bound = accumulator_bound(self.gemm_codes(), bits)
-        need = signed_width(-bound, bound)
+        lo, hi = accumulator_range(self.gemm_codes(), bits)
+        need = signed_width(lo, hi)
         if need > config.acc_width:
             _fail(
-                f"{w}: worst-case accumulator |acc| <= {bound} needs {need} bits, but the config's "
+                f"{w}: worst-case accumulator range [{lo}, {hi}] needs {need} bits, but the config's "
                 f"accumulator is {config.acc_width} bits (max_k={config.max_k}); raise max_k or shrink the layer"
             )
+        bound = accumulator_bound(self.gemm_codes(), bits)
         worst = bound + int(np.abs(self.bias.astype(np.int64)).max(initial=0))
         if signed_width(-worst, worst) > 33:
             _fail(f"{w}: acc + bias can reach {worst}, beyond the 33-bit requantizer input")

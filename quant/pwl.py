@@ -2,15 +2,16 @@
 
 A :class:`PWLTable` holds ``N`` pieces over an int16 input grid:
 
-* knots ``k_0 < k_1 < ... < k_N`` (int16), no segment longer than :data:`MAX_SPAN` (so that
-  ``z - k_i`` fits int16 and the slope product is one 16 x 16 multiply); the input is clamped to
+* knots ``k_0 < k_1 < ... < k_N`` (int16, any spacing SPEC §5 allows); the input is clamped to
   ``[k_0, k_N]``;
 * on segment ``i`` (``k_i <= z < k_{i+1}``, the last one closed) the output is
   ``sat(y_i + rshift_round(m_i * (z - k_i), S), 16)`` with ``y_i``, ``m_i`` int16 and ``S`` the
   table-wide slope shift.
 
 The output is Q0.15. The input format is Q(15-F).F: Q3.12 for the gates, the cell format (Q4.11 by
-default) for ``tanh(c)``.
+default) for ``tanh(c)``. The hardware PWL unit computes ``z - k_i`` as int16 (one 16 x 16 multiply),
+so it takes only tables whose offsets fit (:meth:`PWLTable.check_hardware`; every table :func:`fit`
+makes with two or more pieces does, and loading any other into the hardware is refused).
 
 Fitting (:func:`fit`, :func:`fit_sigmoid`, :func:`fit_tanh`) is greedy recursive knot insertion on the
 integer grid: start with the two end points, then repeatedly take the segment whose (optionally
@@ -42,11 +43,25 @@ __all__ = [
     "fit_tanh",
     "error_stats",
     "MAX_SPAN",
+    "hardware_span_limits",
 ]
 
 INT16_MIN, INT16_MAX = -(1 << 15), (1 << 15) - 1
-#: Longest segment (k_{i+1} - k_i): keeps z - k_i within int16, so m_i * (z - k_i) is one 16 x 16 multiply.
+#: Longest segment (k_{i+1} - k_i) :func:`fit` makes: keeps z - k_i within int16 in every segment, so
+#: m_i * (z - k_i) is one 16 x 16 multiply in the hardware (:meth:`PWLTable.check_hardware`).
 MAX_SPAN = INT16_MAX
+
+
+def hardware_span_limits(pieces: int) -> list[int]:
+    """Longest span ``k_{i+1} - k_i`` of each segment that the hardware PWL unit evaluates exactly.
+
+    The unit computes ``d = clamp(z, k_i, k_{i+1}) - k_i`` as int16. On a half-open segment
+    (``k_i <= z < k_{i+1}``) ``d`` reaches ``span - 1``, so the span may be 2**15; on the last, closed
+    one ``d`` reaches the span itself, so at most 2**15 - 1.
+    """
+    return [INT16_MAX + 1] * (pieces - 1) + [INT16_MAX]
+
+
 #: The output of every table is Q0.15.
 OUT_FRAC_BITS = 15
 
@@ -101,10 +116,22 @@ class PWLTable:
                 raise ValueError(f"PWL table {name} must lie within int16")
         if np.any(np.diff(self.knots) <= 0):
             raise ValueError("PWL table knots must be strictly increasing")
-        if np.any(np.diff(self.knots) > MAX_SPAN):
-            raise ValueError(f"PWL table segments must span at most {MAX_SPAN} inputs (z - k_i must fit int16)")
         if not 0 <= int(self.shift) <= 30:
             raise ValueError(f"PWL table shift must be in [0, 30], got {self.shift}")
+
+    def check_hardware(self) -> None:
+        """Raise ``ValueError`` unless the hardware PWL unit evaluates this table exactly.
+
+        SPEC §5 allows any int16 knots; the unit's offset ``z - k_i`` is int16, which bounds each
+        segment's span (:func:`hardware_span_limits`). Tables from :func:`fit` always pass.
+        """
+        spans = np.diff(self.knots)
+        for i, (span, lim) in enumerate(zip(spans, hardware_span_limits(self.pieces), strict=True)):
+            if span > lim:
+                raise ValueError(
+                    f"PWL segment {i} spans {int(span)} inputs ({int(self.knots[i])} .. {int(self.knots[i + 1])}); "
+                    f"the hardware PWL unit's int16 offset z - k_i allows at most {lim} there (split the segment)"
+                )
 
     # -- evaluation (SPEC §5) --------------------------------------------------------------------
 
@@ -317,6 +344,13 @@ def fit(
             break
         if score <= 0 and not too_long:
             break
+        if i in too_long and len(knots) == pieces:
+            # the last knot splits a segment too long for the hardware: place it so that both halves
+            # fit (a half-open segment may span 2**15, the last, closed one 2**15 - 1) when they can
+            a, b = knots[i], knots[i + 1]
+            left_max, right_max = a + INT16_MAX + 1, b - (INT16_MAX if i == len(knots) - 2 else INT16_MAX + 1)
+            if right_max <= left_max:
+                p = min(max(p, right_max), left_max)
         knots.insert(i + 1, p)
 
     ys, ms = [], []

@@ -61,6 +61,7 @@ __all__ = [
     "layer_norm",
     "LN_EPS",
     "requant_gates",
+    "worst_case_accumulators",
     "lstm_accumulators",
     "gru_accumulators",
     "lstm_pointwise",
@@ -141,7 +142,7 @@ class RNNParams:
             setattr(self, name, a)
         if np.any(self.M < 0) or np.any(self.M >= 1 << 16) or np.any(self.n < 0) or np.any(self.n > 63):
             raise ValueError("M must be unsigned 16-bit and n in [0, 63]")
-        if np.any(np.abs(self.b) >= 1 << 31):
+        if np.any(self.b < -(1 << 31)) or np.any(self.b >= 1 << 31):
             raise ValueError("biases must be int32")
         codes.decode(self.W, self.weight_bits)  # range check
         codes.decode(self.U, self.weight_bits)
@@ -255,6 +256,22 @@ def gru_accumulators(p: RNNParams, x: np.ndarray, h: np.ndarray) -> np.ndarray:
     uh = (np.asarray(h, np.int64) @ U.T).reshape(-1, 3, H)
     acc = np.stack([wx[:, 0] + uh[:, 0], wx[:, 1] + uh[:, 1], wx[:, 2], uh[:, 2]], axis=1)
     return acc + p.b
+
+
+def worst_case_accumulators(p: RNNParams) -> np.ndarray:
+    """(4, H) largest ``|acc|`` of each accumulator slot over any int8 x and h (SPEC §3: no silent wrap).
+
+    ``|b| + 128 * (Σ|W row| + Σ|U row|)`` over the rows the slot sums (see the module docstring;
+    GRU's nx uses only W, nh only U). Every partial sum of the slot is bounded by it too.
+    """
+    W, U = (np.abs(a) for a in _decoded(p))
+    H = p.hidden
+    wsum, usum = W.sum(axis=1).reshape(-1, H), U.sum(axis=1).reshape(-1, H)  # (G, H)
+    if p.kind == "lstm":
+        terms = wsum + usum
+    else:
+        terms = np.stack([wsum[0] + usum[0], wsum[1] + usum[1], wsum[2], usum[2]])
+    return np.abs(p.b) + 128 * terms
 
 
 def _preact(p: RNNParams, acc: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ from amaranth.sim import Simulator
 from hw.rnn import GateUnit
 from quant.config import NPUConfig
 from quant.fixed import quantize_multiplier
+from quant.pwl import PWLTable
 from quant.rnn import default_tables, gru_pointwise, lstm_pointwise, requant_gates
 
 H = 8
@@ -52,8 +53,39 @@ def _golden(kind, cfg, tables, acc, M, nn, h, c0, order):
 @pytest.mark.parametrize("kind,cell_frac_bits", [("lstm", 11), ("lstm", 12), ("gru", 11)])
 def test_gate_unit(kind, cell_frac_bits):
     cfg = NPUConfig(pwl_shift=11, pwl_pieces=8, cell_frac_bits=cell_frac_bits)
-    tables = default_tables(cfg)
-    rng = np.random.default_rng(cell_frac_bits + (kind == "gru"))
+    _check_gate_unit(kind, cfg, default_tables(cfg), np.random.default_rng(cell_frac_bits + (kind == "gru")))
+
+
+def _random_table(rng, cfg: NPUConfig, in_frac_bits: int) -> PWLTable:
+    """Any table SPEC §5 allows that the PWL unit takes: random knots, y and m over all of int16."""
+    N = cfg.pwl_pieces
+    while True:
+        inner = np.sort(rng.choice(np.arange(-32767, 32767), N - 1, replace=False))
+        t = PWLTable(
+            np.concatenate([[-32768], inner, [32767]]),
+            rng.choice([-32768, 32767, 0, *rng.integers(-32768, 32768, 5)], N),
+            rng.choice([-32768, 32767, *rng.integers(-32768, 32768, 5)], N),
+            cfg.pwl_shift,
+            in_frac_bits=in_frac_bits,
+        )
+        try:
+            t.check_hardware()
+            return t
+        except ValueError:
+            continue
+
+
+@pytest.mark.parametrize("kind,seed", [("lstm", 1), ("gru", 2)])
+def test_gate_unit_arbitrary_tables(kind, seed):
+    """Tables whose outputs span all of int16 (negative "sigmoids", -32768 tanh values): every
+    product and sum of the state update must still match the golden model, which takes any table."""
+    cfg = NPUConfig(pwl_shift=11, pwl_pieces=8)
+    rng = np.random.default_rng(seed)
+    tables = {k: _random_table(rng, cfg, f) for k, f in (("sigmoid", 12), ("tanh", 12), ("tanh_cell", 11))}
+    _check_gate_unit(kind, cfg, tables, rng)
+
+
+def _check_gate_unit(kind, cfg, tables, rng):
     n = 12
     acc, M, nn, h, c0 = _cases(kind, cfg, rng, n)
     dut = GateUnit(cfg, kind, hidden=H)  # tables written by the host, not built in
