@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from sw_driver.cli import CONFIG_OPTIONS as _CONFIG_FIELDS
+from sw_driver.cli import nonnegative_int
 
 __all__ = ["HELP", "add_arguments", "run"]
 
@@ -55,7 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="design clock in MHz, or 'auto' for the highest clock that closes timing (default: the board's)",
     )
     p.add_argument("--build-dir", default=None, help="where the bitstream and report go (default build/<board>)")
-    p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+    p.add_argument("--seed", type=nonnegative_int, default=1, help="nextpnr placement seed (default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress line while the tools run")
     p.add_argument(
         "--design",
@@ -73,9 +74,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sw_driver.cli import check_output_dir
+
     from .build import TimingError, build
 
     cfg = config_for_board(args)
+    build_dir = args.build_dir or f"build/{args.board}"
+    check_output_dir(build_dir, "build directory")  # refused now, not after synthesis
     model = None
     if args.model:
         from quant.model import NPUModel
@@ -83,7 +88,6 @@ def run(args: argparse.Namespace) -> int:
         model = NPUModel.load(args.model)
         over = {k: getattr(args, k) for k in _CONFIG_FIELDS if getattr(args, k) is not None}
         cfg = model.config.replace(**over)  # a mismatch is refused by build() with the fields named
-    build_dir = args.build_dir or f"build/{args.board}"
     try:
         rep = build(
             cfg,

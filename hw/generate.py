@@ -56,9 +56,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sw_driver.cli import config_from_args
+    from sw_driver.cli import check_output_dir, config_from_args
 
     cfg = config_from_args(args)
+    check_output_dir(args.out)
     paths = generate(cfg, args.top, args.out)
     print(f"wrote {paths['verilog']} ({paths['verilog'].stat().st_size // 1024} KiB) and {paths['config']}")
     return 0

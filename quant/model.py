@@ -19,8 +19,10 @@ with the same small interface (``kind``, ``arrays()``, ``to_manifest()``, ``from
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import math
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -727,6 +729,17 @@ class NPUModel:
     @classmethod
     def from_bytes(cls, buf: bytes) -> NPUModel:
         size = len(buf)
+        if size and not buf.startswith(MAGIC[: min(size, len(MAGIC))]):
+            start = bytes(buf[:8])
+            if start.lstrip()[:1] in (b"{", b"["):
+                looks = " (it looks like JSON, e.g. a config or a build report, not a model)"
+            elif all(32 <= c < 127 or c in b"\t\r\n" for c in start):
+                looks = " (it looks like text)"
+            else:
+                looks = ""
+            _fail(f"not a shiftnpu model file: it starts with {start!r}, expected {MAGIC!r}{looks}")
+        if size == 0:
+            _fail("truncated model file: it is empty (0 bytes)")
         if size < _HEADER.size:
             _fail(f"truncated model file: {size} bytes, the header alone is {_HEADER.size}")
         magic, version, _reserved, mlen, mcrc = _HEADER.unpack_from(buf)
@@ -771,6 +784,8 @@ class NPUModel:
                 _fail(f"layer #{i}: 'arrays' must be an object")
             mine = {}
             for key, name in refs.items():
+                if not isinstance(name, str):
+                    _fail(f"layer #{i} ({kind}): array reference {key!r} must be a string, got {name!r}")
                 if name not in arrays:
                     _fail(f"layer #{i} ({kind}): array {name!r} is not in the file")
                 mine[key] = arrays[name]
@@ -790,18 +805,52 @@ class NPUModel:
         return model
 
     def save(self, path) -> None:
-        Path(path).write_bytes(self.to_bytes())
+        """Validate and write the model to ``path``: through a temporary file in the same directory
+        and a rename, so an interrupted or failed write never leaves a truncated model behind (an
+        existing file stays as it was)."""
+        import os
+        import tempfile
+
+        data = self.to_bytes()
+        p = Path(path)
+        if p.is_dir():
+            raise ModelFormatError(f"cannot write the model to {str(p)!r}: it is a directory")
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent if str(p.parent) else ".")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, p)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
     @classmethod
     def load(cls, path) -> NPUModel:
+        p = Path(path)
+        if p.is_dir():
+            raise ModelFormatError(f"model file {str(path)!r} is a directory, not a .npu file")
         try:
-            buf = Path(path).read_bytes()
+            buf = p.read_bytes()
         except FileNotFoundError:
             raise ModelFormatError(f"model file {str(path)!r} does not exist") from None
+        except OSError as e:
+            raise ModelFormatError(f"cannot read model file {str(path)!r}: {e.strerror or e}") from None
         try:
             return cls.from_bytes(buf)
         except ModelFormatError as e:
             raise ModelFormatError(f"{path}: {e}") from None
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _read_array(buf: bytes, data_start: int, data_bytes: int, name: str, spec: dict) -> np.ndarray:
@@ -814,7 +863,7 @@ def _read_array(buf: bytes, data_start: int, data_bytes: int, name: str, spec: d
         _fail(f"{w}: negative dimension in shape {shape}")
     offset, nbytes = _field(spec, "offset", int, w), _field(spec, "nbytes", int, w)
     dt = np.dtype(_DTYPES[dtype]).newbyteorder("<")
-    if nbytes != int(np.prod(shape, dtype=np.int64)) * dt.itemsize:
+    if nbytes != math.prod(shape) * dt.itemsize:  # exact Python ints: a huge shape cannot overflow
         _fail(f"{w}: size {nbytes} bytes does not match shape {list(shape)} of {dtype}")
     if offset < 0 or offset % _ALIGN or offset + nbytes > data_bytes:
         _fail(f"{w}: bytes [{offset}, {offset + nbytes}) lie outside the data section of {data_bytes} bytes")

@@ -168,15 +168,22 @@ def simulated_device(
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from sw_driver.cli import add_config_arguments
+    from sw_driver.cli import add_config_arguments, positive_int, tcp_port
 
-    p.add_argument("--port", type=int, default=5555, help="TCP port on 127.0.0.1 (0 = any free port; default 5555)")
+    p.add_argument(
+        "--port", type=tcp_port, default=5555, help="TCP port on 127.0.0.1 (0 = any free port; default 5555)"
+    )
     p.add_argument("--uart", action="store_true", help="go through the real UARTs (bit timing; slow) instead of bytes")
     p.add_argument(
         "--factory", default=DEFAULT_FACTORY, help=f"top-level factory 'module:function' ({DEFAULT_FACTORY})"
     )
-    p.add_argument("--clk-hz", type=int, dest="clk_hz", help="design clock (with --uart: sets the UART divisor)")
-    p.add_argument("--baud", type=int, help="UART baud rate")
+    p.add_argument(
+        "--clk-hz",
+        type=positive_int,
+        dest="clk_hz",
+        help="design clock (with --uart: sets the UART divisor) (default: the config's, 40000000)",
+    )
+    p.add_argument("--baud", type=positive_int, help="UART baud rate (default: the config's, 115200)")
     add_config_arguments(p)
 
 
@@ -186,6 +193,12 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     over = {k: getattr(args, k) for k in ("clk_hz", "baud") if getattr(args, k, None) is not None}
     cfg = cfg.replace(**over)
+    if args.uart:
+        from hw.uart import uart_divisor
+
+        uart_divisor(cfg.clk_hz, cfg.baud)  # a baud rate the clock cannot make is refused now
+    load_factory(args.factory)  # so is a factory that does not exist
+    _check_port_free(args.port)  # and a port in use: before the minutes of the first Verilator build
     params = {"config": cfg.to_dict(), "uart": bool(args.uart)}
     print(
         f"shiftnpu sim-serve: building the design (first run compiles it), then serving on "
@@ -197,6 +210,22 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 0
     return 0
+
+
+def _check_port_free(port: int) -> None:
+    import socket
+
+    if port == 0:
+        return
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError as e:
+        raise ValueError(
+            f"--port {port}: cannot listen there ({e.strerror or e}); choose another, or 0 for any"
+        ) from None
+    finally:
+        s.close()
 
 
 def _main(argv: list[str] | None = None) -> int:
