@@ -43,6 +43,8 @@ def _load_config(path: str):
     from quant.model import NPUModel
 
     f = Path(path)
+    if f.is_dir():
+        raise ValueError(f"--config {path}: is a directory (give its report.json)")
     if not f.is_file():
         raise ValueError(f"--config {path}: no such file")
     if f.suffix == ".npu":

@@ -280,12 +280,16 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"{where}: error: {_message(e)}", file=sys.stderr)
         return 1
-    except Exception as e:  # noqa: BLE001 - a bug of ours or an odd tool failure: one line, not a traceback
+    except Exception as e:  # noqa: BLE001 - a tool failure or a bug of ours: a message, not a traceback
         if os.environ.get("SHIFTNPU_TRACEBACK"):
             raise
+        # A failing tool (Verilator: SimulationError, a RuntimeError with its log) is the user's
+        # to fix; the usual Python slips are ours.
+        bug = isinstance(e, (LookupError, AttributeError, TypeError, NameError, ArithmeticError))
+        what = "internal error" if bug else "error"
+        tail = ", and please report it" if bug else ""
         print(
-            f"{where}: internal error: {type(e).__name__}: {_message(e)} "
-            "(set SHIFTNPU_TRACEBACK=1 for the traceback, and please report it)",
+            f"{where}: {what}: {type(e).__name__}: {_message(e)} (set SHIFTNPU_TRACEBACK=1 for the traceback{tail})",
             file=sys.stderr,
         )
         return 1

@@ -113,10 +113,8 @@ def load_inputs(path, model, *, int8: bool = False) -> np.ndarray:
     if a.shape in (shape, (size,)):
         a = a[np.newaxis]  # one sample
     if a.ndim < 2 or a.shape[1:] not in (shape, (size,)):
-        raise ValueError(
-            f"input file {str(p)!r} has shape {list(a.shape)}; the model takes [N, {', '.join(map(str, shape))}] "
-            f"or [N, {size}]"
-        )
+        takes = f"[N, {', '.join(map(str, shape))}]" + (f" or [N, {size}]" if len(shape) > 1 else "")
+        raise ValueError(f"input file {str(p)!r} has shape {list(a.shape)}; the model takes {takes}")
     if a.dtype.kind == "f":
         if not np.all(np.isfinite(a)):
             raise ValueError(f"input file {str(p)!r} holds NaN or infinite values")
