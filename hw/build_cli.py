@@ -48,6 +48,16 @@ def config_for_board(args: argparse.Namespace):
     return get_board(args.board).default_config(**{k: getattr(args, k, None) for k in _CONFIG_FIELDS})
 
 
+def check_design(cfg, design: str) -> None:
+    """Refuse a config the design cannot have, before estimating or building: the whole NPU needs a
+    square array (a layer's results are the next layer's activations); the array alone does not."""
+    if design == "npu" and cfg.rows != cfg.cols:
+        raise ValueError(
+            f"the whole NPU needs a square array (a layer's results are the next layer's activations), "
+            f"got {cfg.rows}x{cfg.cols}; --design array takes the array alone in any shape"
+        )
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_board_argument(p)
     p.add_argument(
@@ -88,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         model = NPUModel.load(args.model)
         over = {k: getattr(args, k) for k in _CONFIG_FIELDS if getattr(args, k) is not None}
         cfg = model.config.replace(**over)  # a mismatch is refused by build() with the fields named
+    check_design(cfg, args.design)  # before build() clears the previous bitstream from the build directory
     try:
         rep = build(
             cfg,

@@ -733,6 +733,10 @@ class NPUModel:
             start = bytes(buf[:8])
             if start.lstrip()[:1] in (b"{", b"["):
                 looks = " (it looks like JSON, e.g. a config or a build report, not a model)"
+            elif start.startswith(b"PK"):
+                looks = " (it looks like a zip or .npz archive, e.g. a charlm model's integer arrays)"
+            elif start.startswith(b"\x93NUMPY"):
+                looks = " (it looks like a .npy array)"
             elif all(32 <= c < 127 or c in b"\t\r\n" for c in start):
                 looks = " (it looks like text)"
             else:

@@ -203,6 +203,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         from quant.digits import load_split
 
+        if int(np.prod(model.input.shape)) != 64:
+            raise ValueError(
+                f"{args.model} takes inputs of shape {list(model.input.shape)}, not 8x8 digits: give them with --input"
+            )
         split = load_split()
         xq, y = model.input.quantize(split.x_test), split.y_test
     if args.limit:

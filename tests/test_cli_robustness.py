@@ -611,3 +611,36 @@ def test_a_failing_simulator_is_an_error_not_a_traceback(capsys, monkeypatch):
     rc, _, err = run_cli(capsys, "demo")
     assert_one_line_error(rc, err, "SimulationError", "verilator: command not found")
     assert "internal error" not in err
+
+
+def test_estimate_and_build_refuse_a_non_square_npu(capsys, tmp_path, monkeypatch):
+    import hw.build
+
+    monkeypatch.setattr(hw.build, "build", lambda *a, **k: pytest.fail("build() ran"))
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "top.bin").write_bytes(b"the last good bitstream")
+    rc, _, err = run_cli(capsys, "estimate", "--board", "icebreaker", "--rows", "3", "--cols", "5")
+    assert_one_line_error(rc, err, "square array", "3x5")  # was: "fits"
+    rc, _, err = run_cli(
+        capsys, "build", "--board", "icebreaker", "--rows", "4", "--cols", "2", "--build-dir", tmp_path / "b"
+    )
+    assert_one_line_error(rc, err, "square array")
+    assert (tmp_path / "b" / "top.bin").read_bytes() == b"the last good bitstream"
+    rc, out, _ = run_cli(capsys, "estimate", "--board", "icebreaker", "--rows", "3", "--cols", "5", "--design", "array")
+    assert rc == 0 and "fits" in out
+
+
+def test_other_files_where_a_model_is_expected(capsys, tmp_path):
+    np.savez(tmp_path / "lm.npz", a=np.zeros(3))
+    np.save(tmp_path / "x.npy", np.zeros(3))
+    for name, why in [("lm.npz", ".npz archive"), ("x.npy", ".npy array")]:
+        rc, _, err = run_cli(capsys, "eval", tmp_path / name)
+        assert_one_line_error(rc, err, "not a shiftnpu model file", why)
+
+
+def test_infer_on_a_non_digits_model_asks_for_input(capsys, tmp_path):
+    from tests.model_factory import random_lstm
+
+    random_lstm(3, NPUModel.load(MLP).config, inputs=12, hidden=8, steps=4).save(tmp_path / "seq.npu")
+    rc, _, err = run_cli(capsys, "infer", "--model", tmp_path / "seq.npu", "--device", "socket://127.0.0.1:1")
+    assert_one_line_error(rc, err, "--input", "[4, 12]")  # was: "cannot reshape raw input of shape (360, 64)"
