@@ -140,8 +140,13 @@ class InputSpec:
                 raise ValueError("input: raw values must be integers (digits pixels are 0..16)")
             r = r.astype(np.int64)
         size = int(np.prod(self.shape))
-        if r.ndim < 1 or r.size % size:
-            raise ValueError(f"input: cannot reshape raw input of shape {r.shape} to [B, {self.shape}]")
+        # Only [B, size] or [B, *shape]: any other shape whose size happens to divide (digits
+        # [360, 64] for a [4, 12] input) would be cut into the wrong samples silently.
+        if r.ndim < 2 or r.shape[1:] not in (tuple(self.shape), (size,)):
+            raise ValueError(
+                f"input: cannot reshape raw input of shape {list(r.shape)}: expected [B, {size}] or "
+                f"[B, {', '.join(map(str, self.shape))}]"
+            )
         q = sat(r.astype(np.int64) * self.multiplier, 8)
         return q.reshape((-1, *self.shape)).astype(np.int8)
 

@@ -116,7 +116,7 @@ class NPURunner:
         try:
             compiled = compile_model(model, self.batch, info.config, prog_depth=info.config.prog_depth)
         except CompileError as e:
-            raise ModelLoadError(f"the model does not fit this device: {e}") from None
+            raise ModelLoadError(f"the model does not fit this device at batch {self.batch}: {e}") from None
         images = [("program", 0, compiled.program), ("channel", 0, compiled.channel), ("weight", 0, compiled.weight)]
         images += [("feature", base, words) for base, words in compiled.feature_init]
         # A bitstream built with the model (`shiftnpu build --model`) boots with these images in

@@ -644,3 +644,16 @@ def test_infer_on_a_non_digits_model_asks_for_input(capsys, tmp_path):
     random_lstm(3, NPUModel.load(MLP).config, inputs=12, hidden=8, steps=4).save(tmp_path / "seq.npu")
     rc, _, err = run_cli(capsys, "infer", "--model", tmp_path / "seq.npu", "--device", "socket://127.0.0.1:1")
     assert_one_line_error(rc, err, "--input", "[4, 12]")  # was: "cannot reshape raw input of shape (360, 64)"
+
+
+def test_eval_and_the_input_map_refuse_a_wrong_input_shape(capsys, tmp_path):
+    from tests.model_factory import random_lstm
+
+    model = random_lstm(3, NPUModel.load(MLP).config, inputs=12, hidden=8, steps=4)
+    model.save(tmp_path / "seq.npu")
+    rc, _, err = run_cli(capsys, "eval", tmp_path / "seq.npu")
+    assert_one_line_error(rc, err, "[4, 12]", "digits")  # was: "operands could not be broadcast (480,) (360,)"
+    with pytest.raises(ValueError, match="cannot reshape"):
+        model.input.quantize(np.zeros((360, 64)))  # was: silently cut into 480 samples of [4, 12]
+    assert model.input.quantize(np.zeros((2, 48))).shape == (2, 4, 12)
+    assert model.input.quantize(np.zeros((2, 4, 12))).shape == (2, 4, 12)
