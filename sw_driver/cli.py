@@ -288,8 +288,11 @@ def main(argv: list[str] | None = None) -> int:
         bug = isinstance(e, (LookupError, AttributeError, TypeError, NameError, ArithmeticError))
         what = "internal error" if bug else "error"
         tail = ", and please report it" if bug else ""
+        name = type(e).__name__
+        if name == "error":  # struct.error, socket.error ...: say whose
+            name = f"{type(e).__module__}.{name}"
         print(
-            f"{where}: {what}: {type(e).__name__}: {_message(e)} (set SHIFTNPU_TRACEBACK=1 for the traceback{tail})",
+            f"{where}: {what}: {name}: {_message(e)} (set SHIFTNPU_TRACEBACK=1 for the traceback{tail})",
             file=sys.stderr,
         )
         return 1

@@ -166,7 +166,7 @@ class Device:
                 )
                 continue
             if reply.cmd != cmd:
-                last = CRCError(f"reply to command 0x{reply.cmd:02x} while waiting for {_cmd_name(cmd)}")
+                last = CRCError(f"{self.url} replied to command 0x{reply.cmd:02x} while waiting for {_cmd_name(cmd)}")
                 continue
             if reply.status == Status.BAD_CRC or reply.status == Status.TIMEOUT:
                 # The request was damaged on the way: sending it again is the cure.

@@ -657,3 +657,8 @@ def test_eval_and_the_input_map_refuse_a_wrong_input_shape(capsys, tmp_path):
         model.input.quantize(np.zeros((360, 64)))  # was: silently cut into 480 samples of [4, 12]
     assert model.input.quantize(np.zeros((2, 48))).shape == (2, 4, 12)
     assert model.input.quantize(np.zeros((2, 4, 12))).shape == (2, 4, 12)
+
+
+def test_config_values_beyond_32_bits_are_refused(capsys):
+    rc, _, err = run_cli(capsys, "estimate", "--board", "ulx3s-85f", "--max-k", "99999999999")
+    assert_one_line_error(rc, err, "max_k", "32 bits")  # was: "error: error: 'I' format requires ..."
