@@ -1,5 +1,6 @@
-"""Checks of command-line values shared by the ``shiftnpu`` subcommands (argparse ``type=``
-functions and output-path checks), so a bad value is refused in one line before any long work.
+"""Helpers shared by the ``shiftnpu`` subcommands: checks of command-line values (argparse ``type=``
+functions and output-path checks), so a bad value is refused in one line before any long work, and
+:func:`write_atomically`, so an interrupted command never leaves a truncated output file.
 
 They live in ``quant`` because subcommands of every package use them and ``quant`` imports nothing
 of ours; :mod:`sw_driver.cli` re-exports them.
@@ -9,7 +10,15 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["positive_int", "nonnegative_int", "positive_float", "tcp_port", "check_output_file", "check_output_dir"]
+__all__ = [
+    "positive_int",
+    "nonnegative_int",
+    "positive_float",
+    "tcp_port",
+    "check_output_file",
+    "check_output_dir",
+    "write_atomically",
+]
 
 
 def positive_int(text: str) -> int:
@@ -89,3 +98,38 @@ def check_output_dir(path, what: str = "output directory") -> None:
         raise ValueError(f"cannot create {what} {str(p)!r}: {str(q)!r} is not a directory")
     if not os.access(q, os.W_OK | os.X_OK):
         raise ValueError(f"{what} {str(p)!r} is not writable ({str(q)!r} is read-only)")
+
+
+def write_atomically(path, data: bytes | str) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename, so an
+    interrupted or failed write leaves the previous file as it was, never a truncated one. The new
+    file gets the usual permissions (``0o666`` less the umask), not the temporary file's ``0o600``."""
+    import contextlib
+    import os
+    import tempfile
+    from pathlib import Path
+
+    p = Path(path)
+    if p.is_dir():
+        raise IsADirectoryError(21, "is a directory", str(p))
+    raw = data.encode() if isinstance(data, str) else bytes(data)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent if str(p.parent) else ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, p)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)  # the only portable way to read it
+    os.umask(mask)
+    return mask

@@ -19,7 +19,6 @@ with the same small interface (``kind``, ``arrays()``, ``to_manifest()``, ``from
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -817,25 +816,12 @@ class NPUModel:
         """Validate and write the model to ``path``: through a temporary file in the same directory
         and a rename, so an interrupted or failed write never leaves a truncated model behind (an
         existing file stays as it was)."""
-        import os
-        import tempfile
+        from .cliargs import write_atomically
 
         data = self.to_bytes()
-        p = Path(path)
-        if p.is_dir():
-            raise ModelFormatError(f"cannot write the model to {str(p)!r}: it is a directory")
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent if str(p.parent) else ".")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o666 & ~_umask())
-            os.replace(tmp, p)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        if Path(path).is_dir():
+            raise ModelFormatError(f"cannot write the model to {str(path)!r}: it is a directory")
+        write_atomically(path, data)
 
     @classmethod
     def load(cls, path) -> NPUModel:
@@ -852,14 +838,6 @@ class NPUModel:
             return cls.from_bytes(buf)
         except ModelFormatError as e:
             raise ModelFormatError(f"{path}: {e}") from None
-
-
-def _umask() -> int:
-    import os
-
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _read_array(buf: bytes, data_start: int, data_bytes: int, name: str, spec: dict) -> np.ndarray:

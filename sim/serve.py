@@ -175,7 +175,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--uart", action="store_true", help="go through the real UARTs (bit timing; slow) instead of bytes")
     p.add_argument(
-        "--factory", default=DEFAULT_FACTORY, help=f"top-level factory 'module:function' ({DEFAULT_FACTORY})"
+        "--factory", default=DEFAULT_FACTORY, help=f"top-level factory 'module:function' (default {DEFAULT_FACTORY})"
     )
     p.add_argument(
         "--clk-hz",

@@ -145,31 +145,25 @@ def load_inputs(path, model, *, int8: bool = False) -> np.ndarray:
 def save_outputs(path, logits: np.ndarray, classes: np.ndarray | None) -> None:
     """Write ``logits`` (and ``classes``) to ``path`` (.npy, .npz or .csv) through a temporary file,
     so an interrupted run never leaves a half-written output."""
-    import os
-    import tempfile
+    import io
+
+    from quant.cliargs import write_atomically
 
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix not in OUTPUT_SUFFIXES:
         raise ValueError(f"output file {str(p)!r}: unknown type {p.suffix!r}; use one of {', '.join(OUTPUT_SUFFIXES)}")
     logits = np.asarray(logits).reshape(len(logits), -1)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent if str(p.parent) else ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if suffix == ".npy":
-                np.save(f, logits)
-            elif suffix == ".npz":
-                extra = {} if classes is None else {"classes": np.asarray(classes)}
-                np.savez(f, logits=logits, **extra)
-            else:
-                cls = np.asarray(classes) if classes is not None else np.full(len(logits), -1)
-                lines = [",".join(map(str, [int(c), *map(int, row)])) for c, row in zip(cls, logits, strict=True)]
-                f.write(("\n".join(lines) + "\n").encode())
-        os.replace(tmp, p)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    buf = io.BytesIO()
+    if suffix == ".npy":
+        np.save(buf, logits)
+    elif suffix == ".npz":
+        np.savez(buf, logits=logits, **({} if classes is None else {"classes": np.asarray(classes)}))
+    else:
+        cls = np.asarray(classes) if classes is not None else np.full(len(logits), -1)
+        lines = [",".join(map(str, [int(c), *map(int, row)])) for c, row in zip(cls, logits, strict=True)]
+        buf.write(("\n".join(lines) + "\n").encode())
+    write_atomically(p, buf.getvalue())
 
 
 @contextlib.contextmanager

@@ -295,21 +295,12 @@ def _run_charlm(args: argparse.Namespace) -> int:
 
 def _savez_atomically(path: str, **arrays) -> None:
     """``np.savez(path, ...)`` through a temporary file and a rename: never a half-written .npz."""
-    import contextlib
-    import os
-    import tempfile
-    from pathlib import Path
+    import io
 
     import numpy as np
 
-    p = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent if str(p.parent) else ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, p)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    from ..cliargs import write_atomically
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    write_atomically(path, buf.getvalue())
