@@ -80,7 +80,8 @@ EXAMPLES: dict[str, str] = {
     "generate": "shiftnpu generate --top array --rows 4 --cols 4 -o out/\nshiftnpu generate --top engine --bits 4 -o out/",
     "train": "shiftnpu train --task digits-mlp --bits 3 -o mlp.npu\n"
     "shiftnpu train --task seq-digits --cell lstm --hidden 32 -o lstm.npu\n"
-    "shiftnpu train --task charlm --steps 600 -o charlm.npz   (needs: pip install 'shiftnpu[train]')",
+    "shiftnpu train --task charlm --steps 600 -o charlm.npz\n"
+    "(training needs torch and scikit-learn: pip install 'shiftnpu[train]')",
     "eval": "shiftnpu eval examples/digits_mlp_3bit.npu -v",
     "pack": "shiftnpu pack examples/digits_mlp_3bit.npu -o img/ --batch max",
     "sim-serve": "shiftnpu sim-serve --port 5555 &\nshiftnpu device-info --device socket://127.0.0.1:5555",
@@ -246,9 +247,10 @@ def _missing_module_hint(e: ImportError) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status (0 ok, 1 error, 2 usage, 130 interrupted).
 
-    Errors meant for the user (bad values, missing or corrupt files, an absent or silent device)
-    print one line ``shiftnpu COMMAND: error: ...`` on stderr; any other exception is reported the
-    same way as an internal error (``SHIFTNPU_TRACEBACK=1`` shows its traceback).
+    Errors meant for the user (bad values, missing or corrupt files, an absent or silent device, a
+    missing optional package, a failing tool) print one line ``shiftnpu COMMAND: error: ...`` on
+    stderr; what looks like a bug of ours (KeyError, TypeError ...) prints ``internal error``.
+    ``SHIFTNPU_TRACEBACK=1`` shows the traceback instead.
     """
     import os
 

@@ -71,7 +71,10 @@ def _quantize_exactly(model: NPUModel, raw) -> np.ndarray:
     if r.dtype.kind not in "iuf":
         raise ValueError(f"raw inputs must be numbers, got an array of {r.dtype}")
     m = model.input.multiplier
-    if r.size and (np.max(r) * m > 127 or np.min(r) * m < -128):
+    if r.dtype.kind == "f" and not np.all(np.isfinite(r)):
+        raise ValueError("raw inputs hold NaN or infinite values")
+    # Python ints: a uint8 pixel of 200 times 7 must not wrap around to 120 in the check itself
+    if r.size and (int(np.max(r)) * m > 127 or int(np.min(r)) * m < -128):
         raise ValueError(
             f"raw inputs {np.min(r):g}..{np.max(r):g} times the input multiplier {m} leave int8 "
             f"(the model was trained on 0..{model.input.raw_max}); they are not clipped"

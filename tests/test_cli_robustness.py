@@ -570,6 +570,10 @@ def test_runner_refuses_inputs_it_would_clip_or_truncate(server, mlp):
             runner.infer(x.astype(np.int64) + 100)
         with pytest.raises(ValueError, match="not clipped"):
             runner.infer(np.full((2, 64), 40), raw=True)  # 40 * 7 = 280: was saturated to 127
+        with pytest.raises(ValueError, match="not clipped"):
+            runner.infer(np.full((2, 64), 200, np.uint8), raw=True)  # 1400 must not pass as uint8 120
+        with pytest.raises(ValueError, match="NaN"):
+            runner.infer(np.full((2, 64), np.nan), raw=True)
         with pytest.raises(ValueError, match="no inputs"):
             runner.infer(np.zeros((0, 64), np.int8))
 
