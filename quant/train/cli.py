@@ -58,13 +58,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--epochs",
         type=positive_int,
-        help="epochs of quantization-aware training (default: per task; digits-mlp/cnn from "
-        "quant.train.trainer.default_epochs, seq-digits 80)",
+        help="epochs of quantization-aware training (default: digits-mlp 40, digits-cnn 30, seq-digits 80)",
     )
     p.add_argument(
         "--exact-epochs",
         type=nonnegative_int,
-        help="epochs with the integer forward pass, after the QAT epochs (default: per task; seq-digits 20)",
+        help="epochs with the integer forward pass, after the QAT epochs (default: digits-mlp 10, digits-cnn 8, "
+        "seq-digits 20)",
     )
     p.add_argument("--hidden", type=positive_int, help="seq-digits / charlm: RNN hidden units (default 32 / 128)")
     r = p.add_argument_group("recurrent tasks (seq-digits, charlm)")
