@@ -61,7 +61,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--output",
         default=None,
         help="write the device's int8 logits (.npy), logits and classes (.npz), or one line per sample "
-        "'class,logit0,logit1,...' (.csv)",
+        "'class,logit0,logit1,...' (.csv; without the class for a model without argmax)",
     )
     p.add_argument("--no-check", action="store_true", help="do not compare with the golden model")
 
@@ -160,8 +160,8 @@ def save_outputs(path, logits: np.ndarray, classes: np.ndarray | None) -> None:
     elif suffix == ".npz":
         np.savez(buf, logits=logits, **({} if classes is None else {"classes": np.asarray(classes)}))
     else:
-        cls = np.asarray(classes) if classes is not None else np.full(len(logits), -1)
-        lines = [",".join(map(str, [int(c), *map(int, row)])) for c, row in zip(cls, logits, strict=True)]
+        first = [[int(c)] for c in classes] if classes is not None else [[] for _ in logits]
+        lines = [",".join(map(str, [*c, *map(int, row)])) for c, row in zip(first, logits, strict=True)]
         buf.write(("\n".join(lines) + "\n").encode())
     write_atomically(p, buf.getvalue())
 
@@ -232,6 +232,9 @@ def run(args: argparse.Namespace) -> int:
     if args.no_check:
         return 0
     trace = golden.forward(model, xq, intermediates=True)
-    ok = np.array_equal(r.logits, trace[-2][1].reshape(n, -1)) and np.array_equal(r.classes, trace[-1][1])
+    if r.classes is None:  # no argmax: the last layer's outputs are the logits
+        ok = np.array_equal(r.logits, trace[-1][1].reshape(n, -1))
+    else:
+        ok = np.array_equal(r.logits, trace[-2][1].reshape(n, -1)) and np.array_equal(r.classes, trace[-1][1])
     print(f"bit-exact with the golden model: {'yes' if ok else 'NO'}")
     return 0 if ok else 1

@@ -666,3 +666,18 @@ def test_eval_and_the_input_map_refuse_a_wrong_input_shape(capsys, tmp_path):
 def test_config_values_beyond_32_bits_are_refused(capsys):
     rc, _, err = run_cli(capsys, "estimate", "--board", "ulx3s-85f", "--max-k", "99999999999")
     assert_one_line_error(rc, err, "max_k", "32 bits")  # was: "error: error: 'I' format requires ..."
+
+
+def test_infer_a_model_without_argmax(capsys, server, tmp_path, mlp):
+    logits_only = NPUModel(mlp.config, mlp.input, mlp.layers[:-1], mlp.metadata)
+    logits_only.save(tmp_path / "m.npu")
+    raw = np.arange(128).reshape(2, 64) % 17
+    np.save(tmp_path / "x.npy", raw)
+    srv = server(FakeNPU(mlp.config))
+    rc, out, err = run_cli(
+        capsys, "infer", "--model", tmp_path / "m.npu", "--device", srv.url, "--input", tmp_path / "x.npy",
+        "--output", tmp_path / "y.csv",
+    )  # fmt: skip
+    assert rc == 0 and "bit-exact with the golden model: yes" in out, out + err  # was: "NO", exit 1
+    want = golden.forward(logits_only, mlp.input.quantize(raw)).reshape(2, -1)
+    assert [list(map(int, ln.split(","))) for ln in (tmp_path / "y.csv").read_text().split()] == want.tolist()
