@@ -47,7 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--timeout",
         type=positive_float,
         default=None,
-        help=f"seconds to wait for each reply (default {SIM_TIMEOUT:g} for sim, {BOARD_TIMEOUT:g} for a board)",
+        help=f"seconds to wait for each reply (default {SIM_TIMEOUT:g} for sim and socket:// URLs, "
+        f"{BOARD_TIMEOUT:g} for a serial port)",
     )
     p.add_argument(
         "--input",
@@ -206,7 +207,9 @@ def run(args: argparse.Namespace) -> int:
     if args.limit:
         xq = xq[: args.limit]
         y = y[: args.limit] if y is not None else None
-    timeout = args.timeout or (SIM_TIMEOUT if args.device == "sim" else BOARD_TIMEOUT)
+    # a socket is usually `shiftnpu sim-serve` (its --uart mode is slow); a serial port, a board
+    simulated = args.device == "sim" or args.device.startswith("socket://")
+    timeout = args.timeout or (SIM_TIMEOUT if simulated else BOARD_TIMEOUT)
     with (
         open_device_url(args.device, model.config) as url,
         Device(url, timeout=timeout, baud=args.baud, progress=True) as dev,
