@@ -6,7 +6,7 @@ import argparse
 
 __all__ = ["HELP", "add_arguments", "run"]
 
-HELP = "accuracy of a model file's integer network on the digits test split (golden model, numpy only)"
+HELP = "accuracy of a model file's integer network on the digits test split (golden model; no torch, the digits come from scikit-learn)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
