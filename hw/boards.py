@@ -253,14 +253,28 @@ def _board_from_platform_class(name: str) -> Board:
             defaults=defaults,
         )
     raise ValueError(
-        f"unknown board {name!r}; choose one of {', '.join(BOARDS)} or an amaranth-boards platform class name"
+        f"unknown board {name!r}{_did_you_mean(name)}; choose one of {', '.join(BOARDS)} or an amaranth-boards platform class name"
     )
+
+
+def _did_you_mean(name: str) -> str:
+    """`` (did you mean 'icebreaker'?)`` for a near miss of a short board name or platform class."""
+    import difflib
+
+    low = name.lower()
+    known = list(BOARDS) + [b.cls for b in BOARDS.values() if b.cls]
+    close = [k for k in known if k.lower().startswith(low)] if len(low) >= 3 else []
+    close += [k for k in difflib.get_close_matches(low, [k.lower() for k in known], n=3, cutoff=0.6)]
+    close = [next(k for k in known if k.lower() == c.lower()) for c in dict.fromkeys(c.lower() for c in close)]
+    return f" (did you mean {' or '.join(repr(c) for c in close[:3])}?)" if close else ""
 
 
 def get_board(name: str) -> Board:
     """The board called ``name`` (short name or amaranth-boards platform class name)."""
     if name in BOARDS:
         return BOARDS[name]
+    if name.lower() in BOARDS:  # ICEBreaker, ULX3S-85F
+        return BOARDS[name.lower()]
     for b in BOARDS.values():
         if b.cls == name:
             return b

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from sw_driver.cli import CONFIG_OPTIONS as _CONFIG_FIELDS
+from sw_driver.cli import nonnegative_int
 
 __all__ = ["HELP", "add_arguments", "run"]
 
@@ -47,6 +48,16 @@ def config_for_board(args: argparse.Namespace):
     return get_board(args.board).default_config(**{k: getattr(args, k, None) for k in _CONFIG_FIELDS})
 
 
+def check_design(cfg, design: str) -> None:
+    """Refuse a config the design cannot have, before estimating or building: the whole NPU needs a
+    square array (a layer's results are the next layer's activations); the array alone does not."""
+    if design == "npu" and cfg.rows != cfg.cols:
+        raise ValueError(
+            f"the whole NPU needs a square array (a layer's results are the next layer's activations), "
+            f"got {cfg.rows}x{cfg.cols}; --design array takes the array alone in any shape"
+        )
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_board_argument(p)
     p.add_argument(
@@ -55,7 +66,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="design clock in MHz, or 'auto' for the highest clock that closes timing (default: the board's)",
     )
     p.add_argument("--build-dir", default=None, help="where the bitstream and report go (default build/<board>)")
-    p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+    p.add_argument("--seed", type=nonnegative_int, default=1, help="nextpnr placement seed (default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress line while the tools run")
     p.add_argument(
         "--design",
@@ -73,9 +84,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sw_driver.cli import check_output_dir
+
     from .build import TimingError, build
 
     cfg = config_for_board(args)
+    build_dir = args.build_dir or f"build/{args.board}"
+    check_output_dir(build_dir, "build directory")  # refused now, not after synthesis
     model = None
     if args.model:
         from quant.model import NPUModel
@@ -83,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         model = NPUModel.load(args.model)
         over = {k: getattr(args, k) for k in _CONFIG_FIELDS if getattr(args, k) is not None}
         cfg = model.config.replace(**over)  # a mismatch is refused by build() with the fields named
-    build_dir = args.build_dir or f"build/{args.board}"
+    check_design(cfg, args.design)  # before build() clears the previous bitstream from the build directory
     try:
         rep = build(
             cfg,

@@ -24,10 +24,11 @@ def run(args: argparse.Namespace) -> int:
     """Exit status 0 when the config fits the board, 1 when it does not."""
     import json
 
-    from .build_cli import config_for_board
+    from .build_cli import check_design, config_for_board
     from .estimate import estimate, fit_hint, largest_fitting_array
 
     cfg = config_for_board(args)
+    check_design(cfg, args.design)  # an NPU that cannot be built does not "fit"
     est = estimate(cfg, args.board, design=args.design)
     if args.json:
         d = {"board": est.board, "device": est.device, "needs": est.as_resources(), "has": est.available}

@@ -23,6 +23,7 @@ def generate(config, top: str, out_dir: Path) -> dict[str, Path]:
 
     from hw.gemm import GemmEngine
     from hw.systolic import SystolicArray
+    from quant.cliargs import write_atomically
 
     if top not in TOPS:
         raise ValueError(f"unknown top {top!r}; choose one of {', '.join(TOPS)}")
@@ -30,7 +31,7 @@ def generate(config, top: str, out_dir: Path) -> dict[str, Path]:
     name = f"shiftnpu_{top}"
     out_dir.mkdir(parents=True, exist_ok=True)
     v = out_dir / f"{name}.v"
-    v.write_text(verilog.convert(component, name=name, emit_src=False))
+    write_atomically(v, verilog.convert(component, name=name, emit_src=False))
     info = {
         "config": config.to_dict(),
         "derived": {
@@ -43,7 +44,7 @@ def generate(config, top: str, out_dir: Path) -> dict[str, Path]:
     if top == "array":
         info["derived"]["latency"] = component.latency
     j = out_dir / "config.json"
-    j.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    write_atomically(j, json.dumps(info, indent=2, sort_keys=True) + "\n")
     return {"verilog": v, "config": j}
 
 
@@ -56,9 +57,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sw_driver.cli import config_from_args
+    from sw_driver.cli import check_output_dir, config_from_args
 
     cfg = config_from_args(args)
+    check_output_dir(args.out)
     paths = generate(cfg, args.top, args.out)
     print(f"wrote {paths['verilog']} ({paths['verilog'].stat().st_size // 1024} KiB) and {paths['config']}")
     return 0

@@ -73,6 +73,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
+    from .boards import get_board
+
+    get_board(args.board)  # an unknown board is named first, not as a missing build
     bitstream = args.bitstream
     if bitstream is None:
         report = Path(args.build_dir or f"build/{args.board}") / "report.json"
@@ -80,9 +83,22 @@ def run(args: argparse.Namespace) -> int:
             raise FileNotFoundError(
                 f"no build found ({report} is missing): run `shiftnpu build --board {args.board}` first"
             )
-        bitstream = json.loads(report.read_text())["bitstream"]
+        try:
+            rep = json.loads(report.read_text())
+            bitstream = rep["bitstream"]
+            if not isinstance(bitstream, str):
+                raise TypeError
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+            raise ValueError(
+                f"{report} is not a shiftnpu build report (no 'bitstream' entry): rebuild with "
+                f"`shiftnpu build --board {args.board}` or give --bitstream"
+            ) from None
+    if Path(bitstream).is_dir():
+        raise ValueError(f"bitstream {bitstream} is a directory, not a bitstream file")
     if not Path(bitstream).exists():
         raise FileNotFoundError(f"bitstream {bitstream} does not exist")
+    if Path(bitstream).stat().st_size == 0:
+        raise ValueError(f"bitstream {bitstream} is empty (an interrupted build?): rebuild it")
     argv = programmer_command(args.board, bitstream, flash=args.flash)
     print(" ".join(argv))
     if args.dry_run:

@@ -43,6 +43,8 @@ def _load_config(path: str):
     from quant.model import NPUModel
 
     f = Path(path)
+    if f.is_dir():
+        raise ValueError(f"--config {path}: is a directory (give its report.json)")
     if not f.is_file():
         raise ValueError(f"--config {path}: no such file")
     if f.suffix == ".npu":
@@ -61,9 +63,11 @@ def _load_config(path: str):
 def run(args: argparse.Namespace) -> int:
     from quant.model import NPUModel
     from quant.retarget import retarget
+    from sw_driver.cli import check_output_file
 
     if Path(args.output).resolve() == Path(args.model).resolve():
         raise ValueError("--output must not be the input model (write the moved model to a new file)")
+    check_output_file(args.output)
     model = NPUModel.load(args.model)
     over = {k: getattr(args, k) for k in CONFIG_OPTIONS if getattr(args, k, None) is not None}
     target = _load_config(args.config).replace(**over) if args.config else config_for_board(args)

@@ -99,6 +99,8 @@ class NPUConfig:
             v = getattr(self, f.name)
             if not isinstance(v, int) or isinstance(v, bool):
                 raise ConfigError(f"config field {f.name!r} must be an int, got {v!r}")
+            if v >= 1 << 32:  # the device reports every field as a u32 (INFO, docs/protocol.md)
+                raise ConfigError(f"config field {f.name!r} is {v}, more than the 32 bits it is reported in")
         if not 1 <= self.rows <= 64 or not 1 <= self.cols <= 64:
             raise ConfigError(f"array size {self.rows}x{self.cols} out of range (1..64 each)")
         if self.weight_bits not in codes.SHIFT_BITS + (codes.INT8_BITS,):

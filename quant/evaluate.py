@@ -6,7 +6,7 @@ import argparse
 
 __all__ = ["HELP", "add_arguments", "run"]
 
-HELP = "accuracy of a model file's integer network on the digits test split (golden model, numpy only)"
+HELP = "accuracy of a model file's integer network on the digits test split (golden model; no torch, the digits come from scikit-learn)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -15,11 +15,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from . import golden
     from .digits import load_split
     from .model import NPUModel
 
     model = NPUModel.load(args.model)
+    if int(np.prod(model.input.shape)) != 64:
+        raise ValueError(
+            f"{args.model} takes inputs of shape {list(model.input.shape)}: eval measures accuracy on the 8x8 digits "
+            "only (run other inputs with `shiftnpu infer --input`)"
+        )
     data = load_split()
     pred = golden.predict(model, data.x_test)
     correct = int((pred == data.y_test).sum())

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -139,8 +140,13 @@ class InputSpec:
                 raise ValueError("input: raw values must be integers (digits pixels are 0..16)")
             r = r.astype(np.int64)
         size = int(np.prod(self.shape))
-        if r.ndim < 1 or r.size % size:
-            raise ValueError(f"input: cannot reshape raw input of shape {r.shape} to [B, {self.shape}]")
+        # Only [B, size] or [B, *shape]: any other shape whose size happens to divide (digits
+        # [360, 64] for a [4, 12] input) would be cut into the wrong samples silently.
+        if r.ndim < 2 or r.shape[1:] not in (tuple(self.shape), (size,)):
+            raise ValueError(
+                f"input: cannot reshape raw input of shape {list(r.shape)}: expected [B, {size}] or "
+                f"[B, {', '.join(map(str, self.shape))}]"
+            )
         q = sat(r.astype(np.int64) * self.multiplier, 8)
         return q.reshape((-1, *self.shape)).astype(np.int8)
 
@@ -744,6 +750,21 @@ class NPUModel:
     @classmethod
     def from_bytes(cls, buf: bytes) -> NPUModel:
         size = len(buf)
+        if size and not buf.startswith(MAGIC[: min(size, len(MAGIC))]):
+            start = bytes(buf[:8])
+            if start.lstrip()[:1] in (b"{", b"["):
+                looks = " (it looks like JSON, e.g. a config or a build report, not a model)"
+            elif start.startswith(b"PK"):
+                looks = " (it looks like a zip or .npz archive, e.g. a charlm model's integer arrays)"
+            elif start.startswith(b"\x93NUMPY"):
+                looks = " (it looks like a .npy array)"
+            elif all(32 <= c < 127 or c in b"\t\r\n" for c in start):
+                looks = " (it looks like text)"
+            else:
+                looks = ""
+            _fail(f"not a shiftnpu model file: it starts with {start!r}, expected {MAGIC!r}{looks}")
+        if size == 0:
+            _fail("truncated model file: it is empty (0 bytes)")
         if size < _HEADER.size:
             _fail(f"truncated model file: {size} bytes, the header alone is {_HEADER.size}")
         magic, version, _reserved, mlen, mcrc = _HEADER.unpack_from(buf)
@@ -788,6 +809,8 @@ class NPUModel:
                 _fail(f"layer #{i}: 'arrays' must be an object")
             mine = {}
             for key, name in refs.items():
+                if not isinstance(name, str):
+                    _fail(f"layer #{i} ({kind}): array reference {key!r} must be a string, got {name!r}")
                 if name not in arrays:
                     _fail(f"layer #{i} ({kind}): array {name!r} is not in the file")
                 mine[key] = arrays[name]
@@ -807,14 +830,27 @@ class NPUModel:
         return model
 
     def save(self, path) -> None:
-        Path(path).write_bytes(self.to_bytes())
+        """Validate and write the model to ``path``: through a temporary file in the same directory
+        and a rename, so an interrupted or failed write never leaves a truncated model behind (an
+        existing file stays as it was)."""
+        from .cliargs import write_atomically
+
+        data = self.to_bytes()
+        if Path(path).is_dir():
+            raise ModelFormatError(f"cannot write the model to {str(path)!r}: it is a directory")
+        write_atomically(path, data)
 
     @classmethod
     def load(cls, path) -> NPUModel:
+        p = Path(path)
+        if p.is_dir():
+            raise ModelFormatError(f"model file {str(path)!r} is a directory, not a .npu file")
         try:
-            buf = Path(path).read_bytes()
+            buf = p.read_bytes()
         except FileNotFoundError:
             raise ModelFormatError(f"model file {str(path)!r} does not exist") from None
+        except OSError as e:
+            raise ModelFormatError(f"cannot read model file {str(path)!r}: {e.strerror or e}") from None
         try:
             return cls.from_bytes(buf)
         except ModelFormatError as e:
@@ -831,7 +867,7 @@ def _read_array(buf: bytes, data_start: int, data_bytes: int, name: str, spec: d
         _fail(f"{w}: negative dimension in shape {shape}")
     offset, nbytes = _field(spec, "offset", int, w), _field(spec, "nbytes", int, w)
     dt = np.dtype(_DTYPES[dtype]).newbyteorder("<")
-    if nbytes != int(np.prod(shape, dtype=np.int64)) * dt.itemsize:
+    if nbytes != math.prod(shape) * dt.itemsize:  # exact Python ints: a huge shape cannot overflow
         _fail(f"{w}: size {nbytes} bytes does not match shape {list(shape)} of {dtype}")
     if offset < 0 or offset % _ALIGN or offset + nbytes > data_bytes:
         _fail(f"{w}: bytes [{offset}, {offset + nbytes}) lie outside the data section of {data_bytes} bytes")

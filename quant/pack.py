@@ -154,6 +154,8 @@ class DeviceImage:
 
     def write(self, directory) -> Path:
         """Write ``<region>.memh`` files and ``image.json`` into ``directory`` (created if needed)."""
+        from .cliargs import write_atomically
+
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         manifest = {
@@ -163,7 +165,7 @@ class DeviceImage:
             "regions": [],
         }
         for r in self.regions:
-            (d / f"{r.name}.memh").write_text(r.to_memh())
+            write_atomically(d / f"{r.name}.memh", r.to_memh())
             manifest["regions"].append(
                 {
                     "name": r.name,
@@ -175,7 +177,7 @@ class DeviceImage:
                     "sha256": r.sha256(),
                 }
             )
-        (d / "image.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        write_atomically(d / "image.json", json.dumps(manifest, indent=2) + "\n")
         return d
 
 

@@ -21,10 +21,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .cliargs import check_output_dir
     from .model import NPUModel
     from .npu_compile import largest_batch
     from .pack import pack_model
 
+    check_output_dir(args.out)
     model = NPUModel.load(args.model)
     if args.batch == "max":
         batch = largest_batch(model)

@@ -177,9 +177,11 @@ def simulated_device(
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from hw.boards import BOARDS
-    from sw_driver.cli import CONFIG_OPTIONS, add_config_arguments
+    from sw_driver.cli import CONFIG_OPTIONS, add_config_arguments, positive_int, tcp_port
 
-    p.add_argument("--port", type=int, default=5555, help="TCP port on 127.0.0.1 (0 = any free port; default 5555)")
+    p.add_argument(
+        "--port", type=tcp_port, default=5555, help="TCP port on 127.0.0.1 (0 = any free port; default 5555)"
+    )
     p.add_argument("--uart", action="store_true", help="go through the real UARTs (bit timing; slow) instead of bytes")
     p.add_argument(
         "--board",
@@ -195,8 +197,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help=f"top-level factory 'module:function' (default {DEFAULT_FACTORY}, the link test design; "
         f"with --board {NPU_FACTORY}, the NPU)",
     )
-    p.add_argument("--clk-hz", type=int, dest="clk_hz", help="design clock (with --uart: sets the UART divisor)")
-    p.add_argument("--baud", type=int, help="UART baud rate")
+    p.add_argument(
+        "--clk-hz",
+        type=positive_int,
+        dest="clk_hz",
+        help="design clock (with --uart: sets the UART divisor) (default: the config's, 40000000)",
+    )
+    p.add_argument("--baud", type=positive_int, help="UART baud rate (default: the config's, 115200)")
     add_config_arguments(p)
     for group in p._action_groups:
         if group.title and group.title.startswith("generator parameters"):
@@ -221,6 +228,12 @@ def run(args: argparse.Namespace) -> int:
     over = {k: getattr(args, k) for k in ("clk_hz", "baud") if getattr(args, k, None) is not None}
     cfg = cfg.replace(**over)
     factory = args.factory or (NPU_FACTORY if board else DEFAULT_FACTORY)
+    if args.uart:
+        from hw.uart import uart_divisor
+
+        uart_divisor(cfg.clk_hz, cfg.baud)  # a baud rate the clock cannot make is refused now
+    load_factory(factory)  # so is a factory that does not exist
+    _check_port_free(args.port)  # and a port in use: before the minutes of the first Verilator build
     params = {"config": cfg.to_dict(), "uart": bool(args.uart)}
     if board:
         params["board"] = board
@@ -237,6 +250,22 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 0
     return 0
+
+
+def _check_port_free(port: int) -> None:
+    import socket
+
+    if port == 0:
+        return
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError as e:
+        raise ValueError(
+            f"--port {port}: cannot listen there ({e.strerror or e}); choose another, or 0 for any"
+        ) from None
+    finally:
+        s.close()
 
 
 def _main(argv: list[str] | None = None) -> int:

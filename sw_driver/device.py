@@ -40,6 +40,10 @@ from .transport import Transport, open_transport
 __all__ = ["Device", "Reg", "LinkError", "NoAnswer", "CRCError", "DeviceError", "ConfigMismatch", "ProtocolMismatch"]
 
 
+def _cmd_name(cmd: int) -> str:
+    return Command(cmd).name if cmd in Command._value2member_map_ else f"command 0x{cmd:02x}"
+
+
 class LinkError(OSError):
     """Base of every error talking to the device."""
 
@@ -110,6 +114,7 @@ class Device:
         self.progress = progress
         self.transport = transport if transport is not None else open_transport(url, baud=baud)
         self._info: DeviceInfo | None = None
+        self._rx_bytes = 0
         self.stats = {"requests": 0, "retries": 0, "bytes_out": 0, "bytes_in": 0}
 
     # -- context manager --------------------------------------------------------------------
@@ -135,9 +140,9 @@ class Device:
             if attempt:
                 self.stats["retries"] += 1
                 # Let a late reply to the previous attempt arrive and throw it away.
-                self.transport.drain(quiet=min(0.05, self.timeout / 4))
+                self._io(self.transport.drain, min(0.05, self.timeout / 4))
             self.stats["requests"] += 1
-            self.transport.write(frame)
+            self._io(self.transport.write, frame)
             self.stats["bytes_out"] += len(frame)
             wait = self.timeout + self._wire_time(len(frame) + (expect_len or 0) + 7)
             try:
@@ -145,14 +150,23 @@ class Device:
             except FrameError as e:
                 last = CRCError(f"corrupted reply from {self.url}: {e}")
                 continue
+            if reply is None and self._rx_bytes:
+                # Bytes came back, but never a reply frame: a wrong baud rate, another
+                # bitstream or program on the port, or a loopback.
+                last = NoAnswer(
+                    f"no valid reply from {self.url} within {wait:.2f} s to {_cmd_name(cmd)}: "
+                    f"{self._rx_bytes} bytes arrived but no reply frame (attempt {attempt + 1} of {attempts}): "
+                    f"is it a shiftnpu device, at this baud rate ({self.baud})?"
+                )
+                continue
             if reply is None:
                 last = NoAnswer(
-                    f"no answer from {self.url} within {wait:.2f} s to {Command(cmd).name}"
+                    f"no answer from {self.url} within {wait:.2f} s to {_cmd_name(cmd)}"
                     f" (attempt {attempt + 1} of {attempts}): is the device connected, powered and configured?"
                 )
                 continue
             if reply.cmd != cmd:
-                last = CRCError(f"reply to command 0x{reply.cmd:02x} while waiting for {Command(cmd).name}")
+                last = CRCError(f"{self.url} replied to command 0x{reply.cmd:02x} while waiting for {_cmd_name(cmd)}")
                 continue
             if reply.status == Status.BAD_CRC or reply.status == Status.TIMEOUT:
                 # The request was damaged on the way: sending it again is the cure.
@@ -164,12 +178,24 @@ class Device:
         assert last is not None
         raise last
 
+    def _io(self, fn, *args):
+        """A transport call; a port or socket that fails (unplugged, closed by the peer) is a
+        :class:`LinkError` naming the device, not a bare serial exception."""
+        try:
+            return fn(*args)
+        except LinkError:
+            raise
+        except OSError as e:
+            raise LinkError(f"lost the connection to {self.url}: {e}") from None
+
     def _read_reply(self, deadline: float):
         parser = ReplyParser()
+        self._rx_bytes = 0
         while True:
-            data = self.transport.read_some(deadline)
+            data = self._io(self.transport.read_some, deadline)
             if not data:
                 return None
+            self._rx_bytes += len(data)
             self.stats["bytes_in"] += len(data)
             replies = parser.feed(data)
             if replies:
@@ -179,7 +205,14 @@ class Device:
     def info(self, *, refresh: bool = False) -> DeviceInfo:
         """Protocol version, config and memory map of the device (cached after the first call)."""
         if self._info is None or refresh:
-            info = decode_info(self.request(Command.INFO))
+            payload = self.request(Command.INFO)
+            try:
+                info = decode_info(payload)
+            except (FrameError, ConfigError) as e:
+                raise ProtocolMismatch(
+                    f"{self.url} answered INFO with a payload this driver cannot read ({e}): "
+                    "is it a shiftnpu device of this protocol version?"
+                ) from None
             if info.protocol_version != PROTOCOL_VERSION:
                 raise ProtocolMismatch(
                     f"device at {self.url} speaks protocol version {info.protocol_version}, "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .cli import positive_float, positive_int
+
 __all__ = ["HELP", "add_arguments", "run"]
 
 HELP = "print a device's protocol version, config, memory map and error counters"
@@ -11,8 +13,8 @@ HELP = "print a device's protocol version, config, memory map and error counters
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", required=True, help="serial port or URL, e.g. /dev/ttyUSB1 or socket://127.0.0.1:5555")
-    p.add_argument("--baud", type=int, default=115200, help="serial baud rate (default 115200)")
-    p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each reply (default 2)")
+    p.add_argument("--baud", type=positive_int, default=115200, help="serial baud rate (default 115200)")
+    p.add_argument("--timeout", type=positive_float, default=2.0, help="seconds to wait for each reply (default 2)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -53,6 +53,37 @@ class InferenceResult:
     seconds: float
 
 
+def _int8_inputs(x) -> np.ndarray:
+    """``x`` as int8 values, refusing (not wrapping) non-integers and values outside -128..127."""
+    a = np.asarray(x)
+    if a.dtype.kind not in "iuf":
+        raise ValueError(f"inputs must be int8 numbers, got an array of {a.dtype}")
+    if a.size and a.dtype.kind == "f" and not np.all(a == np.round(a)):
+        raise ValueError("inputs must be integers (int8); use raw=True for raw input values")
+    if a.size and (a.min() < -128 or a.max() > 127):
+        raise ValueError(
+            f"inputs must be int8 (-128..127), got {a.min():g}..{a.max():g}; use raw=True for raw input values"
+        )
+    return a.astype(np.int8)
+
+
+def _quantize_exactly(model: NPUModel, raw) -> np.ndarray:
+    """The model's input map of ``raw``, refusing values it would saturate (they are not clipped)."""
+    r = np.asarray(raw)
+    if r.dtype.kind not in "iuf":
+        raise ValueError(f"raw inputs must be numbers, got an array of {r.dtype}")
+    m = model.input.multiplier
+    if r.dtype.kind == "f" and not np.all(np.isfinite(r)):
+        raise ValueError("raw inputs hold NaN or infinite values")
+    # Python ints: a uint8 pixel of 200 times 7 must not wrap around to 120 in the check itself
+    if r.size and (int(np.max(r)) * m > 127 or int(np.min(r)) * m < -128):
+        raise ValueError(
+            f"raw inputs {np.min(r):g}..{np.max(r):g} times the input multiplier {m} leave int8 "
+            f"(the model was trained on 0..{model.input.raw_max}); they are not clipped"
+        )
+    return model.input.quantize(r)
+
+
 class NPURunner:
     """A model loaded on a device.
 
@@ -94,7 +125,7 @@ class NPURunner:
         try:
             compiled = compile_model(model, self.batch, info.config, prog_depth=info.config.prog_depth)
         except CompileError as e:
-            raise ModelLoadError(f"the model does not fit this device: {e}") from None
+            raise ModelLoadError(f"the model does not fit this device at batch {self.batch}: {e}") from None
         images = [("program", 0, compiled.program), ("channel", 0, compiled.channel), ("weight", 0, compiled.weight)]
         images += [("feature", base, words) for base, words in compiled.feature_init]
         # A bitstream built with the model (`shiftnpu build --model`) boots with these images in
@@ -128,11 +159,9 @@ class NPURunner:
         """Run one batch. ``x``: int8 ``[batch, *input_shape]``, or raw inputs with ``raw=True``."""
         if self.compiled is None:
             raise RuntimeError("no model loaded: call load() first")
-        xq = self.model.input.quantize(x) if raw else np.asarray(x)
+        xq = _quantize_exactly(self.model, x) if raw else _int8_inputs(x)
         if xq.shape[1:] != tuple(self.model.input.shape):
             raise ValueError(f"input shape {xq.shape[1:]} does not match the model's {tuple(self.model.input.shape)}")
-        if not raw and (xq.min() < -128 or xq.max() > 127):
-            raise ValueError("inputs must be int8 (use raw=True for raw pixel values)")
         t0 = time.monotonic()
         for base, words in self.compiled.input_images(xq):
             self.device.write_mem("feature", base, words)
@@ -161,9 +190,11 @@ class NPURunner:
 
     def infer(self, x, *, raw: bool = False, progress: bool = False) -> InferenceResult:
         """Any number of samples, in batches (the last one padded with zeros and trimmed)."""
-        x = np.asarray(x)
-        if raw:
-            x = self.model.input.quantize(x) if self.model is not None else x
+        if self.model is None:
+            raise RuntimeError("no model loaded: call load() first")
+        x = _quantize_exactly(self.model, x) if raw else _int8_inputs(x)
+        if len(x) == 0:
+            raise ValueError("no inputs to run")
         n = len(x)
         logits, classes, cycles, secs = [], [], 0, 0.0
         starts = range(0, n, self.batch)

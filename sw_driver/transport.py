@@ -58,10 +58,23 @@ class Transport:
 
 def open_transport(url: str, *, baud: int = 115200) -> Transport:
     """Open ``url`` (a device path or a pyserial URL such as ``socket://host:port``)."""
+    import errno
+
     import serial
 
+    if url.startswith("socket://"):
+        # pyserial's own message for a bad port number is cryptic; say what is wrong here
+        host, _, port_text = url[len("socket://") :].split("?")[0].split("/")[0].rpartition(":")
+        if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise DeviceNotFound(f"cannot open device {url!r}: expected socket://HOST:PORT with a port 1..65535")
     try:
         port = serial.serial_for_url(url, baudrate=baud, timeout=0.1, write_timeout=5.0)
     except (serial.SerialException, ValueError, OSError) as e:
-        raise DeviceNotFound(f"cannot open device {url!r}: {e}") from None
+        hint = ""
+        code = getattr(e, "errno", None)
+        if code == errno.EACCES:
+            hint = " (no permission: add your user to the group owning the port, e.g. `dialout`, and log in again)"
+        elif code == errno.EBUSY:
+            hint = " (the port is busy: is another program, e.g. a serial terminal, holding it open?)"
+        raise DeviceNotFound(f"cannot open device {url!r}: {e}{hint}") from None
     return Transport(port)

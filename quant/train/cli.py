@@ -12,31 +12,69 @@ HELP = (
 )
 
 
+#: Options that only some tasks use, with those tasks: given to another task they are refused
+#: (a silently ignored option would make a user believe it took effect).
+_TASK_OPTIONS = {
+    "hidden": ("seq-digits", "charlm"),
+    "cell": ("seq-digits", "charlm"),
+    "layer_norm": ("seq-digits", "charlm"),
+    "pwl_pieces": ("seq-digits", "charlm"),
+    "adaptive_pwl": ("seq-digits",),
+    "fixed_pwl": ("charlm",),
+    "steps": ("charlm",),
+    "epochs": ("digits-mlp", "digits-cnn", "seq-digits"),
+    "exact_epochs": ("digits-mlp", "digits-cnn", "seq-digits"),
+    "rows": ("digits-mlp", "digits-cnn", "seq-digits"),
+    "cols": ("digits-mlp", "digits-cnn", "seq-digits"),
+    "max_k": ("digits-mlp", "digits-cnn", "seq-digits"),
+    "mem_width": ("digits-mlp", "digits-cnn", "seq-digits"),
+}
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..cliargs import nonnegative_int, positive_int
+
     p.add_argument(
         "--task",
         choices=("digits-mlp", "digits-cnn", "seq-digits", "charlm"),
         default="digits-mlp",
-        help="model and data set",
+        help="model and data set (default digits-mlp)",
     )
     p.add_argument(
-        "--bits", type=int, default=3, choices=(2, 3, 4, 8), help="weight bits: 2, 3, 4 (DenseShift) or 8 (int8)"
+        "--bits",
+        type=int,
+        default=3,
+        choices=(2, 3, 4, 8),
+        help="weight bits: 2, 3, 4 (DenseShift) or 8 (int8) (default 3)",
     )
     p.add_argument(
-        "-o", "--output", required=True, help="model file to write (e.g. model.npu; charlm: integer arrays, .npz)"
+        "-o",
+        "--output",
+        required=True,
+        help="model file to write (e.g. model.npu; charlm: integer arrays, a .npz); written when training ends, "
+        "through a temporary file (an interrupted run leaves no partial file)",
     )
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--epochs", type=int, help="epochs of quantization-aware training (default: per task)")
-    p.add_argument("--exact-epochs", type=int, help="epochs with the integer forward pass (default: per task)")
-    p.add_argument("--hidden", type=int, help="seq-digits / charlm: RNN hidden units (default 32 / 128)")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--epochs",
+        type=positive_int,
+        help="epochs of quantization-aware training (default: digits-mlp 40, digits-cnn 30, seq-digits 80)",
+    )
+    p.add_argument(
+        "--exact-epochs",
+        type=nonnegative_int,
+        help="epochs with the integer forward pass, after the QAT epochs (default: digits-mlp 10, digits-cnn 8, "
+        "seq-digits 20)",
+    )
+    p.add_argument("--hidden", type=positive_int, help="seq-digits / charlm: RNN hidden units (default 32 / 128)")
     r = p.add_argument_group("recurrent tasks (seq-digits, charlm)")
-    r.add_argument("--cell", choices=("lstm", "gru"), default="lstm", help="recurrent cell (default lstm)")
+    r.add_argument("--cell", choices=("lstm", "gru"), default=None, help="recurrent cell (default lstm)")
     r.add_argument("--layer-norm", action="store_true", help="integer layer norm on the gate pre-activations")
-    r.add_argument("--pwl-pieces", type=int, default=16, help="pieces per PWL table (default 16)")
+    r.add_argument("--pwl-pieces", type=positive_int, default=None, help="pieces per PWL table (default 16)")
     r.add_argument("--adaptive-pwl", action="store_true", help="seq-digits: refit the PWL knots from histograms")
     r.add_argument("--fixed-pwl", action="store_true", help="charlm: keep the non-adaptive tables")
-    r.add_argument("--steps", type=int, help="charlm: training steps (default 600)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    r.add_argument("--steps", type=positive_int, help="charlm: training steps (default 600)")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = p.add_argument_group("generator config the model is built for (default: the standard config)")
     g.add_argument("--rows", type=int, help="array rows")
@@ -45,18 +83,42 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mem-width", type=int, dest="mem_width", help="weight memory word width")
 
 
+def check_args(args: argparse.Namespace):
+    """Everything about the options that can be refused before torch loads and training starts:
+    options of another task, an output that cannot be written, the generator config.
+    Returns the :class:`~quant.config.NPUConfig` the model is built for."""
+    from ..cliargs import check_output_file
+    from ..config import NPUConfig
+
+    for dest, tasks in _TASK_OPTIONS.items():
+        v = getattr(args, dest, None)
+        if v is not None and v is not False and args.task not in tasks:
+            opt = "--" + dest.replace("_", "-")
+            raise ValueError(f"{opt} applies to --task {' / '.join(tasks)}, not {args.task}")
+    out = str(args.output)
+    if args.task == "charlm" and not out.endswith(".npz"):
+        raise ValueError(f"--task charlm writes a .npz of integer arrays: name the output *.npz, not {out!r}")
+    if args.task != "charlm" and out.endswith(".npz"):
+        raise ValueError(f"--task {args.task} writes a model file (.npu), not a .npz: {out!r}")
+    check_output_file(out)
+    over = {k: getattr(args, k) for k in ("rows", "cols", "max_k", "mem_width") if getattr(args, k) is not None}
+    config = NPUConfig(weight_bits=args.bits, **over)
+    if args.task in ("seq-digits", "charlm"):  # the PWL table size is checked by the config
+        config = dataclasses.replace(config, pwl_pieces=args.pwl_pieces or 16)
+    return config
+
+
 def run(args: argparse.Namespace) -> int:
+    config = check_args(args)
+
     import torch
 
     from .. import golden
-    from ..config import NPUConfig
     from ..digits import SPLIT_SEED, TEST_SIZE, load_split
     from ..model import NPUModel
     from .export import export_model
     from .trainer import TrainConfig, train
 
-    over = {k: getattr(args, k) for k in ("rows", "cols", "max_k", "mem_width") if getattr(args, k) is not None}
-    config = NPUConfig(weight_bits=args.bits, **over)
     if args.task == "seq-digits":
         return _run_seq(args, config)
     if args.task == "charlm":
@@ -123,14 +185,13 @@ def _run_seq(args: argparse.Namespace, config) -> int:
         kind=kind,
         bits=args.bits,
         hidden=args.hidden or 32,
-        cell=args.cell,
+        cell=args.cell or "lstm",
         layer_norm=args.layer_norm,
-        pwl_pieces=args.pwl_pieces,
+        pwl_pieces=config.pwl_pieces,
         adaptive_pwl=args.adaptive_pwl,
         seed=args.seed,
         threads=args.threads,
     )
-    config = dataclasses.replace(config, pwl_pieces=args.pwl_pieces)
     if args.epochs is not None:
         tc.epochs = args.epochs
     if args.exact_epochs is not None:
@@ -192,10 +253,10 @@ def _run_charlm(args: argparse.Namespace) -> int:
     tc = CharTrainConfig(
         kind=kind,
         bits=args.bits,
-        cell=args.cell,
+        cell=args.cell or "lstm",
         hidden=args.hidden or CharTrainConfig.hidden,
         layer_norm=args.layer_norm,
-        pwl_pieces=args.pwl_pieces,
+        pwl_pieces=args.pwl_pieces or 16,
         adaptive_pwl=not args.fixed_pwl,
         seed=args.seed,
         threads=args.threads,
@@ -216,7 +277,7 @@ def _run_charlm(args: argparse.Namespace) -> int:
         "test_bpc": r.test_bpc,
         "torch": torch.__version__,
     }
-    np.savez(args.output, metadata=np.array(json.dumps(meta)), **arrays)
+    _savez_atomically(args.output, metadata=np.array(json.dumps(meta)), **arrays)
     with np.load(args.output) as f:
         loaded = {k: f[k] for k in f.files}
     g = golden_bpc(loaded, data.test, tc.seq_len)
@@ -230,3 +291,16 @@ def _run_charlm(args: argparse.Namespace) -> int:
         print("  ERROR: the exported arrays do not reproduce the training bpc")
         return 1
     return 0
+
+
+def _savez_atomically(path: str, **arrays) -> None:
+    """``np.savez(path, ...)`` through a temporary file and a rename: never a half-written .npz."""
+    import io
+
+    import numpy as np
+
+    from ..cliargs import write_atomically
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    write_atomically(path, buf.getvalue())
