@@ -181,6 +181,14 @@ def test_softmax_t1_and_extremes():
     assert np.all(int_softmax(np.full(T_MAX, 123)) == 16)
 
 
+def test_softmax_uniform_every_length():
+    # Equal scores: p = rshift_round(div_round(2**31, T), 16) = round_half_up(2**15 / T) for every T (docs).
+    for T in range(1, T_MAX + 1):
+        p = int_softmax(np.zeros(T, np.int64))
+        assert np.all(p == (2**16 + T) // (2 * T)), T
+        assert abs(int(p.sum()) - ONE) <= T // 2
+
+
 def test_softmax_mask_equals_truncation():
     rng = np.random.default_rng(2)
     s = rng.integers(-20000, 20000, (30, 40))
