@@ -12,7 +12,7 @@ valid ``h``) and a per-model score multiplier ``(M, n)``::
     s[t]   = sat(rshift_round(acc[t] * M, n), 16)              int16, Q3.12   (scaled score)
     a[t]   = max_valid(s) - s[t]                               [0, 65535], Q.12 (>= 0)
     w[t]   = rshift_round(a[t] * LOG2E_Q15, 15)                [0, 94548], Q.12: a * log2(e)
-    e[t]   = rshift_round(exp2_frac(w[t] & 4095), w[t] >> 12)  [0, 2**20], Q0.20: 2**-(w/4096) ~ exp(-a)
+    e[t]   = rshift_round(exp2_frac(w[t] & 4095), w[t] >> 12)  [0, 2**20], Q0.20: 2**20 * exp(-a / 4096)
     S      = Σ_valid e[t]                                      [2**20, T * 2**20]
     R      = div_round(2**51, S)                               [2**20, 2**31]: 2**51 / S
     p[t]   = rshift_round(e[t] * R, 36)  (0 where masked)      [0, 2**15], Q1.15 (probability)
@@ -20,7 +20,7 @@ valid ``h``) and a per-model score multiplier ``(M, n)``::
 
 ``exp2_frac`` is a cubic in Horner form with integer coefficients :data:`EXP2_COEFFS` (Q.20), the
 minimax fit of ``2**-x`` on ``x = f / 4096 in [0, 1)`` with ``P(0) = 2**20`` exactly. One exact
-integer division per row (the reciprocal ``R``), one multiply per element, no float anywhere.
+integer division per row (the reciprocal ``R``), one multiply per element, no float anywhere in the integer path.
 """
 
 from __future__ import annotations
