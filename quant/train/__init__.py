@@ -8,5 +8,6 @@ command line can list ``train`` without loading torch.
 - :mod:`quant.train.actquant`: int8 activation fake-quantization
 - :mod:`quant.train.network`: blocks (layer, BatchNorm, requantizer), the digits models, BN folding
 - :mod:`quant.train.trainer`: the training loop
+- :mod:`quant.train.attention`: integer attention pooling (torch twin of :mod:`quant.attention`)
 - :mod:`quant.train.export`: torch network -> :class:`quant.model.NPUModel`
 """
