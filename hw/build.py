@@ -481,6 +481,14 @@ def _run_with_abc9_retries(
             step = rerun
 
 
+def _restore(kept: list[Path]) -> None:
+    """Put the bitstreams :func:`_build_once` set aside back in place."""
+    for f in kept:
+        prev = f.with_name(f.name + ".prev")
+        if prev.exists():
+            prev.replace(f)
+
+
 def _build_once(
     config: NPUConfig,
     board: Board,
@@ -493,8 +501,16 @@ def _build_once(
 ) -> BuildReport:
     name = "top"
     build_dir.mkdir(parents=True, exist_ok=True)
-    for ext in ("tim", "bin", "bit", "json"):
+    # A log or netlist of an earlier build must not pass for this one's; the earlier bitstream is kept
+    # aside and comes back if the tools fail (its report.json, untouched then, still describes it).
+    for ext in ("tim", "json"):
         (build_dir / f"{name}.{ext}").unlink(missing_ok=True)
+    kept = []
+    for ext in ("bin", "bit"):
+        f = build_dir / f"{name}.{ext}"
+        if f.exists():
+            f.replace(f.with_name(f.name + ".prev"))
+            kept.append(f)
     cfg = config.replace(clk_hz=int(round(pll.f_out_mhz * 1e6)))
     platform = _platform_for(board)
     top = BoardTop(design(cfg), board, pll)
@@ -528,13 +544,19 @@ def _build_once(
         text = log.read_text() if log.exists() else ""
         errors = [ln for ln in text.splitlines() if ln.startswith("ERROR")]
         why = errors[0] if errors else f"{e}; see {build_dir}/{name}.rpt and {name}.tim"
+        _restore(kept)
         raise BuildError(f"the tools failed for {board.name}: {why}") from None
+    except BaseException:  # an elaboration error, Ctrl-C ...
+        _restore(kept)
+        raise
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+    for f in kept:
+        f.with_name(f.name + ".prev").unlink(missing_ok=True)
     cells, fmax = parse_nextpnr_log((build_dir / f"{name}.tim").read_text())
     rpt = build_dir / f"{name}.rpt"
     ffs = _yosys_ffs(rpt.read_text()) if rpt.exists() else 0
@@ -560,8 +582,10 @@ def _build_once(
 
 
 def _write(rep: BuildReport, build_dir: Path) -> None:
-    (build_dir / "report.json").write_text(rep.to_json())
-    (build_dir / "report.txt").write_text(rep.text() + "\n")
+    from quant.cliargs import write_atomically
+
+    write_atomically(build_dir / "report.json", rep.to_json())
+    write_atomically(build_dir / "report.txt", rep.text() + "\n")
 
 
 def build(

@@ -216,3 +216,43 @@ def test_abc9_retries_purged_then_abc(tmp_path, monkeypatch):
         attempt(1, broken=False)  # not abc9's failure: no retry
     with pytest.raises(subprocess.CalledProcessError):
         attempt(1, board="icebreaker")  # iCE40: no abc9 retries
+
+
+def test_a_failed_build_keeps_the_previous_bitstream(tmp_path, monkeypatch):
+    """The tools failing (or the design failing to elaborate) leaves the build dir's earlier bitstream
+    in place; a build that goes through replaces it."""
+    import subprocess
+
+    from hw.pll import pll_for
+
+    b = get_board("icebreaker")
+    pll = pll_for(b.family, b.clk_mhz, 40.0)
+    (tmp_path / "top.bin").write_bytes(b"old bitstream")
+    (tmp_path / "top.tim").write_text("ERROR: an old log\n")
+    est = estimate(NPUConfig(), b, design="array")
+
+    def fails(exc):
+        def run(run_fn, *a):
+            (tmp_path / "top.bin").write_bytes(b"half a new one")  # the tools wrote part of it
+            raise exc
+
+        return run
+
+    for exc in (subprocess.CalledProcessError(1, "nextpnr"), ValueError("elaboration failed")):
+        monkeypatch.setattr(hb, "_run_with_abc9_retries", fails(exc))
+        with pytest.raises((hb.BuildError, ValueError)):
+            hb._build_once(NPUConfig(), b, pll, tmp_path, hb.array_design, est, 1, False)
+        assert (tmp_path / "top.bin").read_bytes() == b"old bitstream"
+        assert not (tmp_path / "top.bin.prev").exists() and not (tmp_path / "top.tim").exists()
+
+    def works(run_fn, *a):
+        (tmp_path / "top.bin").write_bytes(b"new bitstream")
+        (tmp_path / "top.tim").write_text(
+            "Info:     ICESTORM_LC:  1000/ 5280    18%\nInfo: Max frequency for clock 'clk': 45.00 MHz (PASS at 40.00 MHz)\n"
+        )
+        return ""
+
+    monkeypatch.setattr(hb, "_run_with_abc9_retries", works)
+    rep = hb._build_once(NPUConfig(), b, pll, tmp_path, hb.array_design, est, 1, False)
+    assert (tmp_path / "top.bin").read_bytes() == b"new bitstream" and not (tmp_path / "top.bin.prev").exists()
+    assert rep.fmax == 45.0
