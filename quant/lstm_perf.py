@@ -81,9 +81,14 @@ def gemm_op_cycles(config: NPUConfig, m: int, k: int, n: int) -> int:
     return gemm_cycles(config, m, k, n).cycles + _GEMM_HANDOVER
 
 
-def argmax_cycles(config: NPUConfig, m: int, n: int) -> int:
-    """Body of ``ARGMAX`` over an ``m x n`` result: per row and N-tile read (2), latch, one cycle a lane; one emit."""
-    return m * (tiles(n, config.cols) * (_READ + 1 + config.cols) + 1)
+def argmax_cycles(config: NPUConfig, m: int, n: int, nt: int | None = None) -> int:
+    """Body of ``ARGMAX`` over an ``m x n`` result: per row and N-tile read (2), latch, one cycle a lane; one emit.
+
+    ``nt`` is the instruction's N-tile count, which the device scans (the compiler writes
+    ``ceil(n / cols)``, the default).
+    """
+    nt = tiles(n, config.cols) if nt is None else nt
+    return m * (nt * (_READ + 1 + config.cols) + 1)
 
 
 def program_cycles(compiled) -> int:
@@ -107,7 +112,7 @@ def program_cycles(compiled) -> int:
         elif ins.op == Op.GEMM:
             total += gemm_op_cycles(cfg, a["m"], a["kt"] * cfg.rows, a["n"])
         elif ins.op == Op.ARGMAX:
-            total += argmax_cycles(cfg, a["m"], a["n"])
+            total += argmax_cycles(cfg, a["m"], a["n"], a["nt"])
         else:
             raise ValueError(f"no cycle model for {Op.NAMES[ins.op]}")
     return total
