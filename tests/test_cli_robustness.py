@@ -681,3 +681,25 @@ def test_infer_a_model_without_argmax(capsys, server, tmp_path, mlp):
     assert rc == 0 and "bit-exact with the golden model: yes" in out, out + err  # was: "NO", exit 1
     want = golden.forward(logits_only, mlp.input.quantize(raw)).reshape(2, -1)
     assert [list(map(int, ln.split(","))) for ln in (tmp_path / "y.csv").read_text().split()] == want.tolist()
+
+
+def test_write_atomically_permissions_and_links(tmp_path):
+    """A new file gets 0o666 less the umask, a replaced one keeps its mode, a link is written through."""
+    from quant.cliargs import write_atomically
+
+    mask = os.umask(0o027)
+    try:
+        write_atomically(tmp_path / "new.txt", "a")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "new.txt").stat().st_mode & 0o777 == 0o640
+    old = tmp_path / "old.txt"
+    old.write_text("old")
+    old.chmod(0o600)
+    write_atomically(old, b"new")
+    assert old.read_text() == "new" and old.stat().st_mode & 0o777 == 0o600
+    link = tmp_path / "link.txt"
+    link.symlink_to(old)
+    write_atomically(link, "via link")
+    assert link.is_symlink() and old.read_text() == "via link"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.txt", "new.txt", "old.txt"]
