@@ -703,3 +703,25 @@ def test_write_atomically_permissions_and_links(tmp_path):
     write_atomically(link, "via link")
     assert link.is_symlink() and old.read_text() == "via link"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.txt", "new.txt", "old.txt"]
+
+
+def test_sim_serve_port_check_matches_the_server():
+    """A port another program listens on is refused; one whose connections linger in TIME_WAIT after
+    a stopped sim-serve is not (the server binds with SO_REUSEADDR)."""
+    import socket
+
+    from sim.serve import _check_port_free
+
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    port = srv.getsockname()[1]
+    with pytest.raises(ValueError, match=f"--port {port}: cannot listen there"):
+        _check_port_free(port)
+    client = socket.create_connection(("127.0.0.1", port))
+    conn, _ = srv.accept()
+    conn.close()  # the server side closes first: its end of the connection stays in TIME_WAIT
+    srv.close()
+    client.close()
+    _check_port_free(port)
