@@ -725,3 +725,16 @@ def test_sim_serve_port_check_matches_the_server():
     srv.close()
     client.close()
     _check_port_free(port)
+
+
+def test_reply_timeout_defaults_agree_across_commands():
+    """infer and device-info wait as long for the same device: 30 s on sim-serve's socket (its --uart mode
+    is slow), 5 s on a serial port; --timeout replaces both."""
+    from sw_driver.cli import build_parser
+    from sw_driver.transport import default_reply_timeout
+
+    assert [default_reply_timeout(u) for u in ("sim", "socket://127.0.0.1:5555", "/dev/ttyUSB1")] == [30.0, 30.0, 5.0]
+    p = build_parser()
+    assert p.parse_args(["device-info", "--device", "x"]).timeout is None
+    assert p.parse_args(["infer", "--model", "m.npu"]).timeout is None
+    assert p.parse_args(["device-info", "--device", "x", "--timeout", "0.5"]).timeout == 0.5
