@@ -35,6 +35,8 @@ def _as_int64(x):
     if isinstance(x, np.ndarray):
         if not np.issubdtype(x.dtype, np.integer):
             raise TypeError(f"expected an integer array, got dtype {x.dtype}")
+        if x.dtype == np.uint64 and x.size and int(x.max()) >> 63:  # would wrap to negative int64
+            raise ValueError(f"integer array value {int(x.max())} does not fit int64")
         return x.astype(np.int64, copy=False)
     return x
 

@@ -159,3 +159,11 @@ def test_requant_arrays_broadcast_and_leave_inputs_alone():
     assert np.array_equal(acc, keep)  # the in-place steps work on copies only
     assert requant(5, 0, np.array([[1], [2]]), np.array([0, 1])).tolist() == [[5, 3], [10, 5]]
     assert requant(np.array([3], np.uint8), 0, 1, 1).dtype == np.int64
+
+
+def test_uint64_beyond_int64_is_refused_not_wrapped():
+    assert rshift_round(np.array([2**63 - 1], np.uint64), 62).tolist() == [2]
+    with pytest.raises(ValueError, match="does not fit int64"):
+        rshift_round(np.array([2**63], np.uint64), 1)
+    with pytest.raises(ValueError, match="does not fit int64"):
+        sat(np.array([2**64 - 1], np.uint64), 8)
