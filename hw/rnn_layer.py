@@ -39,7 +39,7 @@ from amaranth.lib.wiring import In, Out
 from quant import codes
 from quant.config import NPUConfig
 from quant.pwl import PWLTable
-from quant.rnn import CELL_KINDS, RNNParams, worst_case_accumulators
+from quant.rnn import CELL_KINDS, RNNParams, accumulator_ranges
 
 from .rnn import GateUnit
 
@@ -134,16 +134,17 @@ class SequentialRNNLayer(wiring.Component):
                 for k in range(H):
                     out.append((self._a(R_U, (blk * Hm + j) * Hm + k), int(p.U[blk * H + j, k])))
         lim = 1 << (self.acc_width - 1)
-        # the accumulator wraps silently: refuse a layer whose worst case (bias included) does not fit
-        worst = worst_case_accumulators(p)
+        # the accumulator wraps silently: refuse a layer whose exact range (bias included) does not fit
+        lo, hi = accumulator_ranges(p)
         for g in range(4):
             for j in range(H):
                 if not -lim <= int(p.b[g, j]) < lim:
                     raise ValueError(f"bias {p.b[g, j]} does not fit the {self.acc_width}-bit accumulator")
-                if int(worst[g, j]) >= lim:
+                if lo[g, j] < -lim or hi[g, j] >= lim:
                     raise ValueError(
-                        f"accumulator overflow: slot {g} of unit {j} can reach |acc| = {int(worst[g, j])} "
-                        f"(bias and weights), beyond the {self.acc_width}-bit accumulator (raise max_k)"
+                        f"accumulator overflow: slot {g} of unit {j} can reach [{int(lo[g, j])}, {int(hi[g, j])}] "
+                        f"(bias and weights), beyond the {self.acc_width}-bit accumulator's [{-lim}, {lim - 1}] "
+                        "(raise max_k)"
                     )
                 out.append((self._a(R_B, g * Hm + j), int(p.b[g, j]) & 0xFFFFFFFF))
         out += [(self._a(R_GATE, a), v) for a, v in self.gate.mn_writes(p.M, p.n)]

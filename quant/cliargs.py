@@ -102,34 +102,44 @@ def check_output_dir(path, what: str = "output directory") -> None:
 
 def write_atomically(path, data: bytes | str) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same directory and a rename, so an
-    interrupted or failed write leaves the previous file as it was, never a truncated one. The new
-    file gets the usual permissions (``0o666`` less the umask), not the temporary file's ``0o600``."""
+    interrupted or failed write leaves the previous file as it was, never a truncated one.
+
+    A new file gets the permissions any file the user writes gets (``0o666`` less the umask, applied
+    by ``open`` itself: reading the umask would briefly change it for every thread); a replaced file
+    keeps its own. A symbolic link is written through, as a plain write would, not replaced."""
     import contextlib
     import os
-    import tempfile
+    import secrets
+    import stat
     from pathlib import Path
 
     p = Path(path)
     if p.is_dir():
         raise IsADirectoryError(21, "is a directory", str(p))
+    if p.is_symlink():
+        p = Path(os.path.realpath(p))
     raw = data.encode() if isinstance(data, str) else bytes(data)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent if str(p.parent) else ".")
+    try:
+        mode = stat.S_IMODE(p.stat().st_mode)
+    except FileNotFoundError:
+        mode = None
+    directory = p.parent if str(p.parent) else Path(".")
+    while True:
+        tmp = directory / f".{p.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:  # (a 48-bit random name: another writer's, practically never)
+            continue
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(raw)
             f.flush()
+            if mode is not None:
+                os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, p)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-
-
-def _umask() -> int:
-    import os
-
-    mask = os.umask(0)  # the only portable way to read it
-    os.umask(mask)
-    return mask

@@ -138,7 +138,10 @@ class InputSpec:
         if not np.issubdtype(r.dtype, np.integer):
             if not np.all(r == np.round(r)):
                 raise ValueError("input: raw values must be integers (digits pixels are 0..16)")
-            r = r.astype(np.int64)
+        # sat(raw * multiplier, 8) is the same for every |raw| >= 128 (multiplier >= 1): clamping
+        # first keeps huge values (1e30, 2**62, a uint64 above 2**63) from wrapping in int64
+        r = np.minimum(r, 256) if r.dtype.kind == "u" else np.clip(r, -256, 256)
+        r = r.astype(np.int64)
         size = int(np.prod(self.shape))
         # Only [B, size] or [B, *shape]: any other shape whose size happens to divide (digits
         # [360, 64] for a [4, 12] input) would be cut into the wrong samples silently.

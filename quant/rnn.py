@@ -61,7 +61,7 @@ __all__ = [
     "layer_norm",
     "LN_EPS",
     "requant_gates",
-    "worst_case_accumulators",
+    "accumulator_ranges",
     "lstm_accumulators",
     "gru_accumulators",
     "lstm_pointwise",
@@ -258,20 +258,30 @@ def gru_accumulators(p: RNNParams, x: np.ndarray, h: np.ndarray) -> np.ndarray:
     return acc + p.b
 
 
-def worst_case_accumulators(p: RNNParams) -> np.ndarray:
-    """(4, H) largest ``|acc|`` of each accumulator slot over any int8 x and h (SPEC §3: no silent wrap).
+def accumulator_ranges(p: RNNParams) -> tuple[np.ndarray, np.ndarray]:
+    """(4, H) exact lowest and highest ``acc`` of each accumulator slot over any int8 x and h (SPEC §3:
+    no silent wrap).
 
-    ``|b| + 128 * (Σ|W row| + Σ|U row|)`` over the rows the slot sums (see the module docstring;
-    GRU's nx uses only W, nh only U). Every partial sum of the slot is bounded by it too.
+    x and h lie in [-128, 127], so a slot's largest sum takes 127 on its positive weights and -128 on
+    its negative ones: ``b + 127 P + 128 Q`` with ``P``, ``Q`` the sums of the positive and negative
+    ``|w|`` over the rows the slot sums (see the module docstring; GRU's nx uses only W, nh only U);
+    its smallest is ``b - 128 P - 127 Q``. A slot that starts from its bias and adds one term at a
+    time stays within both ends at every step (each term's range holds 0).
     """
-    W, U = (np.abs(a) for a in _decoded(p))
     H = p.hidden
-    wsum, usum = W.sum(axis=1).reshape(-1, H), U.sum(axis=1).reshape(-1, H)  # (G, H)
+    W, U = _decoded(p)
+
+    def pos_neg(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # (G, H) sums of positive / negative |w|
+        return np.where(a > 0, a, 0).sum(axis=1).reshape(-1, H), np.where(a < 0, -a, 0).sum(axis=1).reshape(-1, H)
+
+    (wp, wn), (up, un) = pos_neg(W), pos_neg(U)
     if p.kind == "lstm":
-        terms = wsum + usum
+        P, Q = wp + up, wn + un
     else:
-        terms = np.stack([wsum[0] + usum[0], wsum[1] + usum[1], wsum[2], usum[2]])
-    return np.abs(p.b) + 128 * terms
+        P = np.stack([wp[0] + up[0], wp[1] + up[1], wp[2], up[2]])
+        Q = np.stack([wn[0] + un[0], wn[1] + un[1], wn[2], un[2]])
+    b = np.asarray(p.b, np.int64)
+    return b - 128 * P - 127 * Q, b + 127 * P + 128 * Q
 
 
 def _preact(p: RNNParams, acc: np.ndarray) -> np.ndarray:

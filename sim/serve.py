@@ -258,8 +258,13 @@ def _check_port_free(port: int) -> None:
     if port == 0:
         return
     s = socket.socket()
+    # as the server binds (sim/benches/link_serve_bench.py): with SO_REUSEADDR, a port whose last
+    # connections linger in TIME_WAIT (sim-serve stopped and started again) is free, one that
+    # another program listens on is not
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         s.bind(("127.0.0.1", port))
+        s.listen()
     except OSError as e:
         raise ValueError(
             f"--port {port}: cannot listen there ({e.strerror or e}); choose another, or 0 for any"

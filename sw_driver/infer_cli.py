@@ -16,13 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from .cli import check_output_file, positive_float, positive_int
+from .transport import BOARD_TIMEOUT, SIM_TIMEOUT, default_reply_timeout
 
 __all__ = ["HELP", "add_arguments", "run", "load_inputs", "save_outputs", "INPUT_SUFFIXES", "OUTPUT_SUFFIXES"]
 
 HELP = "run a model on a device (--device sim or a serial URL) and check it against the golden model"
 
-#: Per-reply timeout when --timeout is not given: the simulated NPU steps the RTL clock by clock.
-SIM_TIMEOUT, BOARD_TIMEOUT = 30.0, 5.0
 INPUT_SUFFIXES = (".npy", ".npz", ".csv", ".txt")
 OUTPUT_SUFFIXES = (".npy", ".npz", ".csv")
 
@@ -207,9 +206,7 @@ def run(args: argparse.Namespace) -> int:
     if args.limit:
         xq = xq[: args.limit]
         y = y[: args.limit] if y is not None else None
-    # a socket is usually `shiftnpu sim-serve` (its --uart mode is slow); a serial port, a board
-    simulated = args.device == "sim" or args.device.startswith("socket://")
-    timeout = args.timeout or (SIM_TIMEOUT if simulated else BOARD_TIMEOUT)
+    timeout = args.timeout or default_reply_timeout(args.device)
     with (
         open_device_url(args.device, model.config) as url,
         Device(url, timeout=timeout, baud=args.baud, progress=True) as dev,

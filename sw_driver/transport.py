@@ -9,7 +9,16 @@ from __future__ import annotations
 
 import time
 
-__all__ = ["Transport", "open_transport", "DeviceNotFound"]
+__all__ = ["Transport", "open_transport", "DeviceNotFound", "default_reply_timeout", "SIM_TIMEOUT", "BOARD_TIMEOUT"]
+
+#: Per-reply timeouts the commands use when none is given: a socket is usually ``shiftnpu sim-serve``
+#: (the RTL stepped clock by clock; its ``--uart`` mode is slow), a serial port a board.
+SIM_TIMEOUT, BOARD_TIMEOUT = 30.0, 5.0
+
+
+def default_reply_timeout(url: str) -> float:
+    """:data:`SIM_TIMEOUT` for ``sim`` and ``socket://`` URLs, :data:`BOARD_TIMEOUT` otherwise."""
+    return SIM_TIMEOUT if url == "sim" or url.startswith("socket://") else BOARD_TIMEOUT
 
 
 class DeviceNotFound(OSError):

@@ -681,3 +681,60 @@ def test_infer_a_model_without_argmax(capsys, server, tmp_path, mlp):
     assert rc == 0 and "bit-exact with the golden model: yes" in out, out + err  # was: "NO", exit 1
     want = golden.forward(logits_only, mlp.input.quantize(raw)).reshape(2, -1)
     assert [list(map(int, ln.split(","))) for ln in (tmp_path / "y.csv").read_text().split()] == want.tolist()
+
+
+def test_write_atomically_permissions_and_links(tmp_path):
+    """A new file gets 0o666 less the umask, a replaced one keeps its mode, a link is written through."""
+    from quant.cliargs import write_atomically
+
+    mask = os.umask(0o027)
+    try:
+        write_atomically(tmp_path / "new.txt", "a")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "new.txt").stat().st_mode & 0o777 == 0o640
+    old = tmp_path / "old.txt"
+    old.write_text("old")
+    old.chmod(0o600)
+    write_atomically(old, b"new")
+    assert old.read_text() == "new" and old.stat().st_mode & 0o777 == 0o600
+    link = tmp_path / "link.txt"
+    link.symlink_to(old)
+    write_atomically(link, "via link")
+    assert link.is_symlink() and old.read_text() == "via link"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.txt", "new.txt", "old.txt"]
+
+
+def test_sim_serve_port_check_matches_the_server():
+    """A port another program listens on is refused; one whose connections linger in TIME_WAIT after
+    a stopped sim-serve is not (the server binds with SO_REUSEADDR)."""
+    import socket
+
+    from sim.serve import _check_port_free
+
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    port = srv.getsockname()[1]
+    with pytest.raises(ValueError, match=f"--port {port}: cannot listen there"):
+        _check_port_free(port)
+    client = socket.create_connection(("127.0.0.1", port))
+    conn, _ = srv.accept()
+    conn.close()  # the server side closes first: its end of the connection stays in TIME_WAIT
+    srv.close()
+    client.close()
+    _check_port_free(port)
+
+
+def test_reply_timeout_defaults_agree_across_commands():
+    """infer and device-info wait as long for the same device: 30 s on sim-serve's socket (its --uart mode
+    is slow), 5 s on a serial port; --timeout replaces both."""
+    from sw_driver.cli import build_parser
+    from sw_driver.transport import default_reply_timeout
+
+    assert [default_reply_timeout(u) for u in ("sim", "socket://127.0.0.1:5555", "/dev/ttyUSB1")] == [30.0, 30.0, 5.0]
+    p = build_parser()
+    assert p.parse_args(["device-info", "--device", "x"]).timeout is None
+    assert p.parse_args(["infer", "--model", "m.npu"]).timeout is None
+    assert p.parse_args(["device-info", "--device", "x", "--timeout", "0.5"]).timeout == 0.5

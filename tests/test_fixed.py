@@ -117,3 +117,53 @@ def test_signed_width():
     assert signed_width(-128, 127) == 8
     assert signed_width(-1024, 1024) == 12
     assert signed_width(0, 0) == 1
+
+
+def _exact(x: int, n: int) -> int:
+    return x if n == 0 else (x + (1 << (n - 1))) >> n  # Python ints: no wrap at any size
+
+
+def test_rshift_round_array_paths_exact_over_int64():
+    """Every array path (scalar shift, per-element shifts with and without n = 0 or 1) against Python
+    integers, on the int64 extremes and random values, for every shift 0..70."""
+    rng = np.random.default_rng(1)
+    edges = [2**63 - 1, 2**63 - 2, -(2**63), -(2**63) + 1, 2**62, -(2**62), -(2**62) - 1, 0, 1, -1, 2, -2, 3, -3]
+    xs = np.array(edges + rng.integers(-(2**63), 2**63 - 1, 200, dtype=np.int64).tolist(), np.int64)
+    for n in range(71):
+        want = [_exact(int(v), n) for v in xs]
+        assert rshift_round(xs, n).tolist() == want, n
+        assert rshift_round(xs, np.full(len(xs), n)).tolist() == want, n
+    for pool in ((0, 1, 2, 63, 64), (2, 3, 40), (0, 5), (1, 7)):  # the n = 0 / n = 1 branches
+        ns = rng.choice(pool, len(xs))
+        assert rshift_round(xs, ns).tolist() == [_exact(int(v), int(k)) for v, k in zip(xs, ns, strict=True)], pool
+    # per-channel shifts broadcast over rows, and a scalar x against an array of shifts
+    acc = rng.integers(-(2**40), 2**40, (5, 4), dtype=np.int64)
+    n4 = np.array([0, 1, 17, 64])
+    assert rshift_round(acc, n4).tolist() == [
+        [_exact(int(v), int(k)) for v, k in zip(row, n4, strict=True)] for row in acc
+    ]
+    assert rshift_round(7, n4).tolist() == [7, 4, 0, 0]
+
+
+def test_requant_arrays_broadcast_and_leave_inputs_alone():
+    acc = np.array([[100, -100], [5, -5]], np.int64)
+    keep = acc.copy()
+    M, n = np.array([3, 65535]), np.array([0, 16])
+    want = [
+        [min(max(_exact((int(a) + 2) * int(m), int(k)), -128), 127) for a, m, k in zip(r, M, n, strict=True)]
+        for r in acc
+    ]
+    assert requant(acc, 2, M, n).tolist() == want
+    assert requant(acc, 2, M, n, relu=True).tolist() == [[max(v, 0) for v in r] for r in want]
+    assert requant(acc, np.array([2, 2]), 3, 0, bits=16).tolist() == [[306, -294], [21, -9]]
+    assert np.array_equal(acc, keep)  # the in-place steps work on copies only
+    assert requant(5, 0, np.array([[1], [2]]), np.array([0, 1])).tolist() == [[5, 3], [10, 5]]
+    assert requant(np.array([3], np.uint8), 0, 1, 1).dtype == np.int64
+
+
+def test_uint64_beyond_int64_is_refused_not_wrapped():
+    assert rshift_round(np.array([2**63 - 1], np.uint64), 62).tolist() == [2]
+    with pytest.raises(ValueError, match="does not fit int64"):
+        rshift_round(np.array([2**63], np.uint64), 1)
+    with pytest.raises(ValueError, match="does not fit int64"):
+        sat(np.array([2**64 - 1], np.uint64), 8)

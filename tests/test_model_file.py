@@ -222,3 +222,14 @@ def test_input_quantization():
     assert InputSpec(shape=(64,), multiplier=8).quantize([[16] * 64]).max() == 127  # saturates
     with pytest.raises(ValueError, match="cannot reshape"):
         spec.quantize(np.zeros((1, 63)))
+
+
+def test_input_map_saturates_huge_raw_values_instead_of_wrapping():
+    """q = sat(raw * multiplier, 8) for every raw integer: no int64 wrap on the way (1e30 was -128)."""
+    spec = InputSpec(shape=(2,))  # multiplier 7
+    assert spec.quantize(np.array([[1e30, -1e30]])).tolist() == [[127, -128]]
+    assert spec.quantize(np.array([[2**62, -(2**62)]], np.int64)).tolist() == [[127, -128]]
+    assert spec.quantize(np.array([[2**63 + 5, 18]], np.uint64)).tolist() == [[127, 126]]
+    assert spec.quantize(np.array([[np.inf, -np.inf]])).tolist() == [[127, -128]]
+    assert spec.quantize(np.array([[-19, 19]], np.int8)).tolist() == [[-128, 127]]  # -133, 133 saturate
+    assert spec.quantize([[-18, 18]]).tolist() == [[-126, 126]]

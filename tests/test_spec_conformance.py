@@ -19,7 +19,7 @@ from quant.gate_map import table_entries
 from quant.golden import forward
 from quant.model import DenseLayer, InputSpec, ModelFormatError, NPUModel, load_model
 from quant.pwl import PWLTable, hardware_span_limits
-from quant.rnn import RNNParams, default_tables, gru_pointwise, lstm_pointwise, requant_gates, worst_case_accumulators
+from quant.rnn import RNNParams, accumulator_ranges, default_tables, gru_pointwise, lstm_pointwise, requant_gates
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*created but never used")
 
@@ -371,32 +371,42 @@ def test_rnn_bias_takes_every_int32():
         RNNParams("lstm", np.zeros((4, 1)), np.zeros((4, 1)), -b, np.ones((4, 1)), np.zeros((4, 1)), 3, tables)
 
 
-def test_rnn_worst_case_accumulator():
-    """SPEC §3 (no silent wrap) for the recurrent layers: |b| + 128 * sum |w| over the summed rows."""
+def test_rnn_accumulator_ranges():
+    """SPEC §3 (no silent wrap) for the recurrent layers: with x, h in [-128, 127] a slot reaches
+    b + 127 * (positive |w|) + 128 * (negative |w|) at the top and b - 128 * pos - 127 * neg at the bottom."""
     H, wb = 1, 3
-    W = np.full((4, 2), 3)  # +8 each: 2 inputs
-    U = np.full((4, 1), 7)  # -8
+    W = np.full((4, 2), 3)  # +8 each: 2 inputs, pos = 16
+    U = np.full((4, 1), 7)  # -8: neg = 8
     b = np.array([[10], [-20], [0], [5]])
     tables = {"sigmoid": HALF, "tanh": IDENT, "tanh_cell": IDENT}
     p = RNNParams("lstm", W, U, b, np.ones((4, H)), np.zeros((4, H)), wb, tables)
-    assert worst_case_accumulators(p).ravel().tolist() == [10 + 3072, 20 + 3072, 3072, 5 + 3072]
+    lo, hi = accumulator_ranges(p)
+    # lo = b - 128 * 16 - 127 * 8 = b - 3064; hi = b + 127 * 16 + 128 * 8 = b + 3056
+    assert lo.ravel().tolist() == [10 - 3064, -20 - 3064, -3064, 5 - 3064]
+    assert hi.ravel().tolist() == [10 + 3056, -20 + 3056, 3056, 5 + 3056]
     g = RNNParams("gru", W[:3], U[:3], b, np.ones((4, H)), np.zeros((4, H)), wb, tables)
-    # z, r: W and U rows (3 * 1024); nx: W row 2 only (2048); nh: U row 2 only (1024)
-    assert worst_case_accumulators(g).ravel().tolist() == [10 + 3072, 20 + 3072, 2048, 5 + 1024]
+    # z, r: W and U rows as above; nx: W row 2 only (pos 16: -2048, 2032); nh: U row 2 only (neg 8: 5 - 1016, 5 + 1024)
+    lo, hi = accumulator_ranges(g)
+    assert lo.ravel().tolist() == [10 - 3064, -20 - 3064, -2048, 5 - 1016]
+    assert hi.ravel().tolist() == [10 + 3056, -20 + 3056, 2032, 5 + 1024]
 
 
-def test_sequential_rnn_layer_refuses_accumulator_overflow():
+def test_sequential_rnn_layer_refuses_exactly_the_overflowing_accumulators():
     from hw.rnn_layer import SequentialRNNLayer
 
-    cfg = NPUConfig(weight_bits=3, rows=8, max_k=8, pwl_pieces=2, pwl_shift=0)  # 15-bit accumulator: |acc| <= 16383
+    cfg = NPUConfig(weight_bits=3, rows=8, max_k=8, pwl_pieces=2, pwl_shift=0)  # 15-bit: [-16384, 16383]
     tables = {"sigmoid": HALF, "tanh": IDENT, "tanh_cell": IDENT}
     layer = SequentialRNNLayer(cfg, "lstm", max_in=4, max_hidden=2, max_steps=2)
-    W, U = np.full((8, 4), 3), np.full((8, 2), 3)  # 6 taps of +8: 6144
-    ok = RNNParams("lstm", W, U, np.full((4, 2), 10000), np.ones((4, 2)), np.zeros((4, 2)), 3, tables)
-    layer.param_writes(ok)  # 10000 + 6144 = 16144 fits
-    bad = RNNParams("lstm", W, U, np.full((4, 2), 10240), np.ones((4, 2)), np.zeros((4, 2)), 3, tables)
-    with pytest.raises(ValueError, match="accumulator overflow"):
-        layer.param_writes(bad)  # 10240 + 6144 = 16384 would wrap
+    W, U = np.full((8, 4), 3), np.full((8, 2), 3)  # 6 taps of +8: the sums reach b - 6144 .. b + 6096
+
+    def params(bias: int) -> RNNParams:
+        return RNNParams("lstm", W, U, np.full((4, 2), bias), np.ones((4, 2)), np.zeros((4, 2)), 3, tables)
+
+    layer.param_writes(params(10287))  # 10287 + 127 * 48 = 16383 fits
+    layer.param_writes(params(-10240))  # -10240 - 128 * 48 = -16384 fits
+    for bias in (10288, -10241):  # 16384 and -16385 would wrap
+        with pytest.raises(ValueError, match="accumulator overflow"):
+            layer.param_writes(params(bias))
 
 
 # -- the project's multiplier derivation (docs/arithmetic.md; the SPEC fixes only M's and n's ranges) --
