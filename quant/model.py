@@ -133,7 +133,8 @@ class InputSpec:
             _fail(f"input: scale must be positive, got {self.scale!r}")
 
     def quantize(self, raw) -> np.ndarray:
-        """Map raw inputs (shape ``[B, prod(shape)]`` or ``[B, *shape]``) to int8 ``[B, *shape]``."""
+        """Map raw inputs (shape ``[B, prod(shape)]`` or ``[B, *shape]``; one sample may leave out ``B``)
+        to int8 ``[B, *shape]``."""
         r = np.asarray(raw)
         if not np.issubdtype(r.dtype, np.integer):
             if not np.all(r == np.round(r)):
@@ -143,12 +144,15 @@ class InputSpec:
         r = np.minimum(r, 256) if r.dtype.kind == "u" else np.clip(r, -256, 256)
         r = r.astype(np.int64)
         size = int(np.prod(self.shape))
-        # Only [B, size] or [B, *shape]: any other shape whose size happens to divide (digits
-        # [360, 64] for a [4, 12] input) would be cut into the wrong samples silently.
-        if r.ndim < 2 or r.shape[1:] not in (tuple(self.shape), (size,)):
+        # Only [B, size] or [B, *shape], or one sample as [size] or [*shape]: any other shape whose
+        # size happens to divide (digits [360, 64] for a [4, 12] input) would be cut into the wrong
+        # samples silently.
+        one = r.shape in (tuple(self.shape), (size,))
+        if not one and (r.ndim < 2 or r.shape[1:] not in (tuple(self.shape), (size,))):
+            shapes = list(dict.fromkeys([f"[B, {size}]", f"[B, {', '.join(map(str, self.shape))}]"]))
             raise ValueError(
-                f"input: cannot reshape raw input of shape {list(r.shape)}: expected [B, {size}] or "
-                f"[B, {', '.join(map(str, self.shape))}]"
+                f"input: cannot reshape raw input of shape {list(r.shape)}: expected {' or '.join(shapes)} "
+                "(or one sample without the B)"
             )
         q = sat(r.astype(np.int64) * self.multiplier, 8)
         return q.reshape((-1, *self.shape)).astype(np.int8)

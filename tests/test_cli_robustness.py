@@ -661,6 +661,11 @@ def test_eval_and_the_input_map_refuse_a_wrong_input_shape(capsys, tmp_path):
         model.input.quantize(np.zeros((360, 64)))  # was: silently cut into 480 samples of [4, 12]
     assert model.input.quantize(np.zeros((2, 48))).shape == (2, 4, 12)
     assert model.input.quantize(np.zeros((2, 4, 12))).shape == (2, 4, 12)
+    # one sample may leave out the batch dimension, as a [*shape] or a flat [size]
+    assert model.input.quantize(np.full((4, 12), 3)).shape == (1, 4, 12)
+    assert np.array_equal(model.input.quantize(np.arange(48) % 17)[0], model.input.quantize([np.arange(48) % 17])[0])
+    with pytest.raises(ValueError, match=r"\[B, 48\] or \[B, 4, 12\]"):
+        model.input.quantize(np.zeros((4, 11)))
 
 
 def test_config_values_beyond_32_bits_are_refused(capsys):
