@@ -40,14 +40,22 @@ def board_config(board: str, **over: int | None) -> NPUConfig:
 
 @contextlib.contextmanager
 def simulated_npu(
-    config: NPUConfig | None = None, *, uart: bool = False, start_timeout: float = 600.0, board: str | None = None
+    config: NPUConfig | None = None,
+    *,
+    uart: bool = False,
+    start_timeout: float = 600.0,
+    board: str | None = None,
+    netlist: bool = False,
+    mapper: str = "abc9",
 ) -> Iterator[str]:
     """Serve the NPU built for ``config``; yields the ``socket://`` URL for :class:`sw_driver.device.Device`.
 
     ``board`` (a :mod:`hw.boards` name) serves the RTL in the form that board's build ships (see
     :mod:`sim.board_form`: on the iCEBreaker the iCE40 forms of the memories, the ARGMAX, the host
     read latency ...); ``config`` then defaults to :func:`board_config` (the board's default config
-    at its default build's clock).
+    at its default build's clock). ``netlist`` serves the gate-level netlist Yosys makes of that
+    form instead of the RTL (:mod:`sim.gate_level`: synthesized as ``shiftnpu build`` does, LUT
+    mapper ``mapper``, simulated with Yosys' cell models; minutes to build the first time).
     """
     from sim.serve import simulated_device
 
@@ -58,5 +66,11 @@ def simulated_npu(
     params = {"config": config.to_dict(), "uart": uart}
     if board is not None:
         params["board"] = board
+    if netlist:
+        if board is None:
+            raise ValueError("a gate-level simulation (netlist=True) needs a board to synthesize for")
+        params["netlist"] = True
+        if mapper != "abc9":
+            params["mapper"] = mapper
     with simulated_device(FACTORY, params, name="npu", start_timeout=start_timeout, chunk=4000) as url:
         yield url

@@ -78,7 +78,9 @@ def serve(
 ) -> None:
     """Build the design and serve it until ``stop_file`` appears (blocks; Ctrl-C ends it too).
 
-    ``params["board"]``, when given, builds the design in that board's form (see :mod:`sim.board_form`).
+    ``params["board"]``, when given, builds the design in that board's form (see :mod:`sim.board_form`);
+    with ``params["netlist"]`` too, the gate-level netlist Yosys makes of it (:mod:`sim.gate_level`,
+    ``params["mapper"]`` its LUT mapper, default abc9).
     """
     from sim.runner import run_cocotb
 
@@ -92,6 +94,22 @@ def serve(
 
         cfg = NPUConfig.from_dict(params.get("config", {}))
         bench["divisor"] = uart_divisor(cfg.clk_hz, cfg.baud)
+    if params.get("netlist"):
+        # the gate-level netlist Yosys makes of the design for the board (sim/gate_level.py)
+        from sim.gate_level import run_gate_level
+
+        if not params.get("board"):
+            raise ValueError("a gate-level simulation (netlist) needs a board to synthesize for")
+        run_gate_level(
+            name,
+            {"factory": factory, "params": params},
+            lambda: make(params),
+            "link_serve_bench",
+            params["board"],
+            mapper=params.get("mapper", "abc9"),
+            bench_params=bench,
+        )
+        return
     run_cocotb(
         name,
         {"factory": factory, "params": params},
