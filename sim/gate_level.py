@@ -40,6 +40,7 @@ __all__ = [
     "yosys_script",
     "synthesize_netlist",
     "run_gate_level",
+    "npu_netlist_dir",
 ]
 
 #: LUT mappers :func:`yosys_script` knows: ``abc9`` is the board build's.
@@ -121,6 +122,10 @@ def yosys_script(family: str, top: str, synth_opts: str = "", mapper: str = "abc
             *body,
             "tee -o stat.txt stat",
             "check -assert" if family == "ice40" else "check",
+            # one wire per bit (the top's ports stay vectors): Verilator evaluates a vector as one
+            # signal, and a netlist's vectors mix bits of unrelated logic into false combinational
+            # loops (UNOPTFLAT) that it must iterate to settle; the cells and connections do not change
+            "splitnets",
             f"write_verilog -noattr {top}_netlist.v",
             "",
         ]
@@ -233,20 +238,31 @@ def run_gate_level(
     return _test(runner, name, nparams, bdir, test_module, "verilator", testcase, env, seed, False, bench_params)
 
 
+def npu_netlist_dir(config, board: str, mapper: str = "abc9") -> Path:
+    """The cache directory of the NPU netlist ``simulated_npu(config, board=board, netlist=True)`` serves."""
+    from hw.boards import get_board
+    from sim.npu_device import FACTORY, serve_params
+    from sim.verilog import design_dir
+
+    b = get_board(board)
+    params = serve_params(config, board=b.name, netlist=True, mapper=mapper)
+    return design_dir("npu", _netlist_params({"factory": FACTORY, "params": params}, b.name, b.family, mapper))
+
+
 def _main(argv: list[str] | None = None) -> int:
-    """``python -m sim.gate_level BOARD [MAPPER]``: synthesize the board's default NPU netlist (cache warm-up)."""
-    from sim.npu_device import board_config, npu_top
+    """``python -m sim.gate_level [BOARD [MAPPER]]``: synthesize the board's default NPU netlist (what
+    ``simulated_npu(board=BOARD, netlist=True)`` serves) and print its path and cell counts."""
+    from sim.npu_device import FACTORY, board_config, npu_top, serve_params
 
     argv = sys.argv[1:] if argv is None else argv
     board = argv[0] if argv else "icebreaker"
     mapper = argv[1] if len(argv) > 1 else "abc9"
-    params = {"config": board_config(board).to_dict(), "uart": False, "board": board, "netlist": True}
-    if mapper != "abc9":
-        params["mapper"] = mapper
-    # (the key sim.serve.serve gives the design: the netlist simulated_npu(board=..., netlist=True) uses)
-    key = {"factory": "sim.npu_device:npu_top", "params": params}
-    path = synthesize_netlist("npu", key, lambda: npu_top(params), board, mapper=mapper)
+    params = serve_params(board_config(board), board=board, netlist=True, mapper=mapper)
+    path = synthesize_netlist(
+        "npu", {"factory": FACTORY, "params": params}, lambda: npu_top(params), board, mapper=mapper
+    )
     print(path)
+    print((path.parent / "stat.txt").read_text())
     return 0
 
 
