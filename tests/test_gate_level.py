@@ -18,7 +18,7 @@ from quant.lstm_perf import program_cycles
 from quant.model import NPUModel
 from quant.npu_compile import largest_batch
 from quant.retarget import retarget
-from sim.gate_level import MAPPERS, npu_netlist_dir, yosys_script
+from sim.gate_level import MAPPERS, npu_netlist_dir, run_gate_level, yosys_script
 from sim.npu_device import board_config, simulated_npu
 from sw_driver.device import Device
 from sw_driver.npu import NPURunner
@@ -39,6 +39,8 @@ def test_yosys_script_is_the_board_builds():
     assert MAPPERS == ("abc9", "abc")
     with pytest.raises(ValueError, match="unknown LUT mapper"):
         yosys_script("ice40", "npu", mapper="vpr")
+    with pytest.raises(ValueError, match="DP16KD"):  # (no ECP5 block RAM model: it would read 0)
+        run_gate_level("npu", {}, lambda: None, "link_serve_bench", "ulx3s-85f")
     with pytest.raises(ValueError, match="needs a board"):
         with simulated_npu(CFG, netlist=True):
             pass
@@ -95,15 +97,13 @@ def test_gate_level_netlist_runs_models_bit_exact(gate_url):
     r, compiled, _ = _run(gate_url, model, x, batch)
     assert r.cycles == 3 * program_cycles(compiled)
 
-    # ARGMAX: ties (one across N-tiles, one in the last partial tile), all-negative rows, saturation
+    # ARGMAX: ties (one across N-tiles, one in the last partial tile), all-negative rows, a column at -128
     x = np.random.default_rng(5).integers(-128, 128, size=(14, 64)).astype(np.int8)
     ties = [-1500, -1500, 1500, 1500, 1200, -(2**30), -800, 1200, 2500, 2500]
     r, compiled, logits = _run(gate_url, _tie_mlp(1, ties), x, batch=7)
     top = logits.max(1)
     assert ((logits == top[:, None]).sum(1) > 1).sum() >= 5 and (logits[:, 5] == -128).all()
     assert r.cycles == 2 * program_cycles(compiled)
-    r, _, _ = _run(gate_url, _tie_mlp(1, [-(2**30)] * 5 + [2**30] * 5), x[:7], batch=7)
-    assert (r.classes == 5).all()
 
     # the shipped seq-digits LSTM moved to the board (gate unit, PWL tables, cell memory, SB_MAC16s)
     from quant.digits import load_split
