@@ -208,6 +208,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(what the tests simulate) of NPUConfig's defaults",
     )
     p.add_argument(
+        "--netlist",
+        action="store_true",
+        help="with --board: serve the gate-level netlist Yosys makes of the design (synthesized as shiftnpu build "
+        "does, simulated with the FPGA cells' models; the first run takes minutes) instead of the RTL",
+    )
+    p.add_argument(
         "--factory",
         default=None,
         help=f"top-level factory 'module:function' (default {DEFAULT_FACTORY}, the link test design; "
@@ -242,7 +248,14 @@ def run(args: argparse.Namespace) -> int:
     params = {"config": cfg.to_dict(), "uart": bool(args.uart)}
     if board:
         params["board"] = board
+    if getattr(args, "netlist", False):
+        if not board:
+            print("shiftnpu sim-serve: --netlist needs --board (the FPGA to synthesize for)", file=sys.stderr)
+            return 2
+        params["netlist"] = True
     what = f"the {board} form of {factory}" if board else factory
+    if params.get("netlist"):
+        what = f"the {board} gate-level netlist of {factory}"
     print(
         f"shiftnpu sim-serve: building {what} ({cfg.rows}x{cfg.cols}; the first run compiles it), then serving on "
         f"socket://127.0.0.1:{args.port}; Ctrl-C stops",
