@@ -8,7 +8,7 @@ from typing import Any
 
 from quant.config import NPUConfig
 
-__all__ = ["npu_top", "simulated_npu", "board_config", "FACTORY"]
+__all__ = ["npu_top", "simulated_npu", "serve_params", "board_config", "FACTORY"]
 
 FACTORY = "sim.npu_device:npu_top"
 
@@ -38,16 +38,40 @@ def board_config(board: str, **over: int | None) -> NPUConfig:
     return b.default_config(**over).replace(clk_hz=int(round(pll.f_out_mhz * 1e6)))
 
 
+def serve_params(
+    config: NPUConfig, *, uart: bool = False, board: str | None = None, netlist: bool = False, mapper: str = "abc9"
+) -> dict[str, Any]:
+    """The parameters :func:`simulated_npu` serves :data:`FACTORY` with (they key its build cache)."""
+    params: dict[str, Any] = {"config": config.to_dict(), "uart": uart}
+    if board is not None:
+        params["board"] = board
+    if netlist:
+        if board is None:
+            raise ValueError("a gate-level simulation (netlist=True) needs a board to synthesize for")
+        params["netlist"] = True
+        if mapper != "abc9":
+            params["mapper"] = mapper
+    return params
+
+
 @contextlib.contextmanager
 def simulated_npu(
-    config: NPUConfig | None = None, *, uart: bool = False, start_timeout: float = 600.0, board: str | None = None
+    config: NPUConfig | None = None,
+    *,
+    uart: bool = False,
+    start_timeout: float = 600.0,
+    board: str | None = None,
+    netlist: bool = False,
+    mapper: str = "abc9",
 ) -> Iterator[str]:
     """Serve the NPU built for ``config``; yields the ``socket://`` URL for :class:`sw_driver.device.Device`.
 
     ``board`` (a :mod:`hw.boards` name) serves the RTL in the form that board's build ships (see
     :mod:`sim.board_form`: on the iCEBreaker the iCE40 forms of the memories, the ARGMAX, the host
     read latency ...); ``config`` then defaults to :func:`board_config` (the board's default config
-    at its default build's clock).
+    at its default build's clock). ``netlist`` serves the gate-level netlist Yosys makes of that
+    form instead of the RTL (:mod:`sim.gate_level`: synthesized as ``shiftnpu build`` does, LUT
+    mapper ``mapper``, simulated with Yosys' cell models; minutes to build the first time).
     """
     from sim.serve import simulated_device
 
@@ -55,8 +79,6 @@ def simulated_npu(
         if board is None:
             raise ValueError("simulated_npu needs a config or a board")
         config = board_config(board)
-    params = {"config": config.to_dict(), "uart": uart}
-    if board is not None:
-        params["board"] = board
+    params = serve_params(config, uart=uart, board=board, netlist=netlist, mapper=mapper)
     with simulated_device(FACTORY, params, name="npu", start_timeout=start_timeout, chunk=4000) as url:
         yield url

