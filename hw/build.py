@@ -400,10 +400,11 @@ ABC_FALLBACK = "(map_luts: abc -lut 4:7, abc9 failed)"
 
 
 def _remap_luts(script: str, mapper: list[str]) -> str:
-    """The Amaranth Yosys script with synth_ecp5's map_luts step (abc9) replaced by ``mapper``."""
+    """The Amaranth Yosys script with synth_ecp5's (or synth_ice40's) map_luts step (abc9) replaced
+    by ``mapper``."""
     out = []
     for line in script.splitlines():
-        if line.strip().startswith("synth_ecp5 "):
+        if line.strip().startswith(("synth_ecp5 ", "synth_ice40 ")):
             cmd = line.strip()
             out += [
                 f"{cmd} -run begin:map_luts",
@@ -422,8 +423,17 @@ def _purged_abc9(script: str) -> str:
 
 
 def _without_abc9(script: str) -> str:
-    """The Amaranth Yosys script with synth_ecp5's abc9 LUT mapping replaced by abc."""
-    return _remap_luts(script, ["techmap -map +/lattice/latches_map.v", "abc -lut 4:7 -dress"])
+    """The Amaranth Yosys script with synth_ecp5's (or synth_ice40's) abc9 LUT mapping replaced by abc."""
+    if "synth_ice40 " in script:  # (the gate-level cross-check, sim/gate_level.py; builds keep abc9)
+        mapper = [
+            "techmap -map +/ice40/latches_map.v",
+            "abc -lut 4 -dress",
+            "ice40_wrapcarry -unwrap",
+            "techmap -map +/ice40/ff_map.v",
+        ]
+    else:
+        mapper = ["techmap -map +/lattice/latches_map.v", "abc -lut 4:7 -dress"]
+    return _remap_luts(script, mapper)
 
 
 def synth_options(board: Board) -> str:

@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .fixed import M_BITS, N_MAX, quantize_multiplier, rshift_round, sat
+from .fixed import M_BITS, N_MAX, quantize_multiplier, requant, rshift_round, sat
 from .rnn import div_round
 
 __all__ = [
@@ -141,7 +141,7 @@ def attention_scores(h, q, M: int, n: int) -> np.ndarray:
         raise ValueError(f"q must have shape (..., {h.shape[-1]}), got {q.shape}")
     M, n = _check_mn(M, n)
     acc = np.einsum("...td,...d->...t", h, q)  # int64, exact
-    return sat(rshift_round(acc * M, n), 16)
+    return requant(acc, 0, M, n, bits=16)  # SPEC §3's rescale, into int16
 
 
 def exp2_frac(f) -> np.ndarray:

@@ -125,18 +125,14 @@ def yosys_script(family: str, top: str, synth_opts: str = "", mapper: str = "abc
     in ``write_verilog -noattr`` of the mapped netlist instead of nextpnr's JSON."""
     if mapper not in MAPPERS:
         raise ValueError(f"unknown LUT mapper {mapper!r}; choose one of {MAPPERS}")
-    synth = f"synth_{family} {synth_opts} -top {top}".replace("  ", " ")
-    if mapper == "abc9":
-        body = [synth]
-    else:  # the same passes, the LUT mapping step done by abc (cf. hw.build._without_abc9)
-        lut = "abc -lut 4 -dress" if family == "ice40" else "abc -lut 4:7 -dress"
-        latches = "techmap -map +/ice40/latches_map.v" if family == "ice40" else "techmap -map +/lattice/latches_map.v"
-        extra = ["ice40_wrapcarry -unwrap", "techmap -map +/ice40/ff_map.v"] if family == "ice40" else []
-        body = [f"{synth} -run begin:map_luts", latches, lut, *extra, "clean", f"{synth} -run map_cells:"]
+    from hw.build import _without_abc9
+
+    head = f"read_rtlil {top}.il\n" + f"synth_{family} {synth_opts} -top {top}".replace("  ", " ") + "\n"
+    if mapper == "abc":  # the same passes, the LUT mapping step done by abc (as the ECP5 build's fallback)
+        head = _without_abc9(head)
     return "\n".join(
         [
-            f"read_rtlil {top}.il",
-            *body,
+            *head.splitlines(),
             "tee -o stat.txt stat",
             "check -assert",  # (a doubly driven net, abc9's known failure on ECP5, stops here)
             # one wire per bit (the top's ports stay vectors): Verilator evaluates a vector as one

@@ -15,7 +15,6 @@ build ~90 s (-O0 C++), the runs ~75 s; the netlist and the build are cached afte
 import numpy as np
 import pytest
 
-from quant import golden
 from quant.lstm_perf import program_cycles
 from quant.model import NPUModel
 from quant.npu_compile import largest_batch
@@ -23,7 +22,6 @@ from quant.retarget import retarget
 from sim.gate_level import MAPPERS, cell_models, npu_netlist_dir, yosys_script
 from sim.npu_device import board_config, simulated_npu
 from sw_driver.device import Device
-from sw_driver.npu import NPURunner
 from tests.model_factory import random_lstm, random_mlp
 
 BOARD = "icebreaker"
@@ -69,15 +67,9 @@ def gate_url():
 
 
 def _run(url, model, x, batch):
-    with Device(url, timeout=120.0) as dev:
-        runner = NPURunner(dev, batch=batch)
-        compiled = runner.load(model)
-        r = runner.infer(x)
-    trace = golden.forward(model, x, intermediates=True)
-    logits = trace[-2][1].reshape(len(x), -1)
-    assert np.array_equal(r.logits, logits)
-    assert np.array_equal(r.classes, trace[-1][1])
-    return r, compiled, logits
+    from tests.test_npu_board_forms import _run as run_through_driver
+
+    return run_through_driver(url, model, x, batch, timeout=120.0)
 
 
 def _netlist_cells() -> dict[str, int]:

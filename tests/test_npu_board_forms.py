@@ -40,8 +40,9 @@ def npu_url():
         yield url
 
 
-def _run(url, model, x, batch):
-    with Device(url, timeout=30.0) as dev:
+def _run(url, model, x, batch, timeout=30.0):
+    """``model`` on ``x`` through the driver: logits and classes must equal quant.golden's."""
+    with Device(url, timeout=timeout) as dev:
         runner = NPURunner(dev, batch=batch)
         compiled = runner.load(model)
         r = runner.infer(x)
